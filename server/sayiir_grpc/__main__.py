@@ -1,0 +1,3 @@
+from sayiir_grpc.cli import main
+
+raise SystemExit(main())

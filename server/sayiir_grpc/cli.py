@@ -1,0 +1,77 @@
+"""The `sayiir-grpc` command: `serve` and `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+
+from sayiir_grpc import config, migrate
+from sayiir_grpc.log_setup import configure
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sayiir-grpc", description="gRPC persistence service for Sayiir workflows.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="Run the gRPC service (migrates first).")
+    config.add_arguments(serve)
+    mig = commands.add_parser("migrate", help="Create or adopt the schema, then exit.")
+    config.add_arguments(mig)
+    return parser
+
+
+async def _migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for step in await migrate.migrate(conn):
+            print(step)
+        print("schema is up to date")
+    finally:
+        await conn.close()
+
+
+def _with_database(settings: config.Settings, run: object) -> None:
+    """Run `run(url)` against the configured database or an embedded one."""
+    assert callable(run)
+    if settings.database_url:
+        asyncio.run(run(settings.database_url))
+        return
+    from sayiir_grpc.embedded import EmbeddedPostgres
+
+    data_dir = settings.embedded_data_dir()
+    with EmbeddedPostgres(data_dir) as embedded:
+        print(f"embedded PostgreSQL at {embedded.url} (data in {data_dir})", flush=True)
+        asyncio.run(run(embedded.url))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = config.load(args)
+    except config.ConfigError as exc:
+        print(f"sayiir-grpc: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log_level, settings.log_format)
+    log = structlog.get_logger("sayiir_grpc")
+    try:
+        if args.command == "migrate":
+            _with_database(settings, _migrate)
+        else:
+            from sayiir_grpc.app import serve
+
+            _with_database(settings, lambda url: serve(settings, url))
+    except KeyboardInterrupt:
+        return 130
+    except (migrate.MigrationError, OSError, asyncpg.PostgresError) as exc:
+        log.error("start failed", error=str(exc))
+        print(f"sayiir-grpc: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Every setting of the service, each a CLI flag and a `SAYIIR_*` variable.
+
+One table (`SETTINGS`) drives the argument parser, the environment lookup,
+`--help` and the README's settings list, so they cannot drift apart. A flag
+beats the environment, which beats the default. A value that does not parse
+stops the start with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sayiir_grpc.db import PoolOptions
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names it."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _listen(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:50051")
+    return text
+
+
+def _codec(text: str) -> str:
+    if text not in ("json", "protobuf"):
+        raise ValueError("must be json or protobuf")
+    return text
+
+
+def _level(text: str) -> str:
+    upper = text.upper()
+    if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be debug, info, warning or error")
+    return upper
+
+
+def _log_format(text: str) -> str:
+    if text not in ("auto", "json", "console"):
+        raise ValueError("must be auto, json or console")
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str  # attribute of Settings; flag is --name-with-dashes
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database_url", "SAYIIR_DATABASE_URL", _text, None,
+            "PostgreSQL URL. Unset: start an embedded PostgreSQL in --data-dir."),
+    Setting("listen", "SAYIIR_LISTEN", _listen, "127.0.0.1:50051", "gRPC listen address, HOST:PORT."),
+    Setting("data_dir", "SAYIIR_DATA_DIR", _text, None,
+            "Data directory of the embedded PostgreSQL (default: ~/.local/share/sayiir-grpc/pgdata)."),
+    Setting("codec", "SAYIIR_CODEC", _codec, "json",
+            "Snapshot blob codec: json (the engine's, default) or protobuf (faster; not readable by the engine)."),
+    Setting("pool_max_connections", "SAYIIR_POOL_MAX_CONNECTIONS", _positive_int, 20, "Pool size limit."),
+    Setting("pool_min_connections", "SAYIIR_POOL_MIN_CONNECTIONS", _non_negative_int, 2, "Connections kept open."),
+    Setting("pool_acquire_timeout", "SAYIIR_POOL_ACQUIRE_TIMEOUT", _positive_float, 30.0,
+            "Seconds to wait for a free connection."),
+    Setting("pool_idle_timeout", "SAYIIR_POOL_IDLE_TIMEOUT", _positive_float, 600.0,
+            "Seconds after which an idle connection is closed."),
+    Setting("pool_max_lifetime", "SAYIIR_POOL_MAX_LIFETIME", _positive_float, 1800.0,
+            "Seconds after which a connection is recycled."),
+    Setting("statement_timeout_ms", "SAYIIR_STATEMENT_TIMEOUT_MS", _non_negative_int, 30_000,
+            "PostgreSQL statement_timeout for every connection, in ms."),
+    Setting("idle_in_transaction_timeout_ms", "SAYIIR_IDLE_IN_TRANSACTION_TIMEOUT_MS", _non_negative_int, 60_000,
+            "PostgreSQL idle_in_transaction_session_timeout, in ms."),
+    Setting("log_level", "SAYIIR_LOG_LEVEL", _level, "INFO", "debug, info, warning or error."),
+    Setting("log_format", "SAYIIR_LOG_FORMAT", _log_format, "auto",
+            "json, console, or auto (console on a terminal, JSON otherwise)."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    listen: str = "127.0.0.1:50051"
+    data_dir: str | None = None
+    codec: str = "json"
+    pool_max_connections: int = 20
+    pool_min_connections: int = 2
+    pool_acquire_timeout: float = 30.0
+    pool_idle_timeout: float = 600.0
+    pool_max_lifetime: float = 1800.0
+    statement_timeout_ms: int = 30_000
+    idle_in_transaction_timeout_ms: int = 60_000
+    log_level: str = "INFO"
+    log_format: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pool_options(self) -> PoolOptions:
+        return PoolOptions(
+            max_connections=self.pool_max_connections,
+            min_connections=min(self.pool_min_connections, self.pool_max_connections),
+            acquire_timeout=self.pool_acquire_timeout,
+            idle_timeout=self.pool_idle_timeout,
+            max_lifetime=self.pool_max_lifetime,
+            statement_timeout_ms=self.statement_timeout_ms,
+            idle_in_transaction_session_timeout_ms=self.idle_in_transaction_timeout_ms,
+        )
+
+    def embedded_data_dir(self) -> Path:
+        from sayiir_grpc.embedded import default_data_dir
+
+        return Path(self.data_dir) if self.data_dir else default_data_dir()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for setting in SETTINGS:
+        default = "unset" if setting.default is None else setting.default
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            metavar=setting.env.removeprefix("SAYIIR_"),
+            help=f"{setting.help} [env {setting.env}; default {default}]",
+        )
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags, then the environment, then defaults."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = getattr(args, setting.name, None) if args is not None else None
+        source = setting.flag
+        if raw is None and env.get(setting.env, "") != "":
+            raw, source = env[setting.env], setting.env
+        if raw is None:
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid {source} value {raw!r}: {exc}") from None
+    return Settings(**values)

@@ -1,0 +1,124 @@
+"""The asyncpg pool, its options, and the one helper that retries transients.
+
+Pool options mirror the original's `PoolOptions`. `statement_timeout` and
+`idle_in_transaction_session_timeout` are session settings sent at connect,
+so every connection of the pool carries them without a server-side change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import asyncpg
+import structlog
+
+from sayiir_grpc.errors import is_transient
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Two retries with delays of 10 ms then 40 ms, as the original's backoff:
+# enough to ride out a deadlock victim or a dropped connection, short
+# enough that a real outage surfaces as UNAVAILABLE within a call deadline.
+RETRY_DELAYS = (0.010, 0.040)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """Connection pool settings (the original's `PoolOptions`)."""
+
+    max_connections: int = 20
+    min_connections: int = 2
+    acquire_timeout: float = 30.0
+    idle_timeout: float = 600.0
+    max_lifetime: float = 1800.0
+    statement_timeout_ms: int = 30_000
+    idle_in_transaction_session_timeout_ms: int = 60_000
+
+
+class Database:
+    """An asyncpg pool plus the bookkeeping `max_lifetime` needs."""
+
+    def __init__(self, pool: asyncpg.Pool, options: PoolOptions) -> None:
+        self.pool = pool
+        self.options = options
+        self._born: dict[int, float] = {}
+        self.transient_retries = 0
+        # Called with the operation name each time a transient error is retried.
+        self.on_retry: Callable[[str], None] | None = None
+
+    @classmethod
+    async def connect(cls, url: str, options: PoolOptions) -> Database:
+        holder: list[Database] = []
+
+        async def init(conn: asyncpg.Connection) -> None:
+            if holder:
+                holder[0]._born[id(conn)] = time.monotonic()
+
+        settings = {
+            # 0 means "no limit" to PostgreSQL, so a requested 0 is floored at
+            # 1 ms rather than silently disabling the guard.
+            "statement_timeout": str(max(options.statement_timeout_ms, 1)),
+            "idle_in_transaction_session_timeout": str(max(options.idle_in_transaction_session_timeout_ms, 1)),
+            "application_name": "sayiir-grpc",
+        }
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=options.min_connections,
+            max_size=options.max_connections,
+            max_inactive_connection_lifetime=options.idle_timeout,
+            server_settings=settings,
+            init=init,
+            timeout=options.acquire_timeout,
+        )
+        database = cls(pool, options)
+        holder.append(database)
+        return database
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; one past `max_lifetime` is closed on release."""
+        conn = await self.pool.acquire(timeout=self.options.acquire_timeout)
+        try:
+            yield conn
+        finally:
+            born = self._born.get(id(conn._con)) if hasattr(conn, "_con") else None  # noqa: SLF001
+            if born is not None and time.monotonic() - born > self.options.max_lifetime:
+                self._born.pop(id(conn._con), None)  # noqa: SLF001
+                await conn.close()
+            await self.pool.release(conn)
+
+    async def run(self, op: str, body: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = True) -> T:
+        """Run `body` on one connection (in one transaction by default).
+
+        A transient failure (deadlock, serialization failure, dropped
+        connection) rolls the transaction back and runs the whole body again,
+        at most twice; any other error propagates at once.
+        """
+        attempt = 0
+        while True:
+            try:
+                async with self.connection() as conn:
+                    if not transaction:
+                        return await body(conn)
+                    async with conn.transaction():
+                        return await body(conn)
+            except Exception as exc:
+                if attempt >= len(RETRY_DELAYS) or not is_transient(exc):
+                    raise
+                delay = RETRY_DELAYS[attempt]
+                attempt += 1
+                self.transient_retries += 1
+                if self.on_retry is not None:
+                    self.on_retry(op)
+                log.warning("transient database error, retrying", op=op, error=type(exc).__name__, delay_s=delay)
+                await asyncio.sleep(delay)

@@ -1,0 +1,76 @@
+"""Every failure of the service mapped to a gRPC status, in one place.
+
+Store functions raise the client's `BackendError` family (the Rust
+`BackendError` variants) or let asyncpg errors escape; `status_for` decides the
+status code, and the servicer wrapper aborts the call with it and with the
+variant name in the `sayiir-error` trailing metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import grpc
+
+from sayiir_client.convert import InvalidField
+from sayiir_client.errors import (
+    BackendError,
+    CannotCancelError,
+    CannotPauseError,
+    ClaimLostError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    SerializationError,
+    UnavailableError,
+)
+
+# SQLSTATEs a fresh transaction is likely to clear (the original's list):
+# serialization failure, deadlock, and the whole connection class 08.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth re-running the whole transaction for."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        return state in TRANSIENT_SQLSTATES or state.startswith("08")
+    return isinstance(
+        exc,
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.InterfaceError,
+            ConnectionError,
+            OSError,
+            asyncio.TimeoutError,
+        ),
+    )
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
+    """(status code, message, error kind) for any exception a handler raised."""
+    if isinstance(exc, InvalidField):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc), InvalidArgumentError.kind
+    if isinstance(exc, BackendError):
+        code = {
+            NotFoundError: grpc.StatusCode.NOT_FOUND,
+            SerializationError: grpc.StatusCode.DATA_LOSS,
+            CannotCancelError: grpc.StatusCode.FAILED_PRECONDITION,
+            CannotPauseError: grpc.StatusCode.FAILED_PRECONDITION,
+            FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+            ClaimLostError: grpc.StatusCode.ABORTED,
+            InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+            UnavailableError: grpc.StatusCode.UNAVAILABLE,
+        }.get(type(exc), grpc.StatusCode.INTERNAL)
+        return code, exc.message, exc.kind
+    if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
+        # statement_timeout, or the call was cancelled server-side.
+        return grpc.StatusCode.DEADLINE_EXCEEDED, f"database statement cancelled: {exc}", "Backend"
+    if isinstance(exc, asyncpg.exceptions.TooManyConnectionsError) or is_transient(exc):
+        return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {type(exc).__name__}: {exc}", "Backend"
+    if isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "").startswith("22"):
+        # Data exceptions (bad encoding, out-of-range values) come from input
+        # that validation should have caught; they are still the caller's fault.
+        return grpc.StatusCode.INVALID_ARGUMENT, f"value rejected by the database: {exc}", "InvalidArgument"
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", "Backend"

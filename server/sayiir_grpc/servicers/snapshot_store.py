@@ -1,0 +1,94 @@
+"""The SnapshotStore service: SaveSnapshot, SaveTaskResult, LoadSnapshot,
+DeleteSnapshot, ListSnapshots. Logic and SQL: `sayiir_grpc.stores.snapshot_store`."""
+
+from __future__ import annotations
+
+import grpc
+
+from sayiir_client import convert
+from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
+from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
+from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
+from sayiir_client.codec import SnapshotCodec
+from sayiir_grpc.db import Database
+from sayiir_grpc.servicers import rpc
+from sayiir_grpc.stores import snapshot_store as store
+
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 10_000
+
+STATUS_TO_PROTO = {
+    "InProgress": pb.SNAPSHOT_STATUS_IN_PROGRESS,
+    "Completed": pb.SNAPSHOT_STATUS_COMPLETED,
+    "Failed": pb.SNAPSHOT_STATUS_FAILED,
+    "Cancelled": pb.SNAPSHOT_STATUS_CANCELLED,
+    "Paused": pb.SNAPSHOT_STATUS_PAUSED,
+}
+PROTO_TO_STATUS = {v: k for k, v in STATUS_TO_PROTO.items()}
+
+
+def require_snapshot(request: rpc_pb.SaveSnapshotRequest) -> pb.WorkflowSnapshot:
+    if not request.HasField("snapshot"):
+        raise convert.InvalidField("snapshot", "is required")
+    return request.snapshot
+
+
+class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
+    def __init__(self, db: Database, codec: SnapshotCodec) -> None:
+        self.db = db
+        self.codec = codec
+
+    @rpc
+    async def SaveSnapshot(
+        self, request: rpc_pb.SaveSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> rpc_pb.SaveSnapshotResponse:
+        snapshot = convert.snapshot_from_proto(require_snapshot(request))
+        written, version = await store.save_snapshot(self.db, self.codec, snapshot)
+        return rpc_pb.SaveSnapshotResponse(written=written, history_version=version)
+
+    @rpc
+    async def SaveTaskResult(
+        self, request: rpc_pb.SaveTaskResultRequest, context: grpc.aio.ServicerContext
+    ) -> rpc_pb.SaveTaskResultResponse:
+        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        task_id = convert.task_id_from("task_id", request.task_id)
+        version = await store.save_task_result(self.db, self.codec, instance_id, task_id, request.output)
+        return rpc_pb.SaveTaskResultResponse(history_version=version)
+
+    @rpc
+    async def LoadSnapshot(
+        self, request: rpc_pb.LoadSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> rpc_pb.LoadSnapshotResponse:
+        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        loaded = await store.load_snapshot(self.db, self.codec, instance_id)
+        response = rpc_pb.LoadSnapshotResponse(
+            status=STATUS_TO_PROTO.get(loaded.status, pb.SNAPSHOT_STATUS_UNSPECIFIED),
+            history_version=loaded.history_version,
+        )
+        convert.fill_snapshot(response.snapshot, loaded.snapshot)
+        return response
+
+    @rpc
+    async def DeleteSnapshot(
+        self, request: rpc_pb.DeleteSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> rpc_pb.DeleteSnapshotResponse:
+        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        await store.delete_snapshot(self.db, instance_id)
+        return rpc_pb.DeleteSnapshotResponse()
+
+    @rpc
+    async def ListSnapshots(
+        self, request: rpc_pb.ListSnapshotsRequest, context: grpc.aio.ServicerContext
+    ) -> rpc_pb.ListSnapshotsResponse:
+        if request.page_size > MAX_PAGE_SIZE:
+            raise convert.InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}")
+        limit = request.page_size or DEFAULT_PAGE_SIZE
+        after = convert.check_text("after_instance_id", request.after_instance_id) or None
+        statuses = []
+        for index, value in enumerate(request.statuses):
+            if value not in PROTO_TO_STATUS:
+                raise convert.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
+            statuses.append(PROTO_TO_STATUS[value])
+        ids = await store.list_snapshots(self.db, after, limit, statuses)
+        next_after = ids[-1] if len(ids) == limit else ""
+        return rpc_pb.ListSnapshotsResponse(instance_ids=ids, next_after_instance_id=next_after)

@@ -1,0 +1,119 @@
+"""Shared fixtures: a fresh PostgreSQL database per run, and the service on it.
+
+The PostgreSQL server comes from SAYIIR_TEST_PG_URL (default: the local
+server at 127.0.0.1:5432, trust auth). Each run creates its own database
+with a random name and drops it at the end, so runs never share state. An
+unreachable server fails the run loudly rather than skipping tests.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sayiir_client import GrpcBackend, connect  # noqa: E402
+from sayiir_grpc.app import RunningServer, start  # noqa: E402
+from sayiir_grpc.config import Settings  # noqa: E402
+
+ADMIN_URL = os.environ.get("SAYIIR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def create_database(prefix: str = "sayiir_test") -> str:
+    try:
+        admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.exit(f"PostgreSQL is unreachable at {ADMIN_URL}: {exc}", returncode=3)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return _with_database(ADMIN_URL, name)
+
+
+async def drop_database(url: str) -> None:
+    name = url.rpartition("/")[2]
+    admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A database created for this test run (the service migrates it)."""
+    url = await create_database()
+    yield url
+    await drop_database(url)
+
+
+@pytest.fixture(scope="session")
+async def make_database() -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Create extra empty databases (dropped at the end of the run)."""
+    created: list[str] = []
+
+    async def make() -> str:
+        url = await create_database()
+        created.append(url)
+        return url
+
+    yield make
+    for url in created:
+        await drop_database(url)
+
+
+async def start_service(database_url: str, **overrides: object) -> RunningServer:
+    settings = Settings(listen="127.0.0.1:0", pool_min_connections=1, **overrides)  # type: ignore[arg-type]
+    return await start(settings, database_url)
+
+
+@pytest.fixture(scope="session")
+async def service(database_url: str) -> AsyncIterator[RunningServer]:
+    """The service, in this process, on the run's database."""
+    running = await start_service(database_url)
+    yield running
+    await running.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def target(service: RunningServer) -> str:
+    return f"127.0.0.1:{service.port}"
+
+
+@pytest.fixture
+async def backend(target: str) -> AsyncIterator[GrpcBackend]:
+    async with connect(target) as client:
+        yield client
+
+
+@pytest.fixture
+async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the run's database, for checking what was stored."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def instance_id(request: pytest.FixtureRequest) -> str:
+    """An instance id no other test uses."""
+    return f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Iterator[Path]:
+    yield Path(__file__).resolve().parent.parent
