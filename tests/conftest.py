@@ -2,8 +2,12 @@
 
 The PostgreSQL server comes from SAYIIR_TEST_PG_URL (default: the local
 server at 127.0.0.1:5432, trust auth). Each run creates its own database
-with a random name and drops it at the end, so runs never share state. An
-unreachable server fails the run loudly rather than skipping tests.
+with a random name and drops it at the end, so runs never share state.
+
+When that server is unreachable: under CI (CI=true) or with
+SAYIIR_TEST_PG_URL set, the run stops at once with the reason; on a
+developer machine with no PostgreSQL at all, the suite starts an embedded
+PostgreSQL of its own for the run instead.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sayiir_grpc.app import RunningServer, start  # noqa: E402
 from sayiir_grpc.config import Settings  # noqa: E402
 
 ADMIN_URL = os.environ.get("SAYIIR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+_admin_url: list[str] = []
 
 
 def _with_database(url: str, name: str) -> str:
@@ -31,22 +36,55 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
+def admin_url() -> str:
+    """The maintenance-database URL of the server the tests run against."""
+    return _admin_url[0] if _admin_url else ADMIN_URL
+
+
 async def create_database(prefix: str = "sayiir_test") -> str:
     try:
-        admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+        admin = await asyncpg.connect(admin_url(), timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.exit(f"PostgreSQL is unreachable at {ADMIN_URL}: {exc}", returncode=3)
+        pytest.exit(f"PostgreSQL is unreachable at {admin_url()}: {exc}", returncode=3)
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    return _with_database(ADMIN_URL, name)
+    return _with_database(admin_url(), name)
+
+
+async def _reachable(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """The PostgreSQL server of this run (see the module docstring)."""
+    if await _reachable(ADMIN_URL):
+        yield ADMIN_URL
+        return
+    if os.environ.get("CI") == "true" or "SAYIIR_TEST_PG_URL" in os.environ:
+        pytest.exit(f"PostgreSQL is unreachable at {ADMIN_URL}; it must be running for this run", returncode=3)
+    from sayiir_grpc.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg") / "data")
+    url = embedded.start()
+    _admin_url.append(_with_database(url, "postgres"))
+    try:
+        yield _admin_url[0]
+    finally:
+        embedded.stop()
 
 
 async def drop_database(url: str) -> None:
     name = url.rpartition("/")[2]
-    admin = await asyncpg.connect(ADMIN_URL, timeout=10)
+    admin = await asyncpg.connect(admin_url(), timeout=10)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -54,7 +92,7 @@ async def drop_database(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
+async def database_url(postgres_server: str) -> AsyncIterator[str]:
     """A database created for this test run (the service migrates it)."""
     url = await create_database()
     yield url
@@ -62,7 +100,7 @@ async def database_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def make_database() -> AsyncIterator[Callable[[], Awaitable[str]]]:
+async def make_database(postgres_server: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
     """Create extra empty databases (dropped at the end of the run)."""
     created: list[str] = []
 

@@ -154,9 +154,10 @@ def _opt_id(value: TaskId | None) -> str:
 
 def format_rfc3339(ts: Timestamp) -> str:
     """chrono's serde form of a `DateTime<Utc>`: 0, 3, 6 or 9 fraction digits, then Z."""
-    text = ts.to_datetime().strftime("%Y-%m-%dT%H:%M:%S")
     if ts.seconds < MIN_TIMESTAMP_SECONDS or ts.seconds > MAX_TIMESTAMP_SECONDS:
         raise ValueError("timestamp out of range")
+    d = ts.to_datetime()
+    text = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
     nanos = ts.nanos
     if nanos == 0:
         fraction = ""
@@ -203,20 +204,22 @@ def format_f32(value: float) -> str:
         if struct.unpack("<f", struct.pack("<f", float(digits)))[0] == as_f32:
             break
     mantissa, exponent_text = digits.split("e")
-    exponent = int(exponent_text)
-    negative = mantissa.startswith("-")
-    mantissa_digits = mantissa.lstrip("-").replace(".", "").rstrip("0") or "0"
-    sign = "-" if negative else ""
-    # ryu's layout: plain decimal for exponents -5..=15, scientific otherwise.
-    if -5 <= exponent < 16:
-        if exponent >= 0:
-            integer = mantissa_digits[: exponent + 1].ljust(exponent + 1, "0")
-            fraction = mantissa_digits[exponent + 1 :] or "0"
-            return f"{sign}{integer}.{fraction}"
-        return f"{sign}0.{'0' * (-exponent - 1)}{mantissa_digits}"
-    head, tail = mantissa_digits[0], mantissa_digits[1:]
-    body = f"{head}.{tail}" if tail else head
-    return f"{sign}{body}e{exponent}"
+    sign = "-" if mantissa.startswith("-") else ""
+    # value = int(ds) * 10**k, ds the shortest round-trip digits.
+    ds = mantissa.lstrip("-").replace(".", "").rstrip("0") or "0"
+    k = int(exponent_text) - (len(ds) - 1)
+    kk = len(ds) + k  # 10**(kk-1) <= value < 10**kk
+    # ryu's f32 layout (serde_json): plain decimal while kk is in (-6, 13].
+    if 0 <= k and kk <= 13:
+        return f"{sign}{ds}{'0' * k}.0"
+    if 0 < kk <= 13:
+        return f"{sign}{ds[:kk]}.{ds[kk:]}"
+    if -6 < kk <= 0:
+        return f"{sign}0.{'0' * -kk}{ds}"
+    exponent = kk - 1
+    if len(ds) == 1:
+        return f"{sign}{ds}e{exponent}"
+    return f"{sign}{ds[0]}.{ds[1:]}e{exponent}"
 
 
 def _duration(value: Duration) -> str:

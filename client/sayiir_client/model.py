@@ -15,6 +15,7 @@ Maps keep insertion order for the same reason.
 from __future__ import annotations
 
 import enum
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -166,6 +167,12 @@ class RetryPolicy:
     max_delay: Duration | None = None
 
     def __post_init__(self) -> None:
+        # Rust stores the multiplier as an f32; holding the f32 value here
+        # keeps the model equal to itself across every codec.
+        try:
+            self.backoff_multiplier = struct.unpack("<f", struct.pack("<f", self.backoff_multiplier))[0]
+        except OverflowError:
+            raise ValueError(f"backoff_multiplier {self.backoff_multiplier} does not fit a 32-bit float") from None
         self.initial_delay = Duration.coerce(self.initial_delay)
         if self.max_delay is not None:
             self.max_delay = Duration.coerce(self.max_delay)

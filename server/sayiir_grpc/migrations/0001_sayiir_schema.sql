@@ -112,3 +112,8 @@ SELECT
     completed_at,
     updated_at
 FROM sayiir_workflow_snapshots;
+
+COMMENT ON COLUMN sayiir_workflow_snapshots.data_hash IS
+    'SHA-256 of the current snapshot blob (the history row at history_version).';
+COMMENT ON COLUMN sayiir_workflow_snapshot_history.data_hash IS
+    'SHA-256 of this row''s blob.';
