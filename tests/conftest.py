@@ -23,9 +23,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sayiir_client import GrpcBackend, connect  # noqa: E402
-from sayiir_grpc.app import RunningServer, start  # noqa: E402
-from sayiir_grpc.config import Settings  # noqa: E402
+from sayiir_client import GrpcBackend, connect
+from sayiir_grpc.app import RunningServer, start
+from sayiir_grpc.config import Settings
 
 ADMIN_URL = os.environ.get("SAYIIR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _admin_url: list[str] = []

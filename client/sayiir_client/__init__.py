@@ -1,8 +1,8 @@
 """Python client of the sayiir-grpc service, with the Sayiir (Rust) names.
 
-    async with sayiir_client.connect("127.0.0.1:50051") as backend:
-        snapshot = WorkflowSnapshot.new("order-1", DefinitionHash.sha256("checkout-v1"))
-        await backend.save_snapshot(snapshot)
+async with sayiir_client.connect("127.0.0.1:50051") as backend:
+    snapshot = WorkflowSnapshot.new("order-1", DefinitionHash.sha256("checkout-v1"))
+    await backend.save_snapshot(snapshot)
 """
 
 from sayiir_client.backend import GrpcBackend, connect
@@ -53,9 +53,9 @@ __all__ = [
     "AtSignal",
     "AtTask",
     "BackendError",
+    "Cancelled",
     "CannotCancelError",
     "CannotPauseError",
-    "Cancelled",
     "ClaimLostError",
     "CodecId",
     "Completed",

@@ -98,7 +98,7 @@ class GrpcBackend:
 async def connect(
     target: str = "127.0.0.1:50051",
     *,
-    timeout: float | None = DEFAULT_TIMEOUT_S,
+    timeout: float | None = DEFAULT_TIMEOUT_S,  # noqa: ASYNC109 - the per-call deadline, not this call's
     options: Sequence[tuple[str, Any]] = (),
 ) -> AsyncIterator[GrpcBackend]:
     """Open a channel to the service; yields a `GrpcBackend`, closes it on exit."""

@@ -210,7 +210,7 @@ def format_f32(value: float) -> str:
     k = int(exponent_text) - (len(ds) - 1)
     kk = len(ds) + k  # 10**(kk-1) <= value < 10**kk
     # ryu's f32 layout (serde_json): plain decimal while kk is in (-6, 13].
-    if 0 <= k and kk <= 13:
+    if k >= 0 and kk <= 13:
         return f"{sign}{ds}{'0' * k}.0"
     if 0 < kk <= 13:
         return f"{sign}{ds[:kk]}.{ds[kk:]}"
@@ -575,9 +575,7 @@ def wakeup_hint_payload(snapshot: WorkflowSnapshot) -> str | None:
     return encode_wakeup_hint(snapshot.instance_id, task_id, snapshot.definition_hash, snapshot.task_tags)
 
 
-def encode_wakeup_hint(
-    instance_id: str, task_id: TaskId, definition_hash: DefinitionHash, tags: list[str]
-) -> str:
+def encode_wakeup_hint(instance_id: str, task_id: TaskId, definition_hash: DefinitionHash, tags: list[str]) -> str:
     def string(value: str) -> bytes:
         raw = value.encode("utf-8")
         return struct.pack("<Q", len(raw)) + raw

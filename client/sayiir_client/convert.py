@@ -153,7 +153,9 @@ def position_from_proto(path: str, message: pb.ExecutionPosition) -> ExecutionPo
         )
     if kind == "at_join":
         j = message.at_join
-        return AtJoin(task_id_from(f"{p}.join_id", j.join_id), _branches(f"{p}.completed_branches", j.completed_branches))
+        return AtJoin(
+            task_id_from(f"{p}.join_id", j.join_id), _branches(f"{p}.completed_branches", j.completed_branches)
+        )
     if kind == "at_delay":
         d = message.at_delay
         return AtDelay(
@@ -171,7 +173,9 @@ def position_from_proto(path: str, message: pb.ExecutionPosition) -> ExecutionPo
             _optional_task_id(s, "next_task_id", p),
         )
     loop = message.in_loop
-    return InLoop(task_id_from(f"{p}.loop_id", loop.loop_id), loop.iteration, _optional_task_id(loop, "next_task_id", p))
+    return InLoop(
+        task_id_from(f"{p}.loop_id", loop.loop_id), loop.iteration, _optional_task_id(loop, "next_task_id", p)
+    )
 
 
 def state_from_proto(path: str, message: pb.WorkflowSnapshotState) -> WorkflowSnapshotState:

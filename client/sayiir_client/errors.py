@@ -7,6 +7,8 @@ matching exception, so callers catch `NotFoundError` rather than inspect codes.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import grpc
 
 # The trailing-metadata key that carries the Rust error variant name.
@@ -103,7 +105,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> BackendError:
     details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
     kind = None
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    for key, value in trailing or ():
+    for key, value in cast(Any, trailing or ()):
         if key == ERROR_KIND_METADATA:
             kind = value if isinstance(value, str) else value.decode()
     cls = _BY_KIND.get(kind or "") or (_BY_CODE.get(code) if code is not None else None) or BackendError

@@ -17,6 +17,7 @@ class Hash32:
     """An immutable 32-byte value, shown and serialized as lowercase hex."""
 
     __slots__ = ("_bytes",)
+    _bytes: bytes
     kind: ClassVar[str] = "Hash32"
 
     def __init__(self, value: bytes | bytearray | memoryview | Hash32) -> None:

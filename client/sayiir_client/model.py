@@ -639,9 +639,7 @@ class WorkflowSnapshot:
 
     def set_task_deadline(self, task_id: TaskId | bytes | str, timeout: Duration | timedelta | float) -> None:
         span = Duration.coerce(timeout)
-        self.task_deadline = TaskDeadline(
-            TaskId.coerce(task_id), Timestamp.now() + span, span.total_nanos // 1_000_000
-        )
+        self.task_deadline = TaskDeadline(TaskId.coerce(task_id), Timestamp.now() + span, span.total_nanos // 1_000_000)
 
     def clear_task_deadline(self) -> None:
         self.task_deadline = None

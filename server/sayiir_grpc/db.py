@@ -91,9 +91,9 @@ class Database:
         try:
             yield conn
         finally:
-            born = self._born.get(id(conn._con)) if hasattr(conn, "_con") else None  # noqa: SLF001
+            born = self._born.get(id(conn._con)) if hasattr(conn, "_con") else None
             if born is not None and time.monotonic() - born > self.options.max_lifetime:
-                self._born.pop(id(conn._con), None)  # noqa: SLF001
+                self._born.pop(id(conn._con), None)
                 await conn.close()
             await self.pool.release(conn)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -20,7 +21,9 @@ LISTEN_RE = re.compile(r"sayiir-grpc listening on (\S+)")
 
 
 @contextmanager
-def running_service(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def running_service(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 60
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """Start `sayiir-grpc serve ...`, wait for its listen line, stop it at the end."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "sayiir_grpc", "serve", "--listen", "127.0.0.1:0", *args],
@@ -104,8 +107,12 @@ def test_migrate_command(tmp_path: Path) -> None:
 
 async def test_migrate_command_on_a_fresh_database(make_database: Callable[[], Awaitable[str]]) -> None:
     url = await make_database()
-    result = subprocess.run(
-        [sys.executable, "-m", "sayiir_grpc", "migrate", "--database-url", url], capture_output=True, text=True, timeout=60
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sayiir_grpc", "migrate", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "applied 0001_sayiir_schema" in result.stdout

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
 from sayiir_grpc.embedded import (
     EmbeddedPostgres,
     EmbeddedPostgresError,

@@ -88,7 +88,7 @@ async def test_an_older_engine_schema_is_refused(make_database: Callable[[], Awa
             "execution_time BIGINT NOT NULL)"
         )
         await conn.execute("INSERT INTO _sqlx_migrations VALUES (1, 'initial', now(), true, '\\x00', 1)")
-        with pytest.raises(MigrationError, match="version 1.*needs version 9"):
+        with pytest.raises(MigrationError, match=r"version 1.*needs version 9"):
             await migrate(conn)
     finally:
         await conn.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Awaitable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import grpc
@@ -79,8 +79,11 @@ async def test_no_terminal_state_is_overwritten_by_another_terminal(
     backend: GrpcBackend, instance_id: str, terminal: str, pg: asyncpg.Connection
 ) -> None:
     snapshot = WorkflowSnapshot.new(instance_id, "h")
-    {"completed": lambda: snapshot.mark_completed(b"1"), "failed": lambda: snapshot.mark_failed("boom"),
-     "cancelled": lambda: snapshot.mark_cancelled("why", "ops")}[terminal]()
+    {
+        "completed": lambda: snapshot.mark_completed(b"1"),
+        "failed": lambda: snapshot.mark_failed("boom"),
+        "cancelled": lambda: snapshot.mark_cancelled("why", "ops"),
+    }[terminal]()
     await backend.save_snapshot(snapshot)
     other = WorkflowSnapshot.new(instance_id, "h")
     other.mark_failed("late failure") if terminal != "failed" else other.mark_completed(b"late")
@@ -258,7 +261,9 @@ async def test_save_snapshot_writes_every_completed_output_and_observability_col
     assert row["completed_at"] is None and row["error"] is None
     tasks = {
         bytes(r["task_id"]): (r["status"], r["output"])
-        for r in await pg.fetch("SELECT task_id, status, output FROM sayiir_workflow_tasks WHERE instance_id = $1", instance_id)
+        for r in await pg.fetch(
+            "SELECT task_id, status, output FROM sayiir_workflow_tasks WHERE instance_id = $1", instance_id
+        )
     }
     assert tasks == {
         t1.as_bytes(): ("completed", b"one"),
@@ -271,10 +276,17 @@ async def test_save_snapshot_writes_every_completed_output_and_observability_col
     snapshot.mark_failed("kaput")
     await backend.save_snapshot(snapshot)
     row = await pg.fetchrow("SELECT * FROM sayiir_workflow_snapshots WHERE instance_id = $1", instance_id)
-    assert (row["status"], row["error"], row["position_kind"], row["current_task_id"]) == ("Failed", "kaput", None, None)
+    assert (row["status"], row["error"], row["position_kind"], row["current_task_id"]) == (
+        "Failed",
+        "kaput",
+        None,
+        None,
+    )
     assert row["completed_at"] is not None
     status, error = await pg.fetchrow(
-        "SELECT status, error FROM sayiir_workflow_tasks WHERE instance_id = $1 AND task_id = $2", instance_id, t3.as_bytes()
+        "SELECT status, error FROM sayiir_workflow_tasks WHERE instance_id = $1 AND task_id = $2",
+        instance_id,
+        t3.as_bytes(),
     )
     assert (status, error) == ("failed", "kaput")
 
@@ -284,7 +296,9 @@ async def test_delay_wake_at_column(backend: GrpcBackend, instance_id: str, pg: 
     wake = Timestamp(1_900_000_000, 123_456_000)
     snapshot.update_position(AtDelay(TaskId.sha256("d"), Timestamp(1_800_000_000), wake, TaskId.sha256("next")))
     await backend.save_snapshot(snapshot)
-    row = await pg.fetchrow("SELECT position_kind, delay_wake_at FROM sayiir_workflow_snapshots WHERE instance_id = $1", instance_id)
+    row = await pg.fetchrow(
+        "SELECT position_kind, delay_wake_at FROM sayiir_workflow_snapshots WHERE instance_id = $1", instance_id
+    )
     assert row["position_kind"] == "AtDelay"
     assert row["delay_wake_at"] == wake.to_datetime()
 
@@ -311,7 +325,9 @@ async def test_delete_removes_the_instance_from_every_child_table(
     await backend.save_task_result(instance_id, task, b"x")
     await pg.execute("INSERT INTO sayiir_workflow_signals (instance_id, kind) VALUES ($1, 'Cancel')", instance_id)
     await pg.execute(
-        "INSERT INTO sayiir_workflow_claims (instance_id, task_id, worker_id) VALUES ($1, $2, 'w')", instance_id, task.as_bytes()
+        "INSERT INTO sayiir_workflow_claims (instance_id, task_id, worker_id) VALUES ($1, $2, 'w')",
+        instance_id,
+        task.as_bytes(),
     )
     await pg.execute(
         "INSERT INTO sayiir_workflow_events (instance_id, signal_name, payload) VALUES ($1, 'go', '')", instance_id
@@ -324,7 +340,8 @@ async def test_delete_removes_the_instance_from_every_child_table(
         r["table_name"]
         for r in await pg.fetch(
             "SELECT table_name FROM information_schema.columns WHERE column_name = 'instance_id' "
-            "AND table_name LIKE 'sayiir_workflow_%' AND table_name NOT IN ('sayiir_workflow_snapshots', 'sayiir_workflow_snapshots_hex')"
+            "AND table_name LIKE 'sayiir_workflow_%' "
+            "AND table_name NOT IN ('sayiir_workflow_snapshots', 'sayiir_workflow_snapshots_hex')"
         )
     }
     assert referencing == set(WORKFLOW_CHILD_TABLES)
@@ -378,9 +395,14 @@ async def test_short_task_id_is_invalid_and_writes_nothing(
         raw_stub.SaveTaskResult(rpc_pb.SaveTaskResultRequest(instance_id=instance_id, task_id=b"\x01" * 31)), "task_id"
     )
     message.definition_hash = b"short"
-    await _expect_invalid(raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "snapshot.definition_hash")
+    await _expect_invalid(
+        raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "snapshot.definition_hash"
+    )
     assert await pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshots WHERE instance_id = $1", instance_id) == 0
-    assert await pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshot_history WHERE instance_id = $1", instance_id) == 0
+    assert (
+        await pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshot_history WHERE instance_id = $1", instance_id)
+        == 0
+    )
 
 
 async def test_unknown_enum_value_is_invalid(raw_stub: rpc_grpc.SnapshotStoreStub) -> None:
@@ -391,11 +413,15 @@ async def test_missing_state_and_position_are_invalid(raw_stub: rpc_grpc.Snapsho
     message = pb.WorkflowSnapshot(instance_id=instance_id, definition_hash=b"\x00" * 32)
     await _expect_invalid(raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "snapshot.state")
     message.state.in_progress.SetInParent()
-    await _expect_invalid(raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "snapshot.state.in_progress.position")
+    await _expect_invalid(
+        raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "snapshot.state.in_progress.position"
+    )
     await _expect_invalid(raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest()), "snapshot")
 
 
-async def test_nul_characters_and_bad_priority_are_invalid(raw_stub: rpc_grpc.SnapshotStoreStub, instance_id: str) -> None:
+async def test_nul_characters_and_bad_priority_are_invalid(
+    raw_stub: rpc_grpc.SnapshotStoreStub, instance_id: str
+) -> None:
     message = snapshot_to_proto(WorkflowSnapshot.new(instance_id, "h"))
     message.instance_id = "with\x00nul"
     await _expect_invalid(raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "snapshot.instance_id")
@@ -409,4 +435,6 @@ async def test_nul_characters_and_bad_priority_are_invalid(raw_stub: rpc_grpc.Sn
     dup = message.state.in_progress.completed_tasks
     dup.add(task_id=b"\x07" * 32, output=b"a")
     dup.add(task_id=b"\x07" * 32, output=b"b")
-    await _expect_invalid(raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "completed_tasks[1].task_id")
+    await _expect_invalid(
+        raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "completed_tasks[1].task_id"
+    )

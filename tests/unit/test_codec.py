@@ -6,7 +6,6 @@ import json
 
 import pytest
 from hypothesis import given, settings
-from strategies.snapshots import snapshots
 
 from sayiir_client import convert
 from sayiir_client.codec import (
@@ -31,6 +30,7 @@ from sayiir_client.model import (
     Timestamp,
     WorkflowSnapshot,
 )
+from strategies.snapshots import snapshots
 
 
 def test_header_layout() -> None:
@@ -59,7 +59,7 @@ def test_codec_mismatch_names_both_codecs() -> None:
     with pytest.raises(SerializationError) as info:
         JsonCodec().decode(ProtobufCodec().encode(snapshot))
     assert "`protobuf`" in info.value.message and "`json`" in info.value.message
-    with pytest.raises(SerializationError, match="`rkyv`.*`protobuf`"):
+    with pytest.raises(SerializationError, match=r"`rkyv`.*`protobuf`"):
         ProtobufCodec().decode(frame(CodecId.RKYV, b"\x00"))
 
 
@@ -89,9 +89,25 @@ def test_rfc3339_parses_offsets() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(2.0, "2.0"), (1.5, "1.5"), (0.1, "0.1"), (3.0, "3.0"), (0.0, "0.0"), (1e20, "1e20"), (123456.0, "123456.0"),
-     (0.00001, "0.00001"), (1e-7, "1e-7"), (1.5e-7, "1.5e-7"), (0.0001, "0.0001"), (1.1, "1.1"),
-     (-2.5, "-2.5"), (1e12, "1000000000000.0"), (1e13, "1e13"), (1.25e15, "1.25e15"), (123.456, "123.456")],
+    [
+        (2.0, "2.0"),
+        (1.5, "1.5"),
+        (0.1, "0.1"),
+        (3.0, "3.0"),
+        (0.0, "0.0"),
+        (1e20, "1e20"),
+        (123456.0, "123456.0"),
+        (0.00001, "0.00001"),
+        (1e-7, "1e-7"),
+        (1.5e-7, "1.5e-7"),
+        (0.0001, "0.0001"),
+        (1.1, "1.1"),
+        (-2.5, "-2.5"),
+        (1e12, "1000000000000.0"),
+        (1e13, "1e13"),
+        (1.25e15, "1.25e15"),
+        (123.456, "123.456"),
+    ],
 )
 def test_f32_text_matches_serde(value: float, text: str) -> None:
     assert format_f32(value) == text

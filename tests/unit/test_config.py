@@ -46,7 +46,15 @@ def test_every_setting_is_a_flag_and_a_sayiir_variable() -> None:
 
 
 def test_old_postgresql_is_refused_with_a_clear_message() -> None:
-    with pytest.raises(MigrationError, match="PostgreSQL 12 is not supported.*13 or newer"):
+    with pytest.raises(MigrationError, match=r"PostgreSQL 12 is not supported.*13 or newer"):
         check_server_version(120_015)
     check_server_version(130_000)
     check_server_version(180_001)
+
+
+def test_readme_lists_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for setting in config.SETTINGS:
+        assert f"`{setting.env}`" in readme and f"`{setting.flag}`" in readme

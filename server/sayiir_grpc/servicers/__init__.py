@@ -20,12 +20,13 @@ log = structlog.get_logger(__name__)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = Callable[[Any, Req, Context], Awaitable[Resp]]
 
 
 def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     @functools.wraps(handler)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
         try:
             return await handler(self, request, context)
         except grpc.aio.AbortError:

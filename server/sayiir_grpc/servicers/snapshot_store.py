@@ -3,15 +3,13 @@ DeleteSnapshot, ListSnapshots. Logic and SQL: `sayiir_grpc.stores.snapshot_store
 
 from __future__ import annotations
 
-import grpc
-
 from sayiir_client import convert
 from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
 from sayiir_client.codec import SnapshotCodec
 from sayiir_grpc.db import Database
-from sayiir_grpc.servicers import rpc
+from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import snapshot_store as store
 
 DEFAULT_PAGE_SIZE = 1000
@@ -39,16 +37,14 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         self.codec = codec
 
     @rpc
-    async def SaveSnapshot(
-        self, request: rpc_pb.SaveSnapshotRequest, context: grpc.aio.ServicerContext
-    ) -> rpc_pb.SaveSnapshotResponse:
+    async def SaveSnapshot(self, request: rpc_pb.SaveSnapshotRequest, context: Context) -> rpc_pb.SaveSnapshotResponse:
         snapshot = convert.snapshot_from_proto(require_snapshot(request))
         written, version = await store.save_snapshot(self.db, self.codec, snapshot)
         return rpc_pb.SaveSnapshotResponse(written=written, history_version=version)
 
     @rpc
     async def SaveTaskResult(
-        self, request: rpc_pb.SaveTaskResultRequest, context: grpc.aio.ServicerContext
+        self, request: rpc_pb.SaveTaskResultRequest, context: Context
     ) -> rpc_pb.SaveTaskResultResponse:
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         task_id = convert.task_id_from("task_id", request.task_id)
@@ -56,9 +52,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         return rpc_pb.SaveTaskResultResponse(history_version=version)
 
     @rpc
-    async def LoadSnapshot(
-        self, request: rpc_pb.LoadSnapshotRequest, context: grpc.aio.ServicerContext
-    ) -> rpc_pb.LoadSnapshotResponse:
+    async def LoadSnapshot(self, request: rpc_pb.LoadSnapshotRequest, context: Context) -> rpc_pb.LoadSnapshotResponse:
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         loaded = await store.load_snapshot(self.db, self.codec, instance_id)
         response = rpc_pb.LoadSnapshotResponse(
@@ -70,7 +64,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
 
     @rpc
     async def DeleteSnapshot(
-        self, request: rpc_pb.DeleteSnapshotRequest, context: grpc.aio.ServicerContext
+        self, request: rpc_pb.DeleteSnapshotRequest, context: Context
     ) -> rpc_pb.DeleteSnapshotResponse:
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         await store.delete_snapshot(self.db, instance_id)
@@ -78,7 +72,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
 
     @rpc
     async def ListSnapshots(
-        self, request: rpc_pb.ListSnapshotsRequest, context: grpc.aio.ServicerContext
+        self, request: rpc_pb.ListSnapshotsRequest, context: Context
     ) -> rpc_pb.ListSnapshotsResponse:
         if request.page_size > MAX_PAGE_SIZE:
             raise convert.InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}")

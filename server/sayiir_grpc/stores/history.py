@@ -64,9 +64,7 @@ def hydrate(snapshot: WorkflowSnapshot, task_ids: list[bytes], outputs: list[byt
     snapshot.hydrate_task_outputs((TaskId(tid), out) for tid, out in zip(task_ids, outputs, strict=True))
 
 
-async def lock_for_mutation(
-    conn: asyncpg.Connection, codec: SnapshotCodec, instance_id: str
-) -> LockedSnapshot | None:
+async def lock_for_mutation(conn: asyncpg.Connection, codec: SnapshotCodec, instance_id: str) -> LockedSnapshot | None:
     """Lock the instance row and return its hydrated snapshot (None if missing)."""
     row = await conn.fetchrow(LOCK_SNAPSHOT, instance_id)
     if row is None:

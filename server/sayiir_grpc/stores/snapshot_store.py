@@ -151,7 +151,9 @@ WHERE s.instance_id = $1
 # names come from the WORKFLOW_CHILD_TABLES constant, never from input.
 DELETE_SNAPSHOT = (
     "WITH "
-    + "".join(f"d{i} AS (DELETE FROM {table} WHERE instance_id = $1), " for i, table in enumerate(WORKFLOW_CHILD_TABLES))
+    + "".join(
+        f"d{i} AS (DELETE FROM {table} WHERE instance_id = $1), " for i, table in enumerate(WORKFLOW_CHILD_TABLES)
+    )
     + "del AS (DELETE FROM sayiir_workflow_snapshots WHERE instance_id = $1 RETURNING 1) "
     + "SELECT EXISTS (SELECT 1 FROM del)"
 )
@@ -240,9 +242,7 @@ async def save_snapshot(db: Database, codec: SnapshotCodec, snapshot: WorkflowSn
     return await db.run("save_snapshot", body, transaction=False)
 
 
-async def save_task_result(
-    db: Database, codec: SnapshotCodec, instance_id: str, task_id: TaskId, output: bytes
-) -> int:
+async def save_task_result(db: Database, codec: SnapshotCodec, instance_id: str, task_id: TaskId, output: bytes) -> int:
     """Record one task's output under the row lock; the new history version."""
 
     async def body(conn: asyncpg.Connection) -> int:
@@ -272,9 +272,7 @@ async def save_task_result(
 
 
 async def load_snapshot(db: Database, codec: SnapshotCodec, instance_id: str) -> LoadedSnapshot:
-    row = await db.run(
-        "load_snapshot", lambda conn: conn.fetchrow(LOAD_SNAPSHOT, instance_id), transaction=False
-    )
+    row = await db.run("load_snapshot", lambda conn: conn.fetchrow(LOAD_SNAPSHOT, instance_id), transaction=False)
     if row is None or row["data"] is None:
         raise NotFoundError(f"workflow instance not found: {instance_id}")
     snapshot = codec.decode(row["data"])
