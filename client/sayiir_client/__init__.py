@@ -27,6 +27,7 @@ from sayiir_client.model import (
     AtTask,
     Cancelled,
     Completed,
+    ControlSignal,
     Duration,
     ExecutionPosition,
     Failed,
@@ -44,7 +45,7 @@ from sayiir_client.model import (
     WorkflowSnapshot,
     WorkflowSnapshotState,
 )
-from sayiir_client.protocols import SnapshotStore
+from sayiir_client.protocols import SignalStore, SnapshotStore
 
 __all__ = [
     "AtDelay",
@@ -59,6 +60,7 @@ __all__ = [
     "ClaimLostError",
     "CodecId",
     "Completed",
+    "ControlSignal",
     "DefinitionHash",
     "Duration",
     "ExecutionPosition",
@@ -77,6 +79,7 @@ __all__ = [
     "SerializationError",
     "SignalKind",
     "SignalRequest",
+    "SignalStore",
     "SnapshotStore",
     "TaskDeadline",
     "TaskId",

@@ -201,8 +201,11 @@ def format_f32(value: float) -> str:
         return "-0.0" if math.copysign(1.0, as_f32) < 0 else "0.0"
     for precision in range(1, 10):
         digits = f"{as_f32:.{precision}e}" if precision > 1 else f"{as_f32:.0e}"
-        if struct.unpack("<f", struct.pack("<f", float(digits)))[0] == as_f32:
-            break
+        try:
+            if struct.unpack("<f", struct.pack("<f", float(digits)))[0] == as_f32:
+                break
+        except OverflowError:  # rounding up past the largest f32
+            continue
     mantissa, exponent_text = digits.split("e")
     sign = "-" if mantissa.startswith("-") else ""
     # value = int(ds) * 10**k, ds the shortest round-trip digits.

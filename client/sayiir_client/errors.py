@@ -38,13 +38,19 @@ class SerializationError(BackendError):
     kind = "Serialization"
 
 
-class CannotCancelError(BackendError):
+class FailedPreconditionError(BackendError):
+    """The workflow is not in a state that allows the call (e.g. unpause of a running one)."""
+
+    kind = "FailedPrecondition"
+
+
+class CannotCancelError(FailedPreconditionError):
     """Cancel refused: the workflow is already Completed or Failed."""
 
     kind = "CannotCancel"
 
 
-class CannotPauseError(BackendError):
+class CannotPauseError(FailedPreconditionError):
     """Pause refused: the workflow is already Completed, Failed or Cancelled."""
 
     kind = "CannotPause"
@@ -60,12 +66,6 @@ class InvalidArgumentError(BackendError, ValueError):
     """The request was malformed; the message names the field."""
 
     kind = "InvalidArgument"
-
-
-class FailedPreconditionError(BackendError):
-    """The workflow is not in a state that allows the call (e.g. unpause of a running one)."""
-
-    kind = "FailedPrecondition"
 
 
 class UnavailableError(BackendError):

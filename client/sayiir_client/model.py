@@ -461,6 +461,18 @@ class SignalKind(enum.Enum):
 
     CANCEL = "Cancel"
     PAUSE = "Pause"
+    # The Rust spellings, as aliases of the same members.
+    Cancel = "Cancel"
+    Pause = "Pause"
+
+
+class ControlSignal(enum.Enum):
+    """What `check_control_signals` applied (Rust `ControlSignal`)."""
+
+    CANCELLED = "Cancelled"
+    PAUSED = "Paused"
+    Cancelled = "Cancelled"
+    Paused = "Paused"
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from sayiir_client.ids import TaskId
-from sayiir_client.model import WorkflowSnapshot
+from sayiir_client.model import ControlSignal, SignalKind, SignalRequest, WorkflowSnapshot
 
 
 @runtime_checkable
@@ -34,4 +34,47 @@ class SnapshotStore(Protocol):
 
     async def list_snapshots(self) -> list[str]:
         """Every instance id, in order."""
+        ...
+
+
+@runtime_checkable
+class SignalStore(Protocol):
+    """Rust `sayiir_persistence::SignalStore`."""
+
+    async def store_signal(self, instance_id: str, kind: SignalKind, request: SignalRequest) -> None:
+        """Record a cancel or pause request; CannotCancelError / CannotPauseError when finished."""
+        ...
+
+    async def get_signal(self, instance_id: str, kind: SignalKind) -> SignalRequest | None:
+        """The pending request of that kind, if any."""
+        ...
+
+    async def clear_signal(self, instance_id: str, kind: SignalKind) -> None:
+        """Drop the pending request of that kind."""
+        ...
+
+    async def send_event(self, instance_id: str, signal_name: str, payload: bytes) -> bool:
+        """Resume a workflow parked at the signal, or buffer the event."""
+        ...
+
+    async def consume_event(self, instance_id: str, signal_name: str) -> bytes | None:
+        """Take the oldest buffered event of that name."""
+        ...
+
+    async def check_and_cancel(self, instance_id: str, interrupted_at_task: TaskId | None = None) -> bool:
+        """Apply a pending cancel atomically; True when applied."""
+        ...
+
+    async def check_and_pause(self, instance_id: str) -> bool:
+        """Apply a pending pause atomically; True when applied."""
+        ...
+
+    async def check_control_signals(
+        self, instance_id: str, interrupted_at_task: TaskId | None = None
+    ) -> ControlSignal | None:
+        """Cancel, else pause; what was applied."""
+        ...
+
+    async def unpause(self, instance_id: str) -> WorkflowSnapshot:
+        """Resume a paused workflow; FailedPreconditionError when it is not paused."""
         ...

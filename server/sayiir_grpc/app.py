@@ -11,16 +11,25 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2, snapshot_store_pb2_grpc
+from sayiir_client._proto.sayiir.v1 import (
+    signal_store_pb2,
+    signal_store_pb2_grpc,
+    snapshot_store_pb2,
+    snapshot_store_pb2_grpc,
+)
 from sayiir_client.codec import codec_by_name
 from sayiir_grpc import migrate
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
+from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 
 log = structlog.get_logger(__name__)
 
-SERVICE_NAMES = (snapshot_store_pb2.DESCRIPTOR.services_by_name["SnapshotStore"].full_name,)
+SERVICE_NAMES = (
+    snapshot_store_pb2.DESCRIPTOR.services_by_name["SnapshotStore"].full_name,
+    signal_store_pb2.DESCRIPTOR.services_by_name["SignalStore"].full_name,
+)
 GRACE_PERIOD_S = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -54,6 +63,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             ]
         )
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
+        signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sayiir_client.codec import SnapshotCodec
+from sayiir_client.codec import SnapshotCodec, wakeup_hint_payload
 from sayiir_client.ids import TaskId
 from sayiir_client.model import WorkflowSnapshot
+from sayiir_grpc.stores import TASK_READY_CHANNEL
 
 # Statement 1 of a read-modify-write: lock the snapshot row alone. It must not
 # also read the blob: under READ COMMITTED a statement that waited for this
@@ -45,6 +46,47 @@ SELECT
     COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
               WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL),
              '{}') AS outputs
+"""
+
+
+# The write half of every read-modify-write, run while LOCK_SNAPSHOT's lock
+# is held: refresh the row's columns from the mutated snapshot, append the
+# next history version, and optionally record one task output ($14, $15),
+# close the running task ($16: its new status) and wake workers ($17). One
+# statement, so the row, its history and its tasks never disagree.
+#
+# $1 instance_id  $2 status  $3 current_task_id  $4 completed count  $5 error
+# $6 position_kind  $7 delay_wake_at  $8 task_priority  $9 task_tags
+# $10 version  $11 data_hash  $12 is terminal  $13 blob
+WRITE_MUTATION = f"""
+WITH upd AS (
+    UPDATE sayiir_workflow_snapshots
+    SET status = $2, current_task_id = $3::bytea, completed_task_count = $4, error = $5,
+        position_kind = $6, delay_wake_at = $7, task_priority = $8, task_tags = $9,
+        history_version = $10, data_hash = $11,
+        completed_at = CASE WHEN $12::bool THEN now() ELSE completed_at END,
+        updated_at = now()
+    WHERE instance_id = $1
+    RETURNING 1
+),
+hist AS (
+    INSERT INTO sayiir_workflow_snapshot_history
+        (instance_id, version, status, current_task_id, data, data_hash)
+    SELECT $1, $10, $2, $3::bytea, $13, $11 FROM upd
+),
+task_output AS (
+    INSERT INTO sayiir_workflow_tasks (instance_id, task_id, status, completed_at, output)
+    SELECT $1, $14::bytea, 'completed', now(), $15::bytea FROM upd WHERE $14::bytea IS NOT NULL
+    ON CONFLICT (instance_id, task_id) DO UPDATE SET
+        status = 'completed', completed_at = now(), error = NULL, output = EXCLUDED.output
+),
+task_close AS (
+    UPDATE sayiir_workflow_tasks t
+    SET status = $16::text, completed_at = now()
+    WHERE t.instance_id = $1 AND t.status = 'active' AND $16::text IS NOT NULL
+      AND t.task_id IS DISTINCT FROM $14::bytea AND EXISTS (SELECT 1 FROM upd)
+)
+SELECT CASE WHEN $17::text IS NOT NULL THEN pg_notify('{TASK_READY_CHANNEL}', $17::text) END FROM upd
 """
 
 
@@ -90,3 +132,47 @@ def encode_stripped(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> tuple[b
     finally:
         snapshot.hydrate_task_outputs(outputs)
     return blob, outputs
+
+
+async def write_mutation(
+    conn: asyncpg.Connection,
+    codec: SnapshotCodec,
+    locked: LockedSnapshot,
+    *,
+    task_output: tuple[TaskId, bytes] | None = None,
+    close_active_tasks_as: str | None = None,
+    notify: bool = True,
+) -> int:
+    """Persist `locked.snapshot` as the next history version; returns it.
+
+    `notify` sends the wakeup hint when the snapshot now waits at a task;
+    pass False when the hint would name a task that is already done.
+    """
+    snapshot = locked.snapshot
+    blob, _ = encode_stripped(codec, snapshot)
+    current = snapshot.current_task_id()
+    wake_at = snapshot.delay_wake_at()
+    version = locked.history_version + 1
+    await conn.execute(
+        WRITE_MUTATION,
+        snapshot.instance_id,
+        snapshot.state.kind,
+        None if current is None else current.as_bytes(),
+        snapshot.completed_task_count(),
+        snapshot.error_message(),
+        snapshot.position_kind(),
+        None if wake_at is None else wake_at.to_datetime(),
+        snapshot.current_task_priority(),
+        snapshot.task_tags,
+        version,
+        blob_hash(blob),
+        snapshot.state.is_terminal(),
+        blob,
+        None if task_output is None else task_output[0].as_bytes(),
+        None if task_output is None else task_output[1],
+        close_active_tasks_as,
+        wakeup_hint_payload(snapshot) if notify else None,
+    )
+    locked.history_version = version
+    locked.status = snapshot.state.kind
+    return version

@@ -16,7 +16,7 @@ from sayiir_client.ids import TaskId
 from sayiir_client.model import TERMINAL_STATUSES, WorkflowSnapshot
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores import TASK_READY_CHANNEL, WORKFLOW_CHILD_TABLES
-from sayiir_grpc.stores.history import blob_hash, encode_stripped, hydrate, lock_for_mutation
+from sayiir_grpc.stores.history import blob_hash, encode_stripped, hydrate, lock_for_mutation, write_mutation
 
 # One statement, so the snapshot row, its history row, the task rows and the
 # wakeup commit or vanish together (an explicit transaction would cost two
@@ -100,31 +100,6 @@ task_output AS (
 SELECT history_version,
        CASE WHEN $18::text IS NOT NULL THEN pg_notify('{TASK_READY_CHANNEL}', $18::text) END
 FROM snap
-"""
-
-# save_task_result's write, in the transaction that holds the row lock
-# (history.LOCK_SNAPSHOT). No wakeup: the position has not moved yet, so a
-# hint would name a task that is already done.
-WRITE_TASK_RESULT = """
-WITH upd AS (
-    UPDATE sayiir_workflow_snapshots
-    SET status = $1, current_task_id = $2, completed_task_count = $3,
-        history_version = $4, data_hash = $5, updated_at = now()
-    WHERE instance_id = $6
-    RETURNING 1
-),
-hist AS (
-    INSERT INTO sayiir_workflow_snapshot_history
-        (instance_id, version, status, current_task_id, data, data_hash)
-    VALUES ($6, $4, $1, $2, $7, $5)
-),
-task AS (
-    INSERT INTO sayiir_workflow_tasks (instance_id, task_id, status, completed_at, output)
-    VALUES ($6, $8, 'completed', now(), $9)
-    ON CONFLICT (instance_id, task_id) DO UPDATE SET
-        status = 'completed', completed_at = now(), error = NULL, output = EXCLUDED.output
-)
-SELECT 1 FROM upd
 """
 
 # One statement reads a consistent picture: the pointer, the blob it points
@@ -249,24 +224,10 @@ async def save_task_result(db: Database, codec: SnapshotCodec, instance_id: str,
         locked = await lock_for_mutation(conn, codec, instance_id)
         if locked is None:
             raise NotFoundError(f"workflow instance not found: {instance_id}")
-        snapshot = locked.snapshot
-        snapshot.mark_task_completed(task_id, output)
-        blob, _ = encode_stripped(codec, snapshot)
-        current = snapshot.current_task_id()
-        version = locked.history_version + 1
-        await conn.execute(
-            WRITE_TASK_RESULT,
-            snapshot.state.kind,
-            None if current is None else current.as_bytes(),
-            snapshot.completed_task_count(),
-            version,
-            blob_hash(blob),
-            instance_id,
-            blob,
-            task_id.as_bytes(),
-            output,
-        )
-        return version
+        locked.snapshot.mark_task_completed(task_id, output)
+        # No wakeup: the position has not moved yet, so a hint would name a
+        # task that is already done.
+        return await write_mutation(conn, codec, locked, task_output=(task_id, output), notify=False)
 
     return await db.run("save_task_result", body)
 
