@@ -25,6 +25,7 @@ from sayiir_client.model import (
     AtJoin,
     AtSignal,
     AtTask,
+    AvailableTask,
     Cancelled,
     Completed,
     ControlSignal,
@@ -38,14 +39,16 @@ from sayiir_client.model import (
     RetryPolicy,
     SignalKind,
     SignalRequest,
+    TaskClaim,
     TaskDeadline,
     TaskResult,
     TaskRetryState,
+    TaskWakeupHint,
     Timestamp,
     WorkflowSnapshot,
     WorkflowSnapshotState,
 )
-from sayiir_client.protocols import SignalStore, SnapshotStore
+from sayiir_client.protocols import SignalStore, SnapshotStore, TaskClaimStore, TaskResultStore
 
 __all__ = [
     "AtDelay",
@@ -53,6 +56,7 @@ __all__ = [
     "AtJoin",
     "AtSignal",
     "AtTask",
+    "AvailableTask",
     "BackendError",
     "Cancelled",
     "CannotCancelError",
@@ -81,10 +85,14 @@ __all__ = [
     "SignalRequest",
     "SignalStore",
     "SnapshotStore",
+    "TaskClaim",
+    "TaskClaimStore",
     "TaskDeadline",
     "TaskId",
     "TaskResult",
+    "TaskResultStore",
     "TaskRetryState",
+    "TaskWakeupHint",
     "Timestamp",
     "UnavailableError",
     "WorkflowSnapshot",

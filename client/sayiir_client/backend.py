@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -14,9 +17,20 @@ from sayiir_client._proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
 from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
+from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
+from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grpc
 from sayiir_client.errors import error_from_rpc
-from sayiir_client.ids import TaskId
-from sayiir_client.model import ControlSignal, SignalKind, SignalRequest, Timestamp, WorkflowSnapshot
+from sayiir_client.ids import DefinitionHash, TaskId
+from sayiir_client.model import (
+    AvailableTask,
+    ControlSignal,
+    SignalKind,
+    SignalRequest,
+    TaskClaim,
+    TaskWakeupHint,
+    Timestamp,
+    WorkflowSnapshot,
+)
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -43,8 +57,39 @@ def _optional_id(task_id: TaskId | bytes | str | None) -> bytes | None:
     return None if task_id is None else TaskId.coerce(task_id).as_bytes()
 
 
+Seconds = timedelta | float | int
+
+
+def _duration(value: Seconds) -> Any:
+    from google.protobuf import duration_pb2
+
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    whole = int(seconds // 1)
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+
+
+def _available(message: claim_pb.AvailableTask) -> AvailableTask:
+    return AvailableTask(
+        instance_id=message.instance_id,
+        task_id=TaskId(message.task_id),
+        input=message.input if message.HasField("input") else None,
+        workflow_definition_hash=DefinitionHash(message.workflow_definition_hash),
+        trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
+        snapshot=convert.snapshot_from_proto(message.snapshot),
+    )
+
+
+def _hint(message: claim_pb.TaskWakeupHint) -> TaskWakeupHint:
+    return TaskWakeupHint(
+        message.instance_id, TaskId(message.task_id), DefinitionHash(message.definition_hash), tuple(message.tags)
+    )
+
+
 class GrpcBackend:
-    """A remote Sayiir backend. Implements `SnapshotStore` and `SignalStore`.
+    """A remote Sayiir backend.
+
+    Implements `SnapshotStore`, `SignalStore`, `TaskClaimStore` and
+    `TaskResultStore`.
 
     Every method raises the `BackendError` family (`NotFoundError`, ...)
     rather than raw gRPC errors.
@@ -55,6 +100,11 @@ class GrpcBackend:
         self.timeout = timeout
         self._snapshots = rpc_grpc.SnapshotStoreStub(channel)
         self._signals = sig_grpc.SignalStoreStub(channel)
+        self._claims = claim_grpc.TaskClaimStoreStub(channel)
+        self._results = claim_grpc.TaskResultStoreStub(channel)
+        self._wakeup_queue: asyncio.Queue[TaskWakeupHint] | None = None
+        self._wakeup_task: asyncio.Task[None] | None = None
+        self._wakeup_tags: tuple[str, ...] = ()
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
@@ -178,7 +228,144 @@ class GrpcBackend:
         response = await self._call(self._signals.Unpause, sig_pb.UnpauseRequest(instance_id=instance_id))
         return convert.snapshot_from_proto(response.snapshot)
 
+    # -- TaskClaimStore --------------------------------------------------------
+
+    async def claim_task(
+        self, instance_id: str, task_id: TaskId | bytes | str, worker_id: str, ttl: Seconds | None = None
+    ) -> TaskClaim | None:
+        """Claim the current task; None when someone else holds it or it is not current."""
+        request = claim_pb.ClaimTaskRequest(
+            instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes(), worker_id=worker_id
+        )
+        if ttl is not None:
+            request.ttl.CopyFrom(_duration(ttl))
+        response = await self._call(self._claims.ClaimTask, request)
+        if not response.HasField("claim"):
+            return None
+        c = response.claim
+        return TaskClaim(
+            c.instance_id,
+            TaskId(c.task_id),
+            c.worker_id,
+            c.claimed_at,
+            c.expires_at if c.HasField("expires_at") else None,
+        )
+
+    async def release_task_claim(self, instance_id: str, task_id: TaskId | bytes | str, worker_id: str) -> None:
+        await self._call(
+            self._claims.ReleaseTaskClaim,
+            claim_pb.ReleaseTaskClaimRequest(
+                instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes(), worker_id=worker_id
+            ),
+        )
+
+    async def extend_task_claim(
+        self, instance_id: str, task_id: TaskId | bytes | str, worker_id: str, ttl: Seconds
+    ) -> None:
+        await self._call(
+            self._claims.ExtendTaskClaim,
+            claim_pb.ExtendTaskClaimRequest(
+                instance_id=instance_id,
+                task_id=TaskId.coerce(task_id).as_bytes(),
+                worker_id=worker_id,
+                ttl=_duration(ttl),
+            ),
+        )
+
+    async def find_available_tasks(
+        self,
+        worker_id: str,
+        limit: int = 10,
+        aging_interval: Seconds = timedelta(minutes=5),
+        worker_tags: Sequence[str] = (),
+    ) -> list[AvailableTask]:
+        request = claim_pb.FindAvailableTasksRequest(
+            worker_id=worker_id, limit=limit, aging_interval=_duration(aging_interval), worker_tags=list(worker_tags)
+        )
+        response = await self._call(self._claims.FindAvailableTasks, request)
+        return [_available(t) for t in response.tasks]
+
+    async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
+        request = claim_pb.FindHintedTaskRequest(
+            hint=claim_pb.TaskWakeupHint(
+                instance_id=hint.instance_id,
+                task_id=hint.task_id.as_bytes(),
+                definition_hash=hint.definition_hash.as_bytes(),
+                tags=list(hint.tags),
+            )
+        )
+        response = await self._call(self._claims.FindHintedTask, request)
+        return _available(response.task) if response.HasField("task") else None
+
+    async def save_snapshot_fenced(
+        self, snapshot: WorkflowSnapshot, task_id: TaskId | bytes | str, worker_id: str
+    ) -> bool:
+        """Save only while `worker_id` holds the live claim; False when fenced off."""
+        request = claim_pb.SaveSnapshotFencedRequest(
+            snapshot=convert.snapshot_to_proto(snapshot), task_id=TaskId.coerce(task_id).as_bytes(), worker_id=worker_id
+        )
+        return bool((await self._call(self._claims.SaveSnapshotFenced, request)).written)
+
+    async def wakeups(self, worker_tags: Sequence[str] = ()) -> AsyncIterator[TaskWakeupHint]:
+        """Task-ready hints as they happen, for tasks these tags allow.
+
+        Ends when the server shuts down; raises `UnavailableError` if the
+        connection breaks. Hints are best effort: poll now and then too.
+        """
+        call = self._claims.WatchWakeups(claim_pb.WatchWakeupsRequest(worker_tags=list(worker_tags)))
+        try:
+            async for message in call:
+                yield _hint(message)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+    async def wait_for_wakeup(
+        self, timeout: Seconds, worker_tags: Sequence[str] | None = None
+    ) -> TaskWakeupHint | None:
+        """The next hint, or None after `timeout` (Rust `wait_for_wakeup`).
+
+        The first call opens a background stream that keeps collecting hints
+        between calls, so none is missed while the worker is busy.
+        """
+        tags = tuple(worker_tags) if worker_tags is not None else self._wakeup_tags
+        if self._wakeup_task is None or self._wakeup_task.done() or tags != self._wakeup_tags:
+            await self._stop_wakeup_stream()
+            self._wakeup_tags = tags
+            self._wakeup_queue = asyncio.Queue()
+            self._wakeup_task = asyncio.create_task(self._collect_wakeups(tags, self._wakeup_queue))
+        assert self._wakeup_queue is not None
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        try:
+            return await asyncio.wait_for(self._wakeup_queue.get(), seconds)
+        except TimeoutError:
+            return None
+
+    async def _collect_wakeups(self, tags: tuple[str, ...], queue: asyncio.Queue[TaskWakeupHint]) -> None:
+        with contextlib.suppress(Exception):
+            async for hint in self.wakeups(tags):
+                queue.put_nowait(hint)
+
+    async def _stop_wakeup_stream(self) -> None:
+        if self._wakeup_task is not None:
+            self._wakeup_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._wakeup_task
+            self._wakeup_task = None
+
+    # -- TaskResultStore -------------------------------------------------------
+
+    async def load_task_result(self, instance_id: str, task_id: TaskId | bytes | str) -> bytes | None:
+        """The stored output of a task; None for unknown tasks or instances."""
+        response = await self._call(
+            self._results.LoadTaskResult,
+            claim_pb.LoadTaskResultRequest(instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes()),
+        )
+        return response.output if response.HasField("output") else None
+
     async def close(self) -> None:
+        await self._stop_wakeup_stream()
         await self.channel.close()
 
 
@@ -186,7 +373,7 @@ class GrpcBackend:
 async def connect(
     target: str = "127.0.0.1:50051",
     *,
-    timeout: float | None = DEFAULT_TIMEOUT_S,  # noqa: ASYNC109 - the per-call deadline, not this call's
+    timeout: float | None = DEFAULT_TIMEOUT_S,
     options: Sequence[tuple[str, Any]] = (),
 ) -> AsyncIterator[GrpcBackend]:
     """Open a channel to the service; yields a `GrpcBackend`, closes it on exit."""
@@ -195,4 +382,4 @@ async def connect(
     try:
         yield backend
     finally:
-        await channel.close()
+        await backend.close()

@@ -783,3 +783,44 @@ class WorkflowSnapshot:
             result = tasks.get(task_id)
             if result is not None:
                 result.output = output
+
+
+# --------------------------------------------------------------------------
+# Distributed workers
+# --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TaskClaim:
+    """A worker's claim on an instance's current task (Rust `TaskClaim`)."""
+
+    instance_id: str
+    task_id: TaskId
+    worker_id: str
+    claimed_at: int  # Unix seconds
+    expires_at: int | None = None  # Unix seconds; None: never expires
+
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= int(time.time())
+
+
+@dataclass(slots=True)
+class AvailableTask:
+    """A task a worker may claim and run (Rust `AvailableTask`)."""
+
+    instance_id: str
+    task_id: TaskId
+    input: bytes | None
+    workflow_definition_hash: DefinitionHash
+    trace_parent: str | None
+    snapshot: WorkflowSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class TaskWakeupHint:
+    """A task became claimable (Rust `TaskWakeupHint`)."""
+
+    instance_id: str
+    task_id: TaskId
+    definition_hash: DefinitionHash
+    tags: tuple[str, ...] = ()

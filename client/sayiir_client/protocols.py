@@ -6,10 +6,20 @@ store) can be handed to code written against Sayiir's traits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 from sayiir_client.ids import TaskId
-from sayiir_client.model import ControlSignal, SignalKind, SignalRequest, WorkflowSnapshot
+from sayiir_client.model import (
+    AvailableTask,
+    ControlSignal,
+    SignalKind,
+    SignalRequest,
+    TaskClaim,
+    TaskWakeupHint,
+    WorkflowSnapshot,
+)
 
 
 @runtime_checkable
@@ -77,4 +87,56 @@ class SignalStore(Protocol):
 
     async def unpause(self, instance_id: str) -> WorkflowSnapshot:
         """Resume a paused workflow; FailedPreconditionError when it is not paused."""
+        ...
+
+
+@runtime_checkable
+class TaskClaimStore(Protocol):
+    """Rust `sayiir_persistence::TaskClaimStore`."""
+
+    async def claim_task(
+        self, instance_id: str, task_id: TaskId, worker_id: str, ttl: timedelta | float | None = None
+    ) -> TaskClaim | None:
+        """Claim the current task; None when it is held or not current; NotFoundError for a missing instance."""
+        ...
+
+    async def release_task_claim(self, instance_id: str, task_id: TaskId, worker_id: str) -> None:
+        """Release the claim; ClaimLostError when another worker or task holds it."""
+        ...
+
+    async def extend_task_claim(
+        self, instance_id: str, task_id: TaskId, worker_id: str, ttl: timedelta | float
+    ) -> None:
+        """Set the expiry to now + ttl; ClaimLostError when another worker or task holds it."""
+        ...
+
+    async def find_available_tasks(
+        self,
+        worker_id: str,
+        limit: int = 10,
+        aging_interval: timedelta | float = ...,
+        worker_tags: Sequence[str] = (),
+    ) -> list[AvailableTask]:
+        """Tasks ready for this worker, best first."""
+        ...
+
+    async def wait_for_wakeup(self, timeout: timedelta | float) -> TaskWakeupHint | None:
+        """The next task-ready hint, or None after the timeout."""
+        ...
+
+    async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
+        """The hinted task if it is still available."""
+        ...
+
+    async def save_snapshot_fenced(self, snapshot: WorkflowSnapshot, task_id: TaskId, worker_id: str) -> bool:
+        """Save only while holding the live claim."""
+        ...
+
+
+@runtime_checkable
+class TaskResultStore(Protocol):
+    """Rust `sayiir_persistence::TaskResultStore`."""
+
+    async def load_task_result(self, instance_id: str, task_id: TaskId) -> bytes | None:
+        """A task's stored output, or None."""
         ...

@@ -16,6 +16,8 @@ from sayiir_client._proto.sayiir.v1 import (
     signal_store_pb2_grpc,
     snapshot_store_pb2,
     snapshot_store_pb2_grpc,
+    task_claim_store_pb2,
+    task_claim_store_pb2_grpc,
 )
 from sayiir_client.codec import codec_by_name
 from sayiir_grpc import migrate
@@ -23,12 +25,16 @@ from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
+from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
+from sayiir_grpc.wakeup import WakeupHub
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAMES = (
     snapshot_store_pb2.DESCRIPTOR.services_by_name["SnapshotStore"].full_name,
     signal_store_pb2.DESCRIPTOR.services_by_name["SignalStore"].full_name,
+    task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskClaimStore"].full_name,
+    task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
 )
 GRACE_PERIOD_S = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -40,10 +46,13 @@ class RunningServer:
     db: Database
     health: health.aio.HealthServicer
     port: int
+    hub: WakeupHub
 
     async def stop(self, grace: float = GRACE_PERIOD_S) -> None:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Ending the wakeup streams first lets stop() drain only unary calls.
+        await self.hub.stop()
         await self.server.stop(grace)
         await self.db.close()
 
@@ -52,6 +61,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     """Connect, migrate, and start serving; returns once the port is bound."""
     codec = codec_by_name(settings.codec)
     db = await Database.connect(database_url, settings.pool_options())
+    hub = WakeupHub(database_url)
     try:
         async with db.connection() as conn:
             for step in await migrate.migrate(conn):
@@ -64,6 +74,9 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
         )
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
         signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
+        await hub.start()
+        task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(TaskClaimStoreServicer(db, codec, hub), server)
+        task_claim_store_pb2_grpc.add_TaskResultStoreServicer_to_server(TaskResultStoreServicer(db, codec), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -77,9 +90,10 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     except BaseException:
+        await hub.stop()
         await db.close()
         raise
-    return RunningServer(server, db, health_servicer, port)
+    return RunningServer(server, db, health_servicer, port, hub)
 
 
 async def serve(settings: Settings, database_url: str) -> None:

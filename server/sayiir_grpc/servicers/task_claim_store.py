@@ -1,0 +1,193 @@
+"""The TaskClaimStore and TaskResultStore services.
+
+Logic and SQL: `sayiir_grpc.stores.task_claim_store`, `...task_result_store`,
+and `sayiir_grpc.wakeup` for the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import duration_pb2
+
+from sayiir_client import convert
+from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
+from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
+from sayiir_client.codec import SnapshotCodec
+from sayiir_grpc.db import Database
+from sayiir_grpc.servicers import Context, rpc
+from sayiir_grpc.servicers.snapshot_store import require_snapshot
+from sayiir_grpc.stores import task_claim_store as store
+from sayiir_grpc.stores import task_result_store
+from sayiir_grpc.wakeup import WakeupHint, WakeupHub
+
+MAX_LIMIT = 1000
+DEFAULT_AGING_S = 300.0
+MAX_TTL_S = 366 * 86_400.0
+MAX_TAGS = 64
+
+
+def worker_id_from(value: str) -> str:
+    return convert.check_text("worker_id", value, required=True, max_bytes=256)
+
+
+def positive_seconds(field: str, value: duration_pb2.Duration) -> float:
+    seconds = value.seconds + value.nanos / 1e9
+    if not seconds > 0:
+        raise convert.InvalidField(field, "must be a positive duration")
+    if seconds > MAX_TTL_S:
+        raise convert.InvalidField(field, f"must be at most {int(MAX_TTL_S)} seconds")
+    return seconds
+
+
+def tags_from(field: str, values: list[str]) -> list[str]:
+    if len(values) > MAX_TAGS:
+        raise convert.InvalidField(field, f"at most {MAX_TAGS} tags")
+    return [convert.check_text(f"{field}[{i}]", t, required=True, max_bytes=256) for i, t in enumerate(values)]
+
+
+def available_to_proto(task: store.AvailableTask) -> rpc_pb.AvailableTask:
+    message = rpc_pb.AvailableTask(
+        instance_id=task.instance_id,
+        task_id=task.task_id.as_bytes(),
+        workflow_definition_hash=task.snapshot.definition_hash.as_bytes(),
+    )
+    if task.input is not None:
+        message.input = task.input
+    if task.snapshot.trace_parent is not None:
+        message.trace_parent = task.snapshot.trace_parent
+    convert.fill_snapshot(message.snapshot, task.snapshot)
+    return message
+
+
+def hint_to_proto(hint: WakeupHint) -> rpc_pb.TaskWakeupHint:
+    return rpc_pb.TaskWakeupHint(
+        instance_id=hint.instance_id,
+        task_id=hint.task_id.as_bytes(),
+        definition_hash=hint.definition_hash.as_bytes(),
+        tags=list(hint.tags),
+    )
+
+
+class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
+    def __init__(self, db: Database, codec: SnapshotCodec, hub: WakeupHub) -> None:
+        self.db = db
+        self.codec = codec
+        self.hub = hub
+
+    @rpc
+    async def ClaimTask(self, request: rpc_pb.ClaimTaskRequest, context: Context) -> rpc_pb.ClaimTaskResponse:
+        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        task_id = convert.task_id_from("task_id", request.task_id)
+        worker_id = worker_id_from(request.worker_id)
+        ttl = positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
+        claim = await store.claim_task(self.db, instance_id, task_id, worker_id, ttl)
+        if claim is None:
+            return rpc_pb.ClaimTaskResponse()
+        message = rpc_pb.TaskClaim(
+            instance_id=claim.instance_id,
+            task_id=claim.task_id.as_bytes(),
+            worker_id=claim.worker_id,
+            claimed_at=claim.claimed_at,
+        )
+        if claim.expires_at is not None:
+            message.expires_at = claim.expires_at
+        return rpc_pb.ClaimTaskResponse(claim=message)
+
+    @rpc
+    async def ReleaseTaskClaim(
+        self, request: rpc_pb.ReleaseTaskClaimRequest, context: Context
+    ) -> rpc_pb.ReleaseTaskClaimResponse:
+        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        task_id = convert.task_id_from("task_id", request.task_id)
+        await store.release_task_claim(self.db, instance_id, task_id, worker_id_from(request.worker_id))
+        return rpc_pb.ReleaseTaskClaimResponse()
+
+    @rpc
+    async def ExtendTaskClaim(
+        self, request: rpc_pb.ExtendTaskClaimRequest, context: Context
+    ) -> rpc_pb.ExtendTaskClaimResponse:
+        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        task_id = convert.task_id_from("task_id", request.task_id)
+        worker_id = worker_id_from(request.worker_id)
+        if not request.HasField("ttl"):
+            raise convert.InvalidField("ttl", "is required")
+        ttl = positive_seconds("ttl", request.ttl)
+        await store.extend_task_claim(self.db, instance_id, task_id, worker_id, ttl)
+        return rpc_pb.ExtendTaskClaimResponse()
+
+    @rpc
+    async def FindAvailableTasks(
+        self, request: rpc_pb.FindAvailableTasksRequest, context: Context
+    ) -> rpc_pb.FindAvailableTasksResponse:
+        worker_id = worker_id_from(request.worker_id)
+        if not 1 <= request.limit <= MAX_LIMIT:
+            raise convert.InvalidField("limit", f"must be 1 to {MAX_LIMIT}, got {request.limit}")
+        aging = (
+            positive_seconds("aging_interval", request.aging_interval)
+            if request.HasField("aging_interval")
+            else DEFAULT_AGING_S
+        )
+        tags = tags_from("worker_tags", list(request.worker_tags))
+        tasks = await store.find_available_tasks(self.db, self.codec, worker_id, request.limit, aging, tags)
+        return rpc_pb.FindAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
+
+    @rpc
+    async def FindHintedTask(
+        self, request: rpc_pb.FindHintedTaskRequest, context: Context
+    ) -> rpc_pb.FindHintedTaskResponse:
+        if not request.HasField("hint"):
+            raise convert.InvalidField("hint", "is required")
+        instance_id = convert.check_instance_id("hint.instance_id", request.hint.instance_id)
+        task_id = convert.task_id_from("hint.task_id", request.hint.task_id)
+        task = await store.find_hinted_task(self.db, self.codec, instance_id, task_id)
+        if task is None:
+            return rpc_pb.FindHintedTaskResponse()
+        return rpc_pb.FindHintedTaskResponse(task=available_to_proto(task))
+
+    @rpc
+    async def SaveSnapshotFenced(
+        self, request: rpc_pb.SaveSnapshotFencedRequest, context: Context
+    ) -> rpc_pb.SaveSnapshotFencedResponse:
+        snapshot = convert.snapshot_from_proto(require_snapshot(request))  # type: ignore[arg-type]
+        task_id = convert.task_id_from("task_id", request.task_id)
+        worker_id = worker_id_from(request.worker_id)
+        written = await store.save_snapshot_fenced(self.db, self.codec, snapshot, task_id, worker_id)
+        return rpc_pb.SaveSnapshotFencedResponse(written=written)
+
+    async def WatchWakeups(
+        self, request: rpc_pb.WatchWakeupsRequest, context: Context
+    ) -> AsyncIterator[rpc_pb.TaskWakeupHint]:
+        try:
+            tags = tags_from("worker_tags", list(request.worker_tags))
+        except convert.InvalidField as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        subscription = self.hub.subscribe(tags)
+        try:
+            while True:
+                hint = await subscription.queue.get()
+                if hint is None:  # the server is shutting down
+                    return
+                yield hint_to_proto(hint)
+        except asyncio.CancelledError:
+            return
+        finally:
+            self.hub.unsubscribe(subscription)
+
+
+class TaskResultStoreServicer(rpc_grpc.TaskResultStoreServicer):
+    def __init__(self, db: Database, codec: SnapshotCodec) -> None:
+        self.db = db
+        self.codec = codec
+
+    @rpc
+    async def LoadTaskResult(
+        self, request: rpc_pb.LoadTaskResultRequest, context: Context
+    ) -> rpc_pb.LoadTaskResultResponse:
+        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        task_id = convert.task_id_from("task_id", request.task_id)
+        output = await task_result_store.load_task_result(self.db, self.codec, instance_id, task_id)
+        return rpc_pb.LoadTaskResultResponse() if output is None else rpc_pb.LoadTaskResultResponse(output=output)

@@ -1,0 +1,344 @@
+"""TaskClaimStore: claims, dispatch, hinted tasks and fenced saves."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from sayiir_client.codec import SnapshotCodec
+from sayiir_client.errors import ClaimLostError, NotFoundError
+from sayiir_client.ids import TaskId
+from sayiir_client.model import AtDelay, AtTask, InProgress, Timestamp, WorkflowSnapshot
+from sayiir_grpc.db import Database
+from sayiir_grpc.stores.history import hydrate, lock_for_mutation, write_mutation
+from sayiir_grpc.stores.snapshot_store import SAVE_SNAPSHOT, save_snapshot_args
+
+# "Claimable right now": no live claim and no pending cancel or pause. One
+# fragment for the dispatch scan and the hinted lookup, so the two paths can
+# never disagree. A claim without expiry is live until released.
+ELIGIBLE = """
+NOT EXISTS (SELECT 1 FROM sayiir_workflow_claims c
+            WHERE c.instance_id = s.instance_id AND (c.expires_at IS NULL OR c.expires_at > now()))
+AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_signals sig WHERE sig.instance_id = s.instance_id)
+"""
+
+# Claim = insert the instance's claim row. Concurrent claimers of one
+# instance meet on its primary key: the first insert wins, every other one
+# waits for it, then finds a live claim and takes the DO UPDATE branch whose
+# WHERE (only an expired claim may be replaced) turns it into a no-op. So
+# exactly one claimer gets a row back. The snapshot row is read, not locked:
+# a stale read only costs a claim that the fenced save then refuses.
+CLAIM_TASK = """
+WITH snap AS (
+    SELECT instance_id, current_task_id, status FROM sayiir_workflow_snapshots WHERE instance_id = $1
+),
+claim AS (
+    INSERT INTO sayiir_workflow_claims AS c (instance_id, task_id, worker_id, claimed_at, expires_at)
+    SELECT snap.instance_id, $2, $3, now(), now() + make_interval(secs => $4::float8)
+    FROM snap
+    WHERE snap.status = 'InProgress' AND snap.current_task_id = $2
+    ON CONFLICT (instance_id) DO UPDATE SET
+        task_id = EXCLUDED.task_id, worker_id = EXCLUDED.worker_id,
+        claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
+    WHERE c.expires_at IS NOT NULL AND c.expires_at <= now()
+    RETURNING claimed_at, expires_at
+)
+SELECT EXISTS (SELECT 1 FROM snap) AS found,
+       (SELECT claimed_at FROM claim) AS claimed_at,
+       (SELECT expires_at FROM claim) AS expires_at,
+       EXISTS (SELECT 1 FROM claim) AS granted
+"""
+
+# Release or extend, and in the same statement who holds the claim when it
+# was not ours (the CTE's effect is invisible to the probe, which therefore
+# sees the row as it was before the statement).
+RELEASE_CLAIM = """
+WITH del AS (
+    DELETE FROM sayiir_workflow_claims WHERE instance_id = $1 AND worker_id = $2 AND task_id = $3 RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM del) AS done, c.worker_id AS owner, c.task_id AS owner_task
+FROM (SELECT 1) one
+LEFT JOIN sayiir_workflow_claims c ON c.instance_id = $1
+"""
+
+# Renewal is absolute (now + ttl): adding to the old expiry would let a
+# crashed worker's claim outlive it by ever more. An eternal claim is left
+# eternal (the WHERE skips it; the probe reports it as ours).
+EXTEND_CLAIM = """
+WITH upd AS (
+    UPDATE sayiir_workflow_claims SET expires_at = now() + make_interval(secs => $4::float8)
+    WHERE instance_id = $1 AND worker_id = $2 AND task_id = $3 AND expires_at IS NOT NULL
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM upd) AS done, c.worker_id AS owner, c.task_id AS owner_task
+FROM (SELECT 1) one
+LEFT JOIN sayiir_workflow_claims c ON c.instance_id = $1
+"""
+
+# Dispatch scan. Two LIMIT-bounded arms, each read in index order
+# (idx_snapshots_inprogress for best priority, the primary key filter plus
+# updated_at for the oldest), instead of sorting every in-progress row by
+# the aging score; the exact score is computed over the few candidates.
+# FOR UPDATE SKIP LOCKED: concurrent finders skip each other's rows rather
+# than queue on them. $2 NULL means an untagged worker (takes everything).
+_DISPATCHABLE = """
+s.status = 'InProgress'
+AND (s.position_kind = 'AtTask'
+     OR (s.position_kind = 'AtDelay' AND s.delay_wake_at IS NOT NULL AND s.delay_wake_at <= now()))
+AND ($2::text[] IS NULL OR s.task_tags <@ $2::text[])
+"""
+
+
+def _arm(order_by: str) -> str:
+    return f"""
+    (SELECT s.instance_id, s.history_version, s.trace_parent, s.task_priority, s.updated_at
+     FROM sayiir_workflow_snapshots s
+     WHERE {_DISPATCHABLE} AND {ELIGIBLE}
+     ORDER BY {order_by}
+     LIMIT $1
+     FOR UPDATE OF s SKIP LOCKED)"""
+
+
+FIND_CANDIDATES = f"""
+SELECT DISTINCT ON (u.instance_id)
+       u.instance_id, u.trace_parent, u.task_priority, u.updated_at, h.data
+FROM ({_arm("s.task_priority, s.updated_at")} UNION ALL {_arm("s.updated_at")}) u
+JOIN sayiir_workflow_snapshot_history h ON h.instance_id = u.instance_id AND h.version = u.history_version
+ORDER BY u.instance_id
+"""
+
+# Outputs of several instances at once (one round trip per scan).
+FETCH_OUTPUTS = """
+SELECT instance_id, task_id, output FROM sayiir_workflow_tasks
+WHERE instance_id = ANY($1::text[]) AND status = 'completed' AND output IS NOT NULL
+ORDER BY instance_id, task_id
+"""
+
+# Hinted lookup: the hint's task is still the current one and claimable.
+FIND_HINTED = f"""
+SELECT s.trace_parent, h.data,
+       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE t.instance_id = s.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
+                '{{}}') AS task_ids,
+       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE t.instance_id = s.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
+                '{{}}') AS outputs
+FROM sayiir_workflow_snapshots s
+JOIN sayiir_workflow_snapshot_history h ON h.instance_id = s.instance_id AND h.version = s.history_version
+WHERE s.instance_id = $1 AND s.current_task_id = $2 AND s.status = 'InProgress' AND {ELIGIBLE}
+"""
+
+# Fenced save, step 1: the worker's live claim, locked so that no one can
+# steal it (even once it expires) until this save commits.
+HOLD_CLAIM = """
+SELECT 1 FROM sayiir_workflow_claims
+WHERE instance_id = $1 AND worker_id = $2 AND task_id = $3 AND (expires_at IS NULL OR expires_at > now())
+FOR UPDATE
+"""
+
+
+@dataclass(slots=True)
+class TaskClaim:
+    instance_id: str
+    task_id: TaskId
+    worker_id: str
+    claimed_at: int
+    expires_at: int | None
+
+
+@dataclass(slots=True)
+class AvailableTask:
+    instance_id: str
+    task_id: TaskId
+    input: bytes | None
+    snapshot: WorkflowSnapshot
+
+
+def _epoch(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() // 1)
+
+
+async def claim_task(
+    db: Database, instance_id: str, task_id: TaskId, worker_id: str, ttl_s: float | None
+) -> TaskClaim | None:
+    row = await db.run(
+        "claim_task",
+        lambda c: c.fetchrow(CLAIM_TASK, instance_id, task_id.as_bytes(), worker_id, ttl_s),
+        transaction=False,
+    )
+    if not row["found"]:
+        raise NotFoundError(f"workflow instance not found: {instance_id}")
+    if not row["granted"]:
+        return None
+    claimed = _epoch(row["claimed_at"])
+    assert claimed is not None
+    return TaskClaim(instance_id, task_id, worker_id, claimed, _epoch(row["expires_at"]))
+
+
+def _check_owner(row: asyncpg.Record, instance_id: str, task_id: TaskId, worker_id: str) -> None:
+    if row["done"]:
+        return
+    owner = row["owner"]
+    if owner is None:
+        raise NotFoundError(f"no claim on {instance_id}")
+    if owner != worker_id or bytes(row["owner_task"]) != task_id.as_bytes():
+        raise ClaimLostError(f"claim on {instance_id} is held by worker {owner!r} for another task or worker")
+    # Ours, with no expiry: extending an eternal claim leaves it as it is.
+
+
+async def release_task_claim(db: Database, instance_id: str, task_id: TaskId, worker_id: str) -> None:
+    row = await db.run(
+        "release_task_claim",
+        lambda c: c.fetchrow(RELEASE_CLAIM, instance_id, worker_id, task_id.as_bytes()),
+        transaction=False,
+    )
+    _check_owner(row, instance_id, task_id, worker_id)
+
+
+async def extend_task_claim(db: Database, instance_id: str, task_id: TaskId, worker_id: str, ttl_s: float) -> None:
+    row = await db.run(
+        "extend_task_claim",
+        lambda c: c.fetchrow(EXTEND_CLAIM, instance_id, worker_id, task_id.as_bytes(), ttl_s),
+        transaction=False,
+    )
+    _check_owner(row, instance_id, task_id, worker_id)
+
+
+def task_input(snapshot: WorkflowSnapshot) -> bytes | None:
+    """A first task gets the initial input; later ones the last output."""
+    state = snapshot.state
+    if isinstance(state, InProgress) and not state.completed_tasks:
+        return snapshot.initial_input
+    return snapshot.get_last_task_output()
+
+
+def _runnable_task(snapshot: WorkflowSnapshot, now: Timestamp) -> TaskId | None:
+    """The task to offer, or None when it is done already or backing off."""
+    task_id = snapshot.current_task_id()
+    if task_id is None:
+        return None
+    if snapshot.get_task_result(task_id) is not None:
+        return None
+    retry = snapshot.task_retries.get(task_id)
+    if retry is not None and now < retry.next_retry_at:
+        return None
+    return task_id
+
+
+async def _advance_due_delay(db: Database, codec: SnapshotCodec, instance_id: str) -> WorkflowSnapshot | None:
+    """Move a workflow whose delay is over to its next task (or complete it).
+
+    Done under the row lock and re-checked there, so two finders that both
+    saw the due delay advance it once.
+    """
+
+    async def body(conn: asyncpg.Connection) -> WorkflowSnapshot | None:
+        locked = await lock_for_mutation(conn, codec, instance_id)
+        if locked is None or not isinstance(locked.snapshot.state, InProgress):
+            return None
+        position = locked.snapshot.state.position
+        if not isinstance(position, AtDelay) or Timestamp.now() < position.wake_at:
+            return None
+        snapshot = locked.snapshot
+        if position.next_task_id is not None:
+            snapshot.update_position(AtTask(position.next_task_id))
+        else:
+            result = snapshot.get_task_result(position.delay_id)
+            snapshot.mark_completed(b"" if result is None else result.output)
+        await write_mutation(conn, codec, locked)
+        return snapshot
+
+    return await db.run("advance_delay", body)
+
+
+async def find_available_tasks(
+    db: Database,
+    codec: SnapshotCodec,
+    worker_id: str,
+    limit: int,
+    aging_interval_s: float,
+    worker_tags: list[str],
+) -> list[AvailableTask]:
+    tags = worker_tags or None
+    rows = await db.run("find_available_tasks", lambda c: c.fetch(FIND_CANDIDATES, limit, tags), transaction=False)
+    now_s = time.time()
+
+    def score(row: asyncpg.Record) -> float:
+        waited: float = now_s - row["updated_at"].timestamp()
+        return float(row["task_priority"]) - waited / aging_interval_s
+
+    candidates = sorted(rows, key=score)[:limit]
+    snapshots: list[WorkflowSnapshot] = []
+    for row in candidates:
+        snapshot = codec.decode(row["data"])
+        snapshot.trace_parent = row["trace_parent"]
+        snapshots.append(snapshot)
+    if snapshots:
+        output_rows = await db.run(
+            "fetch_outputs",
+            lambda c: c.fetch(FETCH_OUTPUTS, [s.instance_id for s in snapshots]),
+            transaction=False,
+        )
+        by_instance: dict[str, list[tuple[bytes, bytes]]] = {}
+        for r in output_rows:
+            by_instance.setdefault(r["instance_id"], []).append((bytes(r["task_id"]), bytes(r["output"])))
+        for snapshot in snapshots:
+            pairs = by_instance.get(snapshot.instance_id, [])
+            hydrate(snapshot, [p[0] for p in pairs], [p[1] for p in pairs])
+
+    now = Timestamp.now()
+    found: list[tuple[bool, AvailableTask]] = []
+    for snapshot in snapshots:
+        state = snapshot.state
+        if isinstance(state, InProgress) and isinstance(state.position, AtDelay):
+            advanced = await _advance_due_delay(db, codec, snapshot.instance_id)
+            if advanced is None:
+                continue
+            snapshot = advanced
+        task_id = _runnable_task(snapshot, now)
+        if task_id is None:
+            continue
+        failed_here = snapshot.has_failed_on_worker(task_id, worker_id)
+        found.append((failed_here, AvailableTask(snapshot.instance_id, task_id, task_input(snapshot), snapshot)))
+    # Soft bias: tasks that last failed on this worker go last (stable sort).
+    found.sort(key=lambda item: item[0])
+    return [task for _, task in found]
+
+
+async def find_hinted_task(
+    db: Database, codec: SnapshotCodec, instance_id: str, task_id: TaskId
+) -> AvailableTask | None:
+    row = await db.run(
+        "find_hinted_task",
+        lambda c: c.fetchrow(FIND_HINTED, instance_id, task_id.as_bytes()),
+        transaction=False,
+    )
+    if row is None:
+        return None
+    snapshot = codec.decode(row["data"])
+    snapshot.trace_parent = row["trace_parent"]
+    hydrate(snapshot, row["task_ids"], row["outputs"])
+    if _runnable_task(snapshot, Timestamp.now()) != task_id:
+        return None
+    return AvailableTask(instance_id, task_id, task_input(snapshot), snapshot)
+
+
+async def save_snapshot_fenced(
+    db: Database, codec: SnapshotCodec, snapshot: WorkflowSnapshot, task_id: TaskId, worker_id: str
+) -> bool:
+    args = save_snapshot_args(codec, snapshot)
+
+    async def body(conn: asyncpg.Connection) -> bool:
+        if await conn.fetchval(HOLD_CLAIM, snapshot.instance_id, worker_id, task_id.as_bytes()) is None:
+            return False
+        await conn.fetchrow(SAVE_SNAPSHOT, *args)
+        return True
+
+    return await db.run("save_snapshot_fenced", body)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

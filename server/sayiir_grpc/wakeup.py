@@ -1,0 +1,212 @@
+"""One LISTEN connection per server, fanned out to every worker's stream.
+
+Writers call pg_notify('sayiir_task_ready', hint) in the statement that makes
+a task claimable, so a hint is delivered only after its commit. The server
+holds one dedicated connection listening on that channel (reconnecting with
+backoff when it drops) and hands each hint to every subscribed stream whose
+worker tags allow the task. A slow subscriber's queue is bounded: when it is
+full the hint is dropped for that subscriber and counted, and the worker's
+fallback poll picks the task up (as in the original, `wakeup_drops_total`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from sayiir_client.ids import DefinitionHash, TaskId
+from sayiir_grpc.stores import TASK_READY_CHANNEL
+
+log = structlog.get_logger(__name__)
+
+HINT_WIRE_VERSION = 2
+SUBSCRIBER_QUEUE_SIZE = 1024
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WakeupHint:
+    instance_id: str
+    task_id: TaskId
+    definition_hash: DefinitionHash
+    tags: tuple[str, ...]
+
+
+class HintFormatError(ValueError):
+    """A notification payload that is not a task-ready hint."""
+
+
+def decode_hint(payload: str) -> WakeupHint:
+    """Parse the engine's hint: base64 (no padding) of version 2 + nanoserde fields."""
+    try:
+        raw = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+    except ValueError as exc:
+        raise HintFormatError(f"not base64: {exc}") from None
+    if not raw or raw[0] != HINT_WIRE_VERSION:
+        raise HintFormatError(f"unsupported hint version {raw[:1]!r}")
+    offset = 1
+
+    def take(size: int) -> bytes:
+        nonlocal offset
+        if offset + size > len(raw):
+            raise HintFormatError("truncated hint")
+        chunk = raw[offset : offset + size]
+        offset += size
+        return chunk
+
+    def string() -> str:
+        (length,) = struct.unpack("<Q", take(8))
+        try:
+            return take(length).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HintFormatError(f"invalid UTF-8 in hint: {exc}") from None
+
+    instance_id = string()
+    task_id = TaskId(take(32))
+    definition_hash = DefinitionHash(take(32))
+    (count,) = struct.unpack("<Q", take(8))
+    if count > 1024:
+        raise HintFormatError("too many tags in hint")
+    tags = tuple(string() for _ in range(count))
+    return WakeupHint(instance_id, task_id, definition_hash, tags)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One worker's stream: the tags it may run and its bounded queue."""
+
+    worker_tags: frozenset[str]
+    queue: asyncio.Queue[WakeupHint | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
+    )
+
+    def wants(self, hint: WakeupHint) -> bool:
+        # An untagged worker takes everything; otherwise the task's tags
+        # must all be the worker's (untagged tasks go to anyone).
+        return not self.worker_tags or set(hint.tags) <= self.worker_tags
+
+
+class WakeupHub:
+    """The LISTEN connection and the set of subscribed streams."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._stopping = False
+        self.hints_received = 0
+        self.hints_sent = 0
+        self.hints_dropped = 0
+        self.reconnects = 0
+        self.on_sent: Callable[[int], None] | None = None
+        self.on_dropped: Callable[[int], None] | None = None
+        self.listener_pid: int | None = None
+
+    async def start(self, wait_s: float = 10.0) -> None:
+        self._task = asyncio.create_task(self._run(), name="wakeup-listener")
+        try:
+            await asyncio.wait_for(self._connected.wait(), wait_s)
+        except TimeoutError:
+            log.warning("wakeup listener not connected yet; it keeps retrying")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for subscription in list(self._subscribers):
+            self._close(subscription)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def subscribe(self, worker_tags: list[str]) -> Subscription:
+        subscription = Subscription(frozenset(worker_tags))
+        self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
+
+    def _close(self, subscription: Subscription) -> None:
+        # None tells the stream to end; make room for it if the queue is full.
+        while True:
+            try:
+                subscription.queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                subscription.queue.get_nowait()
+
+    def publish(self, hint: WakeupHint) -> None:
+        self.hints_received += 1
+        for subscription in list(self._subscribers):
+            if not subscription.wants(hint):
+                continue
+            try:
+                subscription.queue.put_nowait(hint)
+            except asyncio.QueueFull:
+                self.hints_dropped += 1
+                if self.on_dropped is not None:
+                    self.on_dropped(1)
+            else:
+                self.hints_sent += 1
+                if self.on_sent is not None:
+                    self.on_sent(1)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            hint = decode_hint(payload)
+        except HintFormatError as exc:
+            log.warning("ignored malformed wakeup payload", error=str(exc))
+            return
+        self.publish(hint)
+
+    async def _run(self) -> None:
+        delay = RECONNECT_MIN_S
+        while not self._stopping:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._url, server_settings={"application_name": "sayiir-grpc-listener"})
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("wakeup listener cannot connect", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            try:
+                conn.add_termination_listener(lambda _c, event=lost: event.set())
+                await conn.add_listener(TASK_READY_CHANNEL, self._on_notify)
+                self.listener_pid = conn.get_server_pid()
+                self._connected.set()
+                delay = RECONNECT_MIN_S
+                log.info("wakeup listener connected")
+                # A terminated backend is noticed by the termination callback;
+                # a silently dead link by the periodic probe.
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), 5.0)
+                    except TimeoutError:
+                        try:
+                            await asyncio.wait_for(conn.execute("SELECT 1"), 5.0)
+                        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                            lost.set()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("wakeup listener failed", error=str(exc))
+            finally:
+                self._connected.clear()
+                conn.terminate()
+            if not self._stopping:
+                self.reconnects += 1
+                log.warning("wakeup listener lost its connection; reconnecting", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
