@@ -155,3 +155,42 @@ def instance_id(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def repo_root() -> Iterator[Path]:
     yield Path(__file__).resolve().parent.parent
+
+
+SAYIIR_TABLES = (
+    "sayiir_workflow_snapshots",
+    "sayiir_workflow_snapshot_history",
+    "sayiir_workflow_tasks",
+    "sayiir_workflow_signals",
+    "sayiir_workflow_claims",
+    "sayiir_workflow_events",
+)
+
+
+@pytest.fixture(scope="module")
+async def isolated_service(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[tuple[RunningServer, str]]:
+    """A service on a database of its own, for tests that scan every row."""
+    url = await make_database()
+    running = await start_service(url)
+    yield running, url
+    await running.stop(grace=1)
+
+
+@pytest.fixture
+async def clean_backend(isolated_service: tuple[RunningServer, str]) -> AsyncIterator[GrpcBackend]:
+    """A client of the isolated service, whose tables are emptied first."""
+    running, url = isolated_service
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"TRUNCATE {', '.join(SAYIIR_TABLES)}")
+    finally:
+        await conn.close()
+    async with connect(f"127.0.0.1:{running.port}") as client:
+        yield client
+
+
+@pytest.fixture
+async def clean_pg(isolated_service: tuple[RunningServer, str]) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(isolated_service[1])
+    yield conn
+    await conn.close()

@@ -33,6 +33,8 @@ from sayiir_client.model import (
 )
 
 DEFAULT_TIMEOUT_S = 30.0
+# Hints kept for wait_for_wakeup between calls; past this the oldest go.
+WAKEUP_BUFFER = 10_000
 
 _STATUS_NAMES = {
     "InProgress": pb.SNAPSHOT_STATUS_IN_PROGRESS,
@@ -104,7 +106,6 @@ class GrpcBackend:
         self._results = claim_grpc.TaskResultStoreStub(channel)
         self._wakeup_queue: asyncio.Queue[TaskWakeupHint] | None = None
         self._wakeup_task: asyncio.Task[None] | None = None
-        self._wakeup_tags: tuple[str, ...] = ()
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
@@ -314,8 +315,9 @@ class GrpcBackend:
         """
         call = self._claims.WatchWakeups(claim_pb.WatchWakeupsRequest(worker_tags=list(worker_tags)))
         try:
-            async for message in call:
-                yield _hint(message)
+            async for event in call:
+                if event.HasField("hint"):
+                    yield _hint(event.hint)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         finally:
@@ -326,26 +328,54 @@ class GrpcBackend:
     ) -> TaskWakeupHint | None:
         """The next hint, or None after `timeout` (Rust `wait_for_wakeup`).
 
-        The first call opens a background stream that keeps collecting hints
-        between calls, so none is missed while the worker is busy.
+        Hints are collected in the background from the moment the backend
+        connected (see `start_wakeups`), so a hint committed while the
+        worker was busy is still returned. With `worker_tags`, hints for
+        tasks those tags do not allow are skipped.
         """
-        tags = tuple(worker_tags) if worker_tags is not None else self._wakeup_tags
-        if self._wakeup_task is None or self._wakeup_task.done() or tags != self._wakeup_tags:
-            await self._stop_wakeup_stream()
-            self._wakeup_tags = tags
-            self._wakeup_queue = asyncio.Queue()
-            self._wakeup_task = asyncio.create_task(self._collect_wakeups(tags, self._wakeup_queue))
+        await self.start_wakeups()
         assert self._wakeup_queue is not None
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        try:
-            return await asyncio.wait_for(self._wakeup_queue.get(), seconds)
-        except TimeoutError:
-            return None
+        allowed = None if worker_tags is None else set(worker_tags)
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                hint = await asyncio.wait_for(self._wakeup_queue.get(), max(remaining, 0))
+            except TimeoutError:
+                return None
+            if not allowed or set(hint.tags) <= allowed:
+                return hint
 
-    async def _collect_wakeups(self, tags: tuple[str, ...], queue: asyncio.Queue[TaskWakeupHint]) -> None:
-        with contextlib.suppress(Exception):
-            async for hint in self.wakeups(tags):
-                queue.put_nowait(hint)
+    async def start_wakeups(self, ready_timeout: float = 10.0) -> None:
+        """Start collecting hints in the background (idempotent).
+
+        Returns once the server confirmed the subscription, so every hint
+        committed afterwards reaches `wait_for_wakeup`.
+        """
+        if self._wakeup_task is not None and not self._wakeup_task.done():
+            return
+        self._wakeup_queue = asyncio.Queue(maxsize=WAKEUP_BUFFER)
+        ready = asyncio.Event()
+        self._wakeup_task = asyncio.create_task(self._collect_wakeups(self._wakeup_queue, ready))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), ready_timeout)
+
+    async def _collect_wakeups(self, queue: asyncio.Queue[TaskWakeupHint], ready: asyncio.Event) -> None:
+        call = self._claims.WatchWakeups(claim_pb.WatchWakeupsRequest())
+        try:
+            async for event in call:
+                if event.HasField("subscribed"):
+                    ready.set()
+                    continue
+                if queue.full():  # keep the newest hints; the oldest are the stalest
+                    queue.get_nowait()
+                queue.put_nowait(_hint(event.hint))
+        except grpc.aio.AioRpcError:
+            pass  # the next wait_for_wakeup starts a new stream
+        finally:
+            ready.set()
+            call.cancel()
 
     async def _stop_wakeup_stream(self) -> None:
         if self._wakeup_task is not None:
@@ -375,11 +405,19 @@ async def connect(
     *,
     timeout: float | None = DEFAULT_TIMEOUT_S,
     options: Sequence[tuple[str, Any]] = (),
+    watch_wakeups: bool = True,
 ) -> AsyncIterator[GrpcBackend]:
-    """Open a channel to the service; yields a `GrpcBackend`, closes it on exit."""
+    """Open a channel to the service; yields a `GrpcBackend`, closes it on exit.
+
+    With `watch_wakeups` (the default, as the Rust backend listens from
+    connect on), task-ready hints are collected from the start for
+    `wait_for_wakeup`; pass False for short-lived admin clients.
+    """
     channel = grpc.aio.insecure_channel(target, options=list(options))
     backend = GrpcBackend(channel, timeout=timeout)
     try:
+        if watch_wakeups:
+            await backend.start_wakeups()
         yield backend
     finally:
         await backend.close()

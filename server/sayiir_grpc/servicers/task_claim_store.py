@@ -159,7 +159,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
 
     async def WatchWakeups(
         self, request: rpc_pb.WatchWakeupsRequest, context: Context
-    ) -> AsyncIterator[rpc_pb.TaskWakeupHint]:
+    ) -> AsyncIterator[rpc_pb.WakeupEvent]:
         try:
             tags = tags_from("worker_tags", list(request.worker_tags))
         except convert.InvalidField as exc:
@@ -167,11 +167,12 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             return
         subscription = self.hub.subscribe(tags)
         try:
+            yield rpc_pb.WakeupEvent(subscribed=rpc_pb.Subscribed())
             while True:
                 hint = await subscription.queue.get()
                 if hint is None:  # the server is shutting down
                     return
-                yield hint_to_proto(hint)
+                yield rpc_pb.WakeupEvent(hint=hint_to_proto(hint))
         except asyncio.CancelledError:
             return
         finally:

@@ -92,20 +92,23 @@ AND ($2::text[] IS NULL OR s.task_tags <@ $2::text[])
 """
 
 
-def _arm(order_by: str) -> str:
+def _arm(order_by: str, name: str) -> str:
+    # The extra SELECT * level: a locking clause is not allowed directly
+    # inside a UNION arm.
     return f"""
-    (SELECT s.instance_id, s.history_version, s.trace_parent, s.task_priority, s.updated_at
-     FROM sayiir_workflow_snapshots s
-     WHERE {_DISPATCHABLE} AND {ELIGIBLE}
-     ORDER BY {order_by}
-     LIMIT $1
-     FOR UPDATE OF s SKIP LOCKED)"""
+    SELECT * FROM (
+        SELECT s.instance_id, s.history_version, s.trace_parent, s.task_priority, s.updated_at
+        FROM sayiir_workflow_snapshots s
+        WHERE {_DISPATCHABLE} AND {ELIGIBLE}
+        ORDER BY {order_by}
+        LIMIT $1
+        FOR UPDATE OF s SKIP LOCKED) {name}"""
 
 
 FIND_CANDIDATES = f"""
 SELECT DISTINCT ON (u.instance_id)
        u.instance_id, u.trace_parent, u.task_priority, u.updated_at, h.data
-FROM ({_arm("s.task_priority, s.updated_at")} UNION ALL {_arm("s.updated_at")}) u
+FROM ({_arm("s.task_priority, s.updated_at", "best")} UNION ALL {_arm("s.updated_at", "oldest")}) u
 JOIN sayiir_workflow_snapshot_history h ON h.instance_id = u.instance_id AND h.version = u.history_version
 ORDER BY u.instance_id
 """

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as sayiir_dot_v1_dot_snapshot__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sayiir/v1/task_claim_store.proto\x12\tsayiir.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18sayiir/v1/snapshot.proto\"\x80\x01\n\tTaskClaim\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x12\n\nclaimed_at\x18\x04 \x01(\x03\x12\x17\n\nexpires_at\x18\x05 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_expires_at\"\xd0\x01\n\rAvailableTask\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x12\n\x05input\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12 \n\x18workflow_definition_hash\x18\x04 \x01(\x0c\x12\x19\n\x0ctrace_parent\x18\x05 \x01(\tH\x01\x88\x01\x01\x12-\n\x08snapshot\x18\x06 \x01(\x0b\x32\x1b.sayiir.v1.WorkflowSnapshotB\x08\n\x06_inputB\x0f\n\r_trace_parent\"]\n\x0eTaskWakeupHint\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x17\n\x0f\x64\x65\x66inition_hash\x18\x03 \x01(\x0c\x12\x0c\n\x04tags\x18\x04 \x03(\t\"s\n\x10\x43laimTaskRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"8\n\x11\x43laimTaskResponse\x12#\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x14.sayiir.v1.TaskClaim\"R\n\x17ReleaseTaskClaimRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\"\x1a\n\x18ReleaseTaskClaimResponse\"y\n\x16\x45xtendTaskClaimRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\x17\x45xtendTaskClaimResponse\"\x85\x01\n\x19\x46indAvailableTasksRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x31\n\x0e\x61ging_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bworker_tags\x18\x04 \x03(\t\"E\n\x1a\x46indAvailableTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.sayiir.v1.AvailableTask\"@\n\x15\x46indHintedTaskRequest\x12\'\n\x04hint\x18\x01 \x01(\x0b\x32\x19.sayiir.v1.TaskWakeupHint\"@\n\x16\x46indHintedTaskResponse\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.sayiir.v1.AvailableTask\"n\n\x19SaveSnapshotFencedRequest\x12-\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1b.sayiir.v1.WorkflowSnapshot\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\"-\n\x1aSaveSnapshotFencedResponse\x12\x0f\n\x07written\x18\x01 \x01(\x08\"*\n\x13WatchWakeupsRequest\x12\x13\n\x0bworker_tags\x18\x01 \x03(\t\"=\n\x15LoadTaskResultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\"8\n\x16LoadTaskResultResponse\x12\x13\n\x06output\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x42\t\n\x07_output2\xf9\x04\n\x0eTaskClaimStore\x12\x46\n\tClaimTask\x12\x1b.sayiir.v1.ClaimTaskRequest\x1a\x1c.sayiir.v1.ClaimTaskResponse\x12[\n\x10ReleaseTaskClaim\x12\".sayiir.v1.ReleaseTaskClaimRequest\x1a#.sayiir.v1.ReleaseTaskClaimResponse\x12X\n\x0f\x45xtendTaskClaim\x12!.sayiir.v1.ExtendTaskClaimRequest\x1a\".sayiir.v1.ExtendTaskClaimResponse\x12\x61\n\x12\x46indAvailableTasks\x12$.sayiir.v1.FindAvailableTasksRequest\x1a%.sayiir.v1.FindAvailableTasksResponse\x12U\n\x0e\x46indHintedTask\x12 .sayiir.v1.FindHintedTaskRequest\x1a!.sayiir.v1.FindHintedTaskResponse\x12\x61\n\x12SaveSnapshotFenced\x12$.sayiir.v1.SaveSnapshotFencedRequest\x1a%.sayiir.v1.SaveSnapshotFencedResponse\x12K\n\x0cWatchWakeups\x12\x1e.sayiir.v1.WatchWakeupsRequest\x1a\x19.sayiir.v1.TaskWakeupHint0\x01\x32h\n\x0fTaskResultStore\x12U\n\x0eLoadTaskResult\x12 .sayiir.v1.LoadTaskResultRequest\x1a!.sayiir.v1.LoadTaskResultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sayiir/v1/task_claim_store.proto\x12\tsayiir.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18sayiir/v1/snapshot.proto\"\x80\x01\n\tTaskClaim\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x12\n\nclaimed_at\x18\x04 \x01(\x03\x12\x17\n\nexpires_at\x18\x05 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_expires_at\"\xd0\x01\n\rAvailableTask\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x12\n\x05input\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12 \n\x18workflow_definition_hash\x18\x04 \x01(\x0c\x12\x19\n\x0ctrace_parent\x18\x05 \x01(\tH\x01\x88\x01\x01\x12-\n\x08snapshot\x18\x06 \x01(\x0b\x32\x1b.sayiir.v1.WorkflowSnapshotB\x08\n\x06_inputB\x0f\n\r_trace_parent\"]\n\x0eTaskWakeupHint\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x17\n\x0f\x64\x65\x66inition_hash\x18\x03 \x01(\x0c\x12\x0c\n\x04tags\x18\x04 \x03(\t\"n\n\x0bWakeupEvent\x12+\n\nsubscribed\x18\x01 \x01(\x0b\x32\x15.sayiir.v1.SubscribedH\x00\x12)\n\x04hint\x18\x02 \x01(\x0b\x32\x19.sayiir.v1.TaskWakeupHintH\x00\x42\x07\n\x05\x65vent\"\x0c\n\nSubscribed\"s\n\x10\x43laimTaskRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"8\n\x11\x43laimTaskResponse\x12#\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x14.sayiir.v1.TaskClaim\"R\n\x17ReleaseTaskClaimRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\"\x1a\n\x18ReleaseTaskClaimResponse\"y\n\x16\x45xtendTaskClaimRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\x17\x45xtendTaskClaimResponse\"\x85\x01\n\x19\x46indAvailableTasksRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x31\n\x0e\x61ging_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bworker_tags\x18\x04 \x03(\t\"E\n\x1a\x46indAvailableTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.sayiir.v1.AvailableTask\"@\n\x15\x46indHintedTaskRequest\x12\'\n\x04hint\x18\x01 \x01(\x0b\x32\x19.sayiir.v1.TaskWakeupHint\"@\n\x16\x46indHintedTaskResponse\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.sayiir.v1.AvailableTask\"n\n\x19SaveSnapshotFencedRequest\x12-\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1b.sayiir.v1.WorkflowSnapshot\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\"-\n\x1aSaveSnapshotFencedResponse\x12\x0f\n\x07written\x18\x01 \x01(\x08\"*\n\x13WatchWakeupsRequest\x12\x13\n\x0bworker_tags\x18\x01 \x03(\t\"=\n\x15LoadTaskResultRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\x0c\"8\n\x16LoadTaskResultResponse\x12\x13\n\x06output\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x42\t\n\x07_output2\xf6\x04\n\x0eTaskClaimStore\x12\x46\n\tClaimTask\x12\x1b.sayiir.v1.ClaimTaskRequest\x1a\x1c.sayiir.v1.ClaimTaskResponse\x12[\n\x10ReleaseTaskClaim\x12\".sayiir.v1.ReleaseTaskClaimRequest\x1a#.sayiir.v1.ReleaseTaskClaimResponse\x12X\n\x0f\x45xtendTaskClaim\x12!.sayiir.v1.ExtendTaskClaimRequest\x1a\".sayiir.v1.ExtendTaskClaimResponse\x12\x61\n\x12\x46indAvailableTasks\x12$.sayiir.v1.FindAvailableTasksRequest\x1a%.sayiir.v1.FindAvailableTasksResponse\x12U\n\x0e\x46indHintedTask\x12 .sayiir.v1.FindHintedTaskRequest\x1a!.sayiir.v1.FindHintedTaskResponse\x12\x61\n\x12SaveSnapshotFenced\x12$.sayiir.v1.SaveSnapshotFencedRequest\x1a%.sayiir.v1.SaveSnapshotFencedResponse\x12H\n\x0cWatchWakeups\x12\x1e.sayiir.v1.WatchWakeupsRequest\x1a\x16.sayiir.v1.WakeupEvent0\x01\x32h\n\x0fTaskResultStore\x12U\n\x0eLoadTaskResult\x12 .sayiir.v1.LoadTaskResultRequest\x1a!.sayiir.v1.LoadTaskResultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,38 +39,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AVAILABLETASK']._serialized_end=445
   _globals['_TASKWAKEUPHINT']._serialized_start=447
   _globals['_TASKWAKEUPHINT']._serialized_end=540
-  _globals['_CLAIMTASKREQUEST']._serialized_start=542
-  _globals['_CLAIMTASKREQUEST']._serialized_end=657
-  _globals['_CLAIMTASKRESPONSE']._serialized_start=659
-  _globals['_CLAIMTASKRESPONSE']._serialized_end=715
-  _globals['_RELEASETASKCLAIMREQUEST']._serialized_start=717
-  _globals['_RELEASETASKCLAIMREQUEST']._serialized_end=799
-  _globals['_RELEASETASKCLAIMRESPONSE']._serialized_start=801
-  _globals['_RELEASETASKCLAIMRESPONSE']._serialized_end=827
-  _globals['_EXTENDTASKCLAIMREQUEST']._serialized_start=829
-  _globals['_EXTENDTASKCLAIMREQUEST']._serialized_end=950
-  _globals['_EXTENDTASKCLAIMRESPONSE']._serialized_start=952
-  _globals['_EXTENDTASKCLAIMRESPONSE']._serialized_end=977
-  _globals['_FINDAVAILABLETASKSREQUEST']._serialized_start=980
-  _globals['_FINDAVAILABLETASKSREQUEST']._serialized_end=1113
-  _globals['_FINDAVAILABLETASKSRESPONSE']._serialized_start=1115
-  _globals['_FINDAVAILABLETASKSRESPONSE']._serialized_end=1184
-  _globals['_FINDHINTEDTASKREQUEST']._serialized_start=1186
-  _globals['_FINDHINTEDTASKREQUEST']._serialized_end=1250
-  _globals['_FINDHINTEDTASKRESPONSE']._serialized_start=1252
-  _globals['_FINDHINTEDTASKRESPONSE']._serialized_end=1316
-  _globals['_SAVESNAPSHOTFENCEDREQUEST']._serialized_start=1318
-  _globals['_SAVESNAPSHOTFENCEDREQUEST']._serialized_end=1428
-  _globals['_SAVESNAPSHOTFENCEDRESPONSE']._serialized_start=1430
-  _globals['_SAVESNAPSHOTFENCEDRESPONSE']._serialized_end=1475
-  _globals['_WATCHWAKEUPSREQUEST']._serialized_start=1477
-  _globals['_WATCHWAKEUPSREQUEST']._serialized_end=1519
-  _globals['_LOADTASKRESULTREQUEST']._serialized_start=1521
-  _globals['_LOADTASKRESULTREQUEST']._serialized_end=1582
-  _globals['_LOADTASKRESULTRESPONSE']._serialized_start=1584
-  _globals['_LOADTASKRESULTRESPONSE']._serialized_end=1640
-  _globals['_TASKCLAIMSTORE']._serialized_start=1643
-  _globals['_TASKCLAIMSTORE']._serialized_end=2276
-  _globals['_TASKRESULTSTORE']._serialized_start=2278
-  _globals['_TASKRESULTSTORE']._serialized_end=2382
+  _globals['_WAKEUPEVENT']._serialized_start=542
+  _globals['_WAKEUPEVENT']._serialized_end=652
+  _globals['_SUBSCRIBED']._serialized_start=654
+  _globals['_SUBSCRIBED']._serialized_end=666
+  _globals['_CLAIMTASKREQUEST']._serialized_start=668
+  _globals['_CLAIMTASKREQUEST']._serialized_end=783
+  _globals['_CLAIMTASKRESPONSE']._serialized_start=785
+  _globals['_CLAIMTASKRESPONSE']._serialized_end=841
+  _globals['_RELEASETASKCLAIMREQUEST']._serialized_start=843
+  _globals['_RELEASETASKCLAIMREQUEST']._serialized_end=925
+  _globals['_RELEASETASKCLAIMRESPONSE']._serialized_start=927
+  _globals['_RELEASETASKCLAIMRESPONSE']._serialized_end=953
+  _globals['_EXTENDTASKCLAIMREQUEST']._serialized_start=955
+  _globals['_EXTENDTASKCLAIMREQUEST']._serialized_end=1076
+  _globals['_EXTENDTASKCLAIMRESPONSE']._serialized_start=1078
+  _globals['_EXTENDTASKCLAIMRESPONSE']._serialized_end=1103
+  _globals['_FINDAVAILABLETASKSREQUEST']._serialized_start=1106
+  _globals['_FINDAVAILABLETASKSREQUEST']._serialized_end=1239
+  _globals['_FINDAVAILABLETASKSRESPONSE']._serialized_start=1241
+  _globals['_FINDAVAILABLETASKSRESPONSE']._serialized_end=1310
+  _globals['_FINDHINTEDTASKREQUEST']._serialized_start=1312
+  _globals['_FINDHINTEDTASKREQUEST']._serialized_end=1376
+  _globals['_FINDHINTEDTASKRESPONSE']._serialized_start=1378
+  _globals['_FINDHINTEDTASKRESPONSE']._serialized_end=1442
+  _globals['_SAVESNAPSHOTFENCEDREQUEST']._serialized_start=1444
+  _globals['_SAVESNAPSHOTFENCEDREQUEST']._serialized_end=1554
+  _globals['_SAVESNAPSHOTFENCEDRESPONSE']._serialized_start=1556
+  _globals['_SAVESNAPSHOTFENCEDRESPONSE']._serialized_end=1601
+  _globals['_WATCHWAKEUPSREQUEST']._serialized_start=1603
+  _globals['_WATCHWAKEUPSREQUEST']._serialized_end=1645
+  _globals['_LOADTASKRESULTREQUEST']._serialized_start=1647
+  _globals['_LOADTASKRESULTREQUEST']._serialized_end=1708
+  _globals['_LOADTASKRESULTRESPONSE']._serialized_start=1710
+  _globals['_LOADTASKRESULTRESPONSE']._serialized_end=1766
+  _globals['_TASKCLAIMSTORE']._serialized_start=1769
+  _globals['_TASKCLAIMSTORE']._serialized_end=2399
+  _globals['_TASKRESULTSTORE']._serialized_start=2401
+  _globals['_TASKRESULTSTORE']._serialized_end=2505
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,18 @@ class TaskWakeupHint(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, instance_id: _Optional[str] = ..., task_id: _Optional[bytes] = ..., definition_hash: _Optional[bytes] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class WakeupEvent(_message.Message):
+    __slots__ = ("subscribed", "hint")
+    SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    subscribed: Subscribed
+    hint: TaskWakeupHint
+    def __init__(self, subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., hint: _Optional[_Union[TaskWakeupHint, _Mapping]] = ...) -> None: ...
+
+class Subscribed(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ClaimTaskRequest(_message.Message):
     __slots__ = ("instance_id", "task_id", "worker_id", "ttl")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -67,7 +67,7 @@ class TaskClaimStoreStub:
         self.WatchWakeups = channel.unary_stream(
                 '/sayiir.v1.TaskClaimStore/WatchWakeups',
                 request_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.WatchWakeupsRequest.SerializeToString,
-                response_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.TaskWakeupHint.FromString,
+                response_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.WakeupEvent.FromString,
                 _registered_method=True)
 
 
@@ -123,8 +123,11 @@ class TaskClaimStoreServicer:
 
     def WatchWakeups(self, request, context):
         """A stream of task-ready hints (every save that makes a task claimable),
-        filtered to the tasks this worker's tags allow. Hints are best effort:
-        a worker still polls FindAvailableTasks now and then.
+        filtered to the tasks this worker's tags allow. The first event says the
+        subscription is live: every hint committed after it is delivered. Hints
+        are best effort (a slow reader's excess is dropped, a database
+        reconnect loses the hints of the gap): a worker still polls
+        FindAvailableTasks now and then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,7 +169,7 @@ def add_TaskClaimStoreServicer_to_server(servicer, server):
             'WatchWakeups': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchWakeups,
                     request_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.WatchWakeupsRequest.FromString,
-                    response_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.TaskWakeupHint.SerializeToString,
+                    response_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.WakeupEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,7 +360,7 @@ class TaskClaimStore:
             target,
             '/sayiir.v1.TaskClaimStore/WatchWakeups',
             sayiir_dot_v1_dot_task__claim__store__pb2.WatchWakeupsRequest.SerializeToString,
-            sayiir_dot_v1_dot_task__claim__store__pb2.TaskWakeupHint.FromString,
+            sayiir_dot_v1_dot_task__claim__store__pb2.WakeupEvent.FromString,
             options,
             channel_credentials,
             insecure,
