@@ -29,11 +29,19 @@ AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_signals sig WHERE sig.instance_id 
 # instance meet on its primary key: the first insert wins, every other one
 # waits for it, then finds a live claim and takes the DO UPDATE branch whose
 # WHERE (only an expired claim may be replaced) turns it into a no-op. So
-# exactly one claimer gets a row back. The snapshot row is read, not locked:
-# a stale read only costs a claim that the fenced save then refuses.
+# exactly one claimer gets a row back.
+#
+# The snapshot row is read FOR SHARE. A plain read could be older than a
+# save that completes the task and commits while this claim waits on the
+# finishing worker's claim row; once that worker releases, the insert would
+# go through on a workflow that is already past the task, and the task would
+# run twice. Under the share lock the status and current task read here are
+# the latest committed ones, and no save can change them before the claim
+# commits. Lock order snapshot row, then claim row, as in the fenced save.
 CLAIM_TASK = """
 WITH snap AS (
     SELECT instance_id, current_task_id, status FROM sayiir_workflow_snapshots WHERE instance_id = $1
+    FOR SHARE
 ),
 claim AS (
     INSERT INTO sayiir_workflow_claims AS c (instance_id, task_id, worker_id, claimed_at, expires_at)
@@ -134,8 +142,11 @@ JOIN sayiir_workflow_snapshot_history h ON h.instance_id = s.instance_id AND h.v
 WHERE s.instance_id = $1 AND s.current_task_id = $2 AND s.status = 'InProgress' AND {ELIGIBLE}
 """
 
-# Fenced save, step 1: the worker's live claim, locked so that no one can
-# steal it (even once it expires) until this save commits.
+# Fenced save, step 1: the snapshot row, then the worker's live claim, both
+# locked so that no one can steal the claim (even once it expires) or claim
+# on a stale status until this save commits. Same lock order as CLAIM_TASK.
+LOCK_SNAPSHOT_ROW = "SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = $1 FOR UPDATE"
+
 HOLD_CLAIM = """
 SELECT 1 FROM sayiir_workflow_claims
 WHERE instance_id = $1 AND worker_id = $2 AND task_id = $3 AND (expires_at IS NULL OR expires_at > now())
@@ -335,6 +346,7 @@ async def save_snapshot_fenced(
     args = save_snapshot_args(codec, snapshot)
 
     async def body(conn: asyncpg.Connection) -> bool:
+        await conn.execute(LOCK_SNAPSHOT_ROW, snapshot.instance_id)
         if await conn.fetchval(HOLD_CLAIM, snapshot.instance_id, worker_id, task_id.as_bytes()) is None:
             return False
         await conn.fetchrow(SAVE_SNAPSHOT, *args)
