@@ -483,3 +483,25 @@ async def test_eight_workers_run_two_hundred_tasks_exactly_once(
     assert sorted(executions) == [f"job-{i:03d}" for i in range(200)]
     assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshots WHERE status = 'Completed'") == 200
     assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_claims") == 0
+
+
+
+async def test_a_claim_waits_for_an_in_flight_save_and_sees_its_result(
+    clean_backend: GrpcBackend, clean_pg: asyncpg.Connection
+) -> None:
+    """A claim never acts on a status older than a save committing meanwhile.
+
+    Otherwise a claimer that read "InProgress at task-1" just before the
+    finishing worker's save committed could claim the finished task once
+    that worker released its claim, and run it a second time.
+    """
+    await seed(clean_backend, "wf-1")
+    async with clean_pg.transaction():
+        await clean_pg.execute(
+            "UPDATE sayiir_workflow_snapshots SET status = 'Completed', current_task_id = NULL "
+            "WHERE instance_id = 'wf-1'"
+        )
+        pending = asyncio.ensure_future(clean_backend.claim_task("wf-1", T1, "late-worker", 30))
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # it waits for the save instead of reading around it
+    assert await asyncio.wait_for(pending, 5) is None
