@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,7 +22,28 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(serve)
     mig = commands.add_parser("migrate", help="Create or adopt the schema, then exit.")
     config.add_arguments(mig)
+    check = commands.add_parser(
+        "healthcheck", help="Exit 0 when the service at --listen reports SERVING (grpc.health.v1), else 1."
+    )
+    check.add_argument("--listen", default=None, help="HOST:PORT of the service [env SAYIIR_LISTEN]")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     return parser
+
+
+async def _healthcheck(target: str, timeout: float) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            print(f"sayiir-grpc: {target} is not healthy: {exc.code().name}", file=sys.stderr)
+            return False
+    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"{target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")
+    return serving
 
 
 async def _migrate(url: str) -> None:
@@ -50,6 +72,9 @@ def _with_database(settings: config.Settings, run: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "healthcheck":
+        target = args.listen or os.environ.get("SAYIIR_LISTEN") or "127.0.0.1:50051"
+        return 0 if asyncio.run(_healthcheck(target, args.timeout)) else 1
     try:
         settings = config.load(args)
     except config.ConfigError as exc:

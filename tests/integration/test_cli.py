@@ -116,3 +116,22 @@ async def test_migrate_command_on_a_fresh_database(make_database: Callable[[], A
     )
     assert result.returncode == 0, result.stderr
     assert "applied 0001_sayiir_schema" in result.stdout
+
+
+async def test_healthcheck_command(target: str) -> None:
+    ok = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sayiir_grpc", "healthcheck", "--listen", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0 and "SERVING" in ok.stdout
+    down = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sayiir_grpc", "healthcheck", "--listen", "127.0.0.1:1", "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 1
