@@ -41,7 +41,7 @@ async def _healthcheck(target: str, timeout: float) -> bool:
         except grpc.aio.AioRpcError as exc:
             print(f"sayiir-grpc: {target} is not healthy: {exc.code().name}", file=sys.stderr)
             return False
-    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+    serving: bool = response.status == health_pb2.HealthCheckResponse.SERVING
     print(f"{target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")
     return serving
 
