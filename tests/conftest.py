@@ -115,7 +115,9 @@ async def make_database(postgres_server: str) -> AsyncIterator[Callable[[], Awai
 
 
 async def start_service(database_url: str, **overrides: object) -> RunningServer:
-    settings = Settings(listen="127.0.0.1:0", pool_min_connections=1, **overrides)  # type: ignore[arg-type]
+    values: dict[str, object] = {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0", "pool_min_connections": 1}
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
     return await start(settings, database_url)
 
 

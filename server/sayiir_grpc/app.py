@@ -1,10 +1,12 @@
-"""Assemble and run the server: pool, migrations, servicers, health, reflection."""
+"""Assemble and run the server: pool, migrations, servicers, health,
+reflection, metrics, and a graceful stop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import structlog
@@ -23,6 +25,7 @@ from sayiir_client.codec import codec_by_name
 from sayiir_grpc import migrate
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
+from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
@@ -36,8 +39,8 @@ SERVICE_NAMES = (
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskClaimStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
 )
-GRACE_PERIOD_S = 10.0
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -47,35 +50,94 @@ class RunningServer:
     health: health.aio.HealthServicer
     port: int
     hub: WakeupHub
+    metrics: Metrics
+    settings: Settings
+    metrics_port: int | None = None
+    draining: bool = False
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def stop(self, grace: float = GRACE_PERIOD_S) -> None:
+    async def set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        # Ending the wakeup streams first lets stop() drain only unary calls.
+            await self.health.set(name, status)
+
+    async def probe_database(self) -> bool:
+        """One health probe: does the database answer within a second?"""
+        try:
+            async with asyncio.timeout(1.0):
+                await self.db.pool.fetchval("SELECT 1")
+        except Exception:  # any failure means "not serving"
+            return False
+        return True
+
+    async def _health_loop(self) -> None:
+        while not self.draining:
+            up = await self.probe_database()
+            self.metrics.database_up.set(1 if up else 0)
+            if not self.draining:
+                await self.set_health(SERVING if up else NOT_SERVING)
+            await asyncio.sleep(self.settings.health_probe_interval)
+
+    async def _pool_loop(self) -> None:
+        pool = self.db.pool
+        while True:
+            size, idle = pool.get_size(), pool.get_idle_size()
+            self.metrics.pool_size.set(size)
+            self.metrics.pool_in_use.set(size - idle)
+            await asyncio.sleep(1.0)
+
+    def start_background(self) -> None:
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="health-probe"))
+        self._tasks.append(asyncio.create_task(self._pool_loop(), name="pool-metrics"))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: refuse new work, end the streams, let calls finish, close."""
+        self.draining = True
+        await self.set_health(NOT_SERVING)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Ending the wakeup streams first leaves only unary calls to drain.
         await self.hub.stop()
-        await self.server.stop(grace)
+        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.db.close()
+
+
+def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Detect dead peers (and their wakeup streams) within a minute.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
 
 
 async def start(settings: Settings, database_url: str) -> RunningServer:
     """Connect, migrate, and start serving; returns once the port is bound."""
     codec = codec_by_name(settings.codec)
+    metrics = Metrics()
     db = await Database.connect(database_url, settings.pool_options())
+    db.on_retry = lambda op: metrics.transient_retries.labels(op).inc()
+    db.on_acquire = metrics.pool_wait.observe
+    metrics.pool_max.set(settings.pool_max_connections)
     hub = WakeupHub(database_url)
+    hub.on_sent = metrics.hints_sent.inc
+    hub.on_dropped = metrics.hints_dropped.inc
     try:
         async with db.connection() as conn:
             for step in await migrate.migrate(conn):
                 log.info("migration", step=step)
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ]
-        )
+        await hub.start()
+        server = grpc.aio.server(interceptors=[ObservabilityInterceptor(metrics)], options=_grpc_options(settings))
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
         signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
-        await hub.start()
-        task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(TaskClaimStoreServicer(db, codec, hub), server)
+        task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(
+            TaskClaimStoreServicer(db, codec, hub, metrics), server
+        )
         task_claim_store_pb2_grpc.add_TaskResultStoreServicer_to_server(TaskResultStoreServicer(db, codec), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -86,14 +148,16 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
         port = server.add_insecure_port(settings.listen)
         if port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
+        metrics_port = None if settings.metrics_listen == "off" else metrics.serve(settings.metrics_listen)
         await server.start()
-        for name in ("", *SERVICE_NAMES):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     except BaseException:
         await hub.stop()
         await db.close()
         raise
-    return RunningServer(server, db, health_servicer, port, hub)
+    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port)
+    await running.set_health(SERVING)
+    running.start_background()
+    return running
 
 
 async def serve(settings: Settings, database_url: str) -> None:
@@ -101,11 +165,15 @@ async def serve(settings: Settings, database_url: str) -> None:
     running = await start(settings, database_url)
     host = settings.listen.rpartition(":")[0]
     print(f"sayiir-grpc listening on {host}:{running.port}", flush=True)
-    log.info("serving", listen=f"{host}:{running.port}", codec=settings.codec)
+    if running.metrics_port is not None:
+        metrics_host = settings.metrics_listen.rpartition(":")[0]
+        print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
+    log.info("serving", listen=f"{host}:{running.port}", codec=settings.codec, metrics_port=running.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down", grace_s=GRACE_PERIOD_S)
+    log.info("shutting down", grace_s=settings.shutdown_grace)
     await running.stop()
+    log.info("stopped")

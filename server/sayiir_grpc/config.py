@@ -50,6 +50,10 @@ def _listen(text: str) -> str:
     return text
 
 
+def _metrics_listen(text: str) -> str:
+    return "off" if text.lower() in ("off", "none", "") else _listen(text)
+
+
 def _codec(text: str) -> str:
     if text not in ("json", "protobuf"):
         raise ValueError("must be json or protobuf")
@@ -146,6 +150,34 @@ SETTINGS: tuple[Setting, ...] = (
         60_000,
         "PostgreSQL idle_in_transaction_session_timeout, in ms.",
     ),
+    Setting(
+        "metrics_listen",
+        "SAYIIR_METRICS_LISTEN",
+        _metrics_listen,
+        "127.0.0.1:9464",
+        "Prometheus /metrics address, HOST:PORT, or off.",
+    ),
+    Setting(
+        "shutdown_grace",
+        "SAYIIR_SHUTDOWN_GRACE",
+        _positive_float,
+        10.0,
+        "Seconds in-flight calls get to finish after SIGTERM/SIGINT.",
+    ),
+    Setting(
+        "max_message_bytes",
+        "SAYIIR_MAX_MESSAGE_BYTES",
+        _positive_int,
+        16 * 1024 * 1024,
+        "Largest gRPC message accepted or sent; larger ones get RESOURCE_EXHAUSTED.",
+    ),
+    Setting(
+        "health_probe_interval",
+        "SAYIIR_HEALTH_PROBE_INTERVAL",
+        _positive_float,
+        2.0,
+        "Seconds between database probes behind the health service.",
+    ),
     Setting("log_level", "SAYIIR_LOG_LEVEL", _level, "INFO", "debug, info, warning or error."),
     Setting(
         "log_format",
@@ -170,6 +202,10 @@ class Settings:
     pool_max_lifetime: float = 1800.0
     statement_timeout_ms: int = 30_000
     idle_in_transaction_timeout_ms: int = 60_000
+    metrics_listen: str = "127.0.0.1:9464"
+    shutdown_grace: float = 10.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    health_probe_interval: float = 2.0
     log_level: str = "INFO"
     log_format: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)

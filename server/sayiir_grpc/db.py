@@ -52,6 +52,8 @@ class Database:
         self.transient_retries = 0
         # Called with the operation name each time a transient error is retried.
         self.on_retry: Callable[[str], None] | None = None
+        # Called with the seconds each connection acquisition waited.
+        self.on_acquire: Callable[[float], None] | None = None
 
     @classmethod
     async def connect(cls, url: str, options: PoolOptions) -> Database:
@@ -87,7 +89,10 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; one past `max_lifetime` is closed on release."""
+        started = time.monotonic()
         conn = await self.pool.acquire(timeout=self.options.acquire_timeout)
+        if self.on_acquire is not None:
+            self.on_acquire(time.monotonic() - started)
         try:
             yield conn
         finally:

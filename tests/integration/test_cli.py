@@ -30,7 +30,7 @@ def running_service(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "SAYIIR_LOG_FORMAT": "json", **(env or {})},
+        env={**os.environ, "SAYIIR_LOG_FORMAT": "json", "SAYIIR_METRICS_LISTEN": "127.0.0.1:0", **(env or {})},
     )
     lines: list[str] = []
     try:

@@ -485,7 +485,6 @@ async def test_eight_workers_run_two_hundred_tasks_exactly_once(
     assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_claims") == 0
 
 
-
 async def test_a_claim_waits_for_an_in_flight_save_and_sees_its_result(
     clean_backend: GrpcBackend, clean_pg: asyncpg.Connection
 ) -> None:

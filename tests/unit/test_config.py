@@ -53,8 +53,17 @@ def test_old_postgresql_is_refused_with_a_clear_message() -> None:
 
 
 def test_readme_lists_every_setting() -> None:
+    import importlib.util
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "update_readme_settings", root / "scripts" / "update_readme_settings.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (root / "README.md").read_text()
+    assert module.render(readme) == readme, "README settings table is stale: run scripts/update_readme_settings.py"
     for setting in config.SETTINGS:
         assert f"`{setting.env}`" in readme and f"`{setting.flag}`" in readme

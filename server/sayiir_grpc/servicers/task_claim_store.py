@@ -7,7 +7,8 @@ and `sayiir_grpc.wakeup` for the stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 from google.protobuf import duration_pb2
@@ -16,7 +17,9 @@ from sayiir_client import convert
 from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_client.codec import SnapshotCodec
+from sayiir_client.errors import ClaimLostError
 from sayiir_grpc.db import Database
+from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.servicers.snapshot_store import require_snapshot
 from sayiir_grpc.stores import task_claim_store as store
@@ -72,10 +75,11 @@ def hint_to_proto(hint: WakeupHint) -> rpc_pb.TaskWakeupHint:
 
 
 class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
-    def __init__(self, db: Database, codec: SnapshotCodec, hub: WakeupHub) -> None:
+    def __init__(self, db: Database, codec: SnapshotCodec, hub: WakeupHub, metrics: Metrics | None = None) -> None:
         self.db = db
         self.codec = codec
         self.hub = hub
+        self.metrics = metrics
 
     @rpc
     async def ClaimTask(self, request: rpc_pb.ClaimTaskRequest, context: Context) -> rpc_pb.ClaimTaskResponse:
@@ -86,6 +90,8 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         claim = await store.claim_task(self.db, instance_id, task_id, worker_id, ttl)
         if claim is None:
             return rpc_pb.ClaimTaskResponse()
+        if self.metrics is not None:
+            self.metrics.claims_granted.inc()
         message = rpc_pb.TaskClaim(
             instance_id=claim.instance_id,
             task_id=claim.task_id.as_bytes(),
@@ -102,7 +108,8 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     ) -> rpc_pb.ReleaseTaskClaimResponse:
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         task_id = convert.task_id_from("task_id", request.task_id)
-        await store.release_task_claim(self.db, instance_id, task_id, worker_id_from(request.worker_id))
+        with self._counting_lost():
+            await store.release_task_claim(self.db, instance_id, task_id, worker_id_from(request.worker_id))
         return rpc_pb.ReleaseTaskClaimResponse()
 
     @rpc
@@ -115,7 +122,8 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         if not request.HasField("ttl"):
             raise convert.InvalidField("ttl", "is required")
         ttl = positive_seconds("ttl", request.ttl)
-        await store.extend_task_claim(self.db, instance_id, task_id, worker_id, ttl)
+        with self._counting_lost():
+            await store.extend_task_claim(self.db, instance_id, task_id, worker_id, ttl)
         return rpc_pb.ExtendTaskClaimResponse()
 
     @rpc
@@ -155,6 +163,8 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         task_id = convert.task_id_from("task_id", request.task_id)
         worker_id = worker_id_from(request.worker_id)
         written = await store.save_snapshot_fenced(self.db, self.codec, snapshot, task_id, worker_id)
+        if not written and self.metrics is not None:
+            self.metrics.claims_lost.inc()
         return rpc_pb.SaveSnapshotFencedResponse(written=written)
 
     async def WatchWakeups(
@@ -177,6 +187,15 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             return
         finally:
             self.hub.unsubscribe(subscription)
+
+    @contextlib.contextmanager
+    def _counting_lost(self) -> Iterator[None]:
+        try:
+            yield
+        except ClaimLostError:
+            if self.metrics is not None:
+                self.metrics.claims_lost.inc()
+            raise
 
 
 class TaskResultStoreServicer(rpc_grpc.TaskResultStoreServicer):
