@@ -124,7 +124,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     db.on_retry = lambda op: metrics.transient_retries.labels(op).inc()
     db.on_acquire = metrics.pool_wait.observe
     metrics.pool_max.set(settings.pool_max_connections)
-    hub = WakeupHub(database_url)
+    hub = WakeupHub(settings.listener_database_url or database_url)
     hub.on_sent = metrics.hints_sent.inc
     hub.on_dropped = metrics.hints_dropped.inc
     try:

@@ -98,6 +98,21 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "PostgreSQL URL. Unset: start an embedded PostgreSQL in --data-dir.",
     ),
+    Setting(
+        "listener_database_url",
+        "SAYIIR_LISTENER_DATABASE_URL",
+        _text,
+        None,
+        "Direct PostgreSQL URL for the wakeup LISTEN connection (default: the database URL); "
+        "set it when SAYIIR_DATABASE_URL points at a transaction-mode pooler.",
+    ),
+    Setting(
+        "statement_cache_size",
+        "SAYIIR_STATEMENT_CACHE_SIZE",
+        _non_negative_int,
+        100,
+        "Prepared statements cached per connection; 0 for poolers in transaction mode.",
+    ),
     Setting("listen", "SAYIIR_LISTEN", _listen, "127.0.0.1:50051", "gRPC listen address, HOST:PORT."),
     Setting(
         "data_dir",
@@ -192,6 +207,8 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str | None = None
+    listener_database_url: str | None = None
+    statement_cache_size: int = 100
     listen: str = "127.0.0.1:50051"
     data_dir: str | None = None
     codec: str = "json"
@@ -219,6 +236,7 @@ class Settings:
             max_lifetime=self.pool_max_lifetime,
             statement_timeout_ms=self.statement_timeout_ms,
             idle_in_transaction_session_timeout_ms=self.idle_in_transaction_timeout_ms,
+            statement_cache_size=self.statement_cache_size,
         )
 
     def embedded_data_dir(self) -> Path:

@@ -40,6 +40,8 @@ class PoolOptions:
     max_lifetime: float = 1800.0
     statement_timeout_ms: int = 30_000
     idle_in_transaction_session_timeout_ms: int = 60_000
+    # 0 disables named prepared statements (for transaction-mode poolers).
+    statement_cache_size: int = 100
 
 
 class Database:
@@ -78,6 +80,7 @@ class Database:
             server_settings=settings,
             init=init,
             timeout=options.acquire_timeout,
+            statement_cache_size=options.statement_cache_size,
         )
         database = cls(pool, options)
         holder.append(database)
