@@ -35,6 +35,34 @@ from sayiir_client.model import (
 DEFAULT_TIMEOUT_S = 30.0
 # Hints kept for wait_for_wakeup between calls; past this the oldest go.
 WAKEUP_BUFFER = 10_000
+# Back-off between attempts of a retried call (about 1.5 s in all).
+DEFAULT_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8)
+
+SAFE, DONE_IF_NOT_FOUND, NEVER = "safe", "done-if-not-found", "never"
+RETRY_POLICY: dict[str, str] = {
+    **{
+        name: SAFE
+        for name in (
+            "SaveSnapshot",
+            "SaveTaskResult",
+            "LoadSnapshot",
+            "ListSnapshots",
+            "StoreSignal",
+            "GetSignal",
+            "ClearSignal",
+            "ClaimTask",
+            "ExtendTaskClaim",
+            "FindAvailableTasks",
+            "FindHintedTask",
+            "SaveSnapshotFenced",
+            "LoadTaskResult",
+            "CompleteTask",
+            "ClaimAndLoad",
+        )
+    },
+    "DeleteSnapshot": DONE_IF_NOT_FOUND,
+    "ReleaseTaskClaim": DONE_IF_NOT_FOUND,
+}
 
 _STATUS_NAMES = {
     "InProgress": pb.SNAPSHOT_STATUS_IN_PROGRESS,
@@ -97,21 +125,54 @@ class GrpcBackend:
     rather than raw gRPC errors.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    ) -> None:
         self.channel = channel
         self.timeout = timeout
         self._snapshots = rpc_grpc.SnapshotStoreStub(channel)
         self._signals = sig_grpc.SignalStoreStub(channel)
         self._claims = claim_grpc.TaskClaimStoreStub(channel)
         self._results = claim_grpc.TaskResultStoreStub(channel)
+        self._methods: dict[str, Any] = {
+            name: getattr(stub, name)
+            for stub in (self._snapshots, self._signals, self._claims, self._results)
+            for name in dir(stub)
+            if name[:1].isupper()
+        }
+        self.retry_delays = retry_delays
         self._wakeup_queue: asyncio.Queue[TaskWakeupHint] | None = None
         self._wakeup_task: asyncio.Task[None] | None = None
 
-    async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(request, timeout=self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from None
+    async def _call(self, name: str, request: Any) -> Any:
+        """Call one RPC, retrying on UNAVAILABLE only where that is safe.
+
+        Retried: reads, and writes whose repetition changes nothing (saves
+        write the same state again; a claim by the same worker for the same
+        task returns the claim it already holds). Delete and release are
+        retried too, and a NOT_FOUND answer to a retry means the first
+        attempt did it. Never retried: calls whose effect a repeat would
+        double or hide (send_event, consume_event, the check_and_* composites,
+        unpause): their UNAVAILABLE reaches the caller, who knows what to do.
+        """
+        method = self._methods[name]
+        policy = RETRY_POLICY.get(name, NEVER)
+        attempt = 0
+        while True:
+            try:
+                return await method(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if attempt > 0 and policy is DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
+                    return None
+                if code != grpc.StatusCode.UNAVAILABLE or policy is NEVER or attempt >= len(self.retry_delays):
+                    raise error_from_rpc(exc) from None
+                await asyncio.sleep(self.retry_delays[attempt])
+                attempt += 1
 
     # -- SnapshotStore -------------------------------------------------------
 
@@ -121,21 +182,21 @@ class GrpcBackend:
     async def save_snapshot_written(self, snapshot: WorkflowSnapshot) -> bool:
         """Like `save_snapshot`; False when the stored snapshot was terminal and kept."""
         request = rpc_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(snapshot))
-        response = await self._call(self._snapshots.SaveSnapshot, request)
+        response = await self._call("SaveSnapshot", request)
         return bool(response.written)
 
     async def save_task_result(self, instance_id: str, task_id: TaskId | bytes | str, output: bytes) -> None:
         request = rpc_pb.SaveTaskResultRequest(
             instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes(), output=bytes(output)
         )
-        await self._call(self._snapshots.SaveTaskResult, request)
+        await self._call("SaveTaskResult", request)
 
     async def load_snapshot(self, instance_id: str) -> WorkflowSnapshot:
-        response = await self._call(self._snapshots.LoadSnapshot, rpc_pb.LoadSnapshotRequest(instance_id=instance_id))
+        response = await self._call("LoadSnapshot", rpc_pb.LoadSnapshotRequest(instance_id=instance_id))
         return convert.snapshot_from_proto(response.snapshot)
 
     async def delete_snapshot(self, instance_id: str) -> None:
-        await self._call(self._snapshots.DeleteSnapshot, rpc_pb.DeleteSnapshotRequest(instance_id=instance_id))
+        await self._call("DeleteSnapshot", rpc_pb.DeleteSnapshotRequest(instance_id=instance_id))
 
     async def list_snapshots(self) -> list[str]:
         ids: list[str] = []
@@ -155,7 +216,7 @@ class GrpcBackend:
             page_size=limit,
             statuses=[_STATUS_NAMES[s] for s in statuses],
         )
-        response = await self._call(self._snapshots.ListSnapshots, request)
+        response = await self._call("ListSnapshots", request)
         return list(response.instance_ids), (response.next_after_instance_id or None)
 
     # -- SignalStore ---------------------------------------------------------
@@ -171,14 +232,12 @@ class GrpcBackend:
         if request.requested_by is not None:
             message.requested_by = request.requested_by
         await self._call(
-            self._signals.StoreSignal,
+            "StoreSignal",
             sig_pb.StoreSignalRequest(instance_id=instance_id, kind=_kind(kind), request=message),
         )
 
     async def get_signal(self, instance_id: str, kind: SignalKind | str) -> SignalRequest | None:
-        response = await self._call(
-            self._signals.GetSignal, sig_pb.GetSignalRequest(instance_id=instance_id, kind=_kind(kind))
-        )
+        response = await self._call("GetSignal", sig_pb.GetSignalRequest(instance_id=instance_id, kind=_kind(kind)))
         if not response.HasField("request"):
             return None
         r = response.request
@@ -189,21 +248,19 @@ class GrpcBackend:
         )
 
     async def clear_signal(self, instance_id: str, kind: SignalKind | str) -> None:
-        await self._call(
-            self._signals.ClearSignal, sig_pb.ClearSignalRequest(instance_id=instance_id, kind=_kind(kind))
-        )
+        await self._call("ClearSignal", sig_pb.ClearSignalRequest(instance_id=instance_id, kind=_kind(kind)))
 
     async def send_event(self, instance_id: str, signal_name: str, payload: bytes) -> bool:
         """Deliver an event; True when it resumed a workflow parked at that signal."""
         response = await self._call(
-            self._signals.SendEvent,
+            "SendEvent",
             sig_pb.SendEventRequest(instance_id=instance_id, signal_name=signal_name, payload=bytes(payload)),
         )
         return bool(response.resumed)
 
     async def consume_event(self, instance_id: str, signal_name: str) -> bytes | None:
         response = await self._call(
-            self._signals.ConsumeEvent, sig_pb.ConsumeEventRequest(instance_id=instance_id, signal_name=signal_name)
+            "ConsumeEvent", sig_pb.ConsumeEventRequest(instance_id=instance_id, signal_name=signal_name)
         )
         return response.payload if response.HasField("payload") else None
 
@@ -211,10 +268,10 @@ class GrpcBackend:
         request = sig_pb.CheckAndCancelRequest(instance_id=instance_id)
         if interrupted_at_task is not None:
             request.interrupted_at_task = TaskId.coerce(interrupted_at_task).as_bytes()
-        return bool((await self._call(self._signals.CheckAndCancel, request)).cancelled)
+        return bool((await self._call("CheckAndCancel", request)).cancelled)
 
     async def check_and_pause(self, instance_id: str) -> bool:
-        response = await self._call(self._signals.CheckAndPause, sig_pb.CheckAndPauseRequest(instance_id=instance_id))
+        response = await self._call("CheckAndPause", sig_pb.CheckAndPauseRequest(instance_id=instance_id))
         return bool(response.paused)
 
     async def check_control_signals(
@@ -223,10 +280,10 @@ class GrpcBackend:
         request = sig_pb.CheckControlSignalsRequest(instance_id=instance_id)
         if interrupted_at_task is not None:
             request.interrupted_at_task = TaskId.coerce(interrupted_at_task).as_bytes()
-        return _CONTROL[(await self._call(self._signals.CheckControlSignals, request)).signal]
+        return _CONTROL[(await self._call("CheckControlSignals", request)).signal]
 
     async def unpause(self, instance_id: str) -> WorkflowSnapshot:
-        response = await self._call(self._signals.Unpause, sig_pb.UnpauseRequest(instance_id=instance_id))
+        response = await self._call("Unpause", sig_pb.UnpauseRequest(instance_id=instance_id))
         return convert.snapshot_from_proto(response.snapshot)
 
     # -- TaskClaimStore --------------------------------------------------------
@@ -240,7 +297,7 @@ class GrpcBackend:
         )
         if ttl is not None:
             request.ttl.CopyFrom(_duration(ttl))
-        response = await self._call(self._claims.ClaimTask, request)
+        response = await self._call("ClaimTask", request)
         if not response.HasField("claim"):
             return None
         c = response.claim
@@ -254,7 +311,7 @@ class GrpcBackend:
 
     async def release_task_claim(self, instance_id: str, task_id: TaskId | bytes | str, worker_id: str) -> None:
         await self._call(
-            self._claims.ReleaseTaskClaim,
+            "ReleaseTaskClaim",
             claim_pb.ReleaseTaskClaimRequest(
                 instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes(), worker_id=worker_id
             ),
@@ -264,7 +321,7 @@ class GrpcBackend:
         self, instance_id: str, task_id: TaskId | bytes | str, worker_id: str, ttl: Seconds
     ) -> None:
         await self._call(
-            self._claims.ExtendTaskClaim,
+            "ExtendTaskClaim",
             claim_pb.ExtendTaskClaimRequest(
                 instance_id=instance_id,
                 task_id=TaskId.coerce(task_id).as_bytes(),
@@ -283,7 +340,7 @@ class GrpcBackend:
         request = claim_pb.FindAvailableTasksRequest(
             worker_id=worker_id, limit=limit, aging_interval=_duration(aging_interval), worker_tags=list(worker_tags)
         )
-        response = await self._call(self._claims.FindAvailableTasks, request)
+        response = await self._call("FindAvailableTasks", request)
         return [_available(t) for t in response.tasks]
 
     async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
@@ -295,7 +352,7 @@ class GrpcBackend:
                 tags=list(hint.tags),
             )
         )
-        response = await self._call(self._claims.FindHintedTask, request)
+        response = await self._call("FindHintedTask", request)
         return _available(response.task) if response.HasField("task") else None
 
     async def save_snapshot_fenced(
@@ -305,7 +362,7 @@ class GrpcBackend:
         request = claim_pb.SaveSnapshotFencedRequest(
             snapshot=convert.snapshot_to_proto(snapshot), task_id=TaskId.coerce(task_id).as_bytes(), worker_id=worker_id
         )
-        return bool((await self._call(self._claims.SaveSnapshotFenced, request)).written)
+        return bool((await self._call("SaveSnapshotFenced", request)).written)
 
     async def wakeups(self, worker_tags: Sequence[str] = ()) -> AsyncIterator[TaskWakeupHint]:
         """Task-ready hints as they happen, for tasks these tags allow.
@@ -389,7 +446,7 @@ class GrpcBackend:
     async def load_task_result(self, instance_id: str, task_id: TaskId | bytes | str) -> bytes | None:
         """The stored output of a task; None for unknown tasks or instances."""
         response = await self._call(
-            self._results.LoadTaskResult,
+            "LoadTaskResult",
             claim_pb.LoadTaskResultRequest(instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes()),
         )
         return response.output if response.HasField("output") else None
@@ -399,6 +456,50 @@ class GrpcBackend:
         await self.channel.close()
 
 
+class _BearerToken(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or ())
+        metadata.append(self._header)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+def open_channel(
+    target: str,
+    *,
+    token: str | None = None,
+    tls: bool = False,
+    root_certificates: bytes | None = None,
+    certificate_chain: bytes | None = None,
+    private_key: bytes | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A channel to the service: TLS when asked (or when certificates are given), with a bearer token."""
+    interceptors = [_BearerToken(token)] if token else None
+    all_options = [
+        # Reconnect quickly after the service restarts, so retried calls land.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        *options,
+    ]
+    if tls or root_certificates or certificate_chain:
+        credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+        return grpc.aio.secure_channel(target, credentials, options=all_options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options=all_options, interceptors=interceptors)
+
+
 @asynccontextmanager
 async def connect(
     target: str = "127.0.0.1:50051",
@@ -406,14 +507,29 @@ async def connect(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     options: Sequence[tuple[str, Any]] = (),
     watch_wakeups: bool = True,
+    token: str | None = None,
+    tls: bool = False,
+    root_certificates: bytes | None = None,
+    certificate_chain: bytes | None = None,
+    private_key: bytes | None = None,
 ) -> AsyncIterator[GrpcBackend]:
     """Open a channel to the service; yields a `GrpcBackend`, closes it on exit.
 
     With `watch_wakeups` (the default, as the Rust backend listens from
     connect on), task-ready hints are collected from the start for
     `wait_for_wakeup`; pass False for short-lived admin clients.
+    `token` is sent as a bearer token; `tls` (or any certificate) makes the
+    channel TLS, with `certificate_chain` and `private_key` for mutual TLS.
     """
-    channel = grpc.aio.insecure_channel(target, options=list(options))
+    channel = open_channel(
+        target,
+        token=token,
+        tls=tls,
+        root_certificates=root_certificates,
+        certificate_chain=certificate_chain,
+        private_key=private_key,
+        options=options,
+    )
     backend = GrpcBackend(channel, timeout=timeout)
     try:
         if watch_wakeups:

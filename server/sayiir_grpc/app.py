@@ -26,6 +26,7 @@ from sayiir_grpc import migrate
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
+from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_credentials
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
@@ -119,6 +120,8 @@ def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
 async def start(settings: Settings, database_url: str) -> RunningServer:
     """Connect, migrate, and start serving; returns once the port is bound."""
     codec = codec_by_name(settings.codec)
+    tokens = load_tokens(settings.auth_tokens_file, settings.auth_tokens)
+    credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     metrics = Metrics()
     db = await Database.connect(database_url, settings.pool_options())
     db.on_retry = lambda op: metrics.transient_retries.labels(op).inc()
@@ -132,7 +135,10 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             for step in await migrate.migrate(conn):
                 log.info("migration", step=step)
         await hub.start()
-        server = grpc.aio.server(interceptors=[ObservabilityInterceptor(metrics)], options=_grpc_options(settings))
+        interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
+        if tokens:
+            interceptors.append(TokenAuthInterceptor(tokens))
+        server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings))
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
         signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
         task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(
@@ -145,7 +151,10 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
         )
-        port = server.add_insecure_port(settings.listen)
+        if credentials is None:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, credentials)
         if port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
         metrics_port = None if settings.metrics_listen == "off" else metrics.serve(settings.metrics_listen)

@@ -13,6 +13,7 @@ import structlog
 
 from sayiir_grpc import config, migrate
 from sayiir_grpc.log_setup import configure
+from sayiir_grpc.security import SecurityConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _with_database(settings, lambda url: serve(settings, url))
     except KeyboardInterrupt:
         return 130
-    except (migrate.MigrationError, OSError, asyncpg.PostgresError) as exc:
+    except (migrate.MigrationError, OSError, asyncpg.PostgresError, SecurityConfigError) as exc:
         log.error("start failed", error=str(exc))
         print(f"sayiir-grpc: {exc}", file=sys.stderr)
         return 1

@@ -193,6 +193,23 @@ SETTINGS: tuple[Setting, ...] = (
         2.0,
         "Seconds between database probes behind the health service.",
     ),
+    Setting("tls_cert_file", "SAYIIR_TLS_CERT_FILE", _text, None, "PEM certificate chain: serve TLS."),
+    Setting("tls_key_file", "SAYIIR_TLS_KEY_FILE", _text, None, "PEM private key of the TLS certificate."),
+    Setting(
+        "tls_client_ca_file",
+        "SAYIIR_TLS_CLIENT_CA_FILE",
+        _text,
+        None,
+        "PEM CA bundle: require client certificates signed by it (mutual TLS).",
+    ),
+    Setting(
+        "auth_tokens_file",
+        "SAYIIR_AUTH_TOKENS_FILE",
+        _text,
+        None,
+        "File of bearer tokens, one per line: every call but health must present one.",
+    ),
+    Setting("auth_tokens", "SAYIIR_AUTH_TOKENS", _text, None, "Bearer tokens, comma-separated (as the file)."),
     Setting("log_level", "SAYIIR_LOG_LEVEL", _level, "INFO", "debug, info, warning or error."),
     Setting(
         "log_format",
@@ -223,6 +240,11 @@ class Settings:
     shutdown_grace: float = 10.0
     max_message_bytes: int = 16 * 1024 * 1024
     health_probe_interval: float = 2.0
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    auth_tokens_file: str | None = None
+    auth_tokens: str | None = None
     log_level: str = "INFO"
     log_format: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)

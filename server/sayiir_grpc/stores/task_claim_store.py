@@ -51,7 +51,10 @@ claim AS (
     ON CONFLICT (instance_id) DO UPDATE SET
         task_id = EXCLUDED.task_id, worker_id = EXCLUDED.worker_id,
         claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
-    WHERE c.expires_at IS NOT NULL AND c.expires_at <= now()
+    WHERE (c.expires_at IS NOT NULL AND c.expires_at <= now())
+       -- The same worker claiming the same task again gets its claim back
+       -- (renewed): a client may retry a claim whose answer it never saw.
+       OR (c.worker_id = EXCLUDED.worker_id AND c.task_id = EXCLUDED.task_id)
     RETURNING claimed_at, expires_at
 )
 SELECT EXISTS (SELECT 1 FROM snap) AS found,
