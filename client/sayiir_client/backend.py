@@ -512,6 +512,7 @@ async def connect(
     root_certificates: bytes | None = None,
     certificate_chain: bytes | None = None,
     private_key: bytes | None = None,
+    retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
 ) -> AsyncIterator[GrpcBackend]:
     """Open a channel to the service; yields a `GrpcBackend`, closes it on exit.
 
@@ -530,7 +531,7 @@ async def connect(
         private_key=private_key,
         options=options,
     )
-    backend = GrpcBackend(channel, timeout=timeout)
+    backend = GrpcBackend(channel, timeout=timeout, retry_delays=retry_delays)
     try:
         if watch_wakeups:
             await backend.start_wakeups()

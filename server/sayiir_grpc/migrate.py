@@ -125,7 +125,10 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     await conn.execute("SELECT pg_advisory_lock($1)", lock_id)
     try:
         async with conn.transaction():
-            await conn.execute(_OUR_TABLE)
+            # Checked first so that a least-privilege role (no CREATE on the
+            # schema) can start on an already migrated database.
+            if not await conn.fetchval("SELECT to_regclass('sayiir_grpc_schema_migrations') IS NOT NULL"):
+                await conn.execute(_OUR_TABLE)
             applied = {
                 int(r["version"]): r["checksum"]
                 for r in await conn.fetch("SELECT version, checksum FROM sayiir_grpc_schema_migrations")
