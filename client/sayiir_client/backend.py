@@ -56,8 +56,6 @@ RETRY_POLICY: dict[str, str] = {
             "FindHintedTask",
             "SaveSnapshotFenced",
             "LoadTaskResult",
-            "CompleteTask",
-            "ClaimAndLoad",
         )
     },
     "DeleteSnapshot": DONE_IF_NOT_FOUND,
@@ -342,6 +340,54 @@ class GrpcBackend:
         )
         response = await self._call("FindAvailableTasks", request)
         return [_available(t) for t in response.tasks]
+
+    async def claim_available_tasks(
+        self,
+        worker_id: str,
+        limit: int = 10,
+        ttl: Seconds | None = 30.0,
+        aging_interval: Seconds = timedelta(minutes=5),
+        worker_tags: Sequence[str] = (),
+    ) -> list[AvailableTask]:
+        """Fast path: find ready tasks and claim them for `worker_id` in one call."""
+        request = claim_pb.ClaimAvailableTasksRequest(
+            worker_id=worker_id, limit=limit, aging_interval=_duration(aging_interval), worker_tags=list(worker_tags)
+        )
+        if ttl is not None:
+            request.ttl.CopyFrom(_duration(ttl))
+        response = await self._call("ClaimAvailableTasks", request)
+        return [_available(t) for t in response.tasks]
+
+    async def complete_task(
+        self,
+        instance_id: str,
+        task_id: TaskId | bytes | str,
+        worker_id: str,
+        output: bytes,
+        next_task_id: TaskId | bytes | str | None = None,
+        *,
+        final_output: bytes | None = None,
+        next_task_priority: int | None = None,
+        next_task_tags: Sequence[str] = (),
+    ) -> bool:
+        """Fast path: record the output, advance to `next_task_id` (or complete), release; one transaction.
+
+        False, with nothing written, when the claim was lost.
+        """
+        request = claim_pb.CompleteTaskRequest(
+            instance_id=instance_id,
+            task_id=TaskId.coerce(task_id).as_bytes(),
+            worker_id=worker_id,
+            output=bytes(output),
+            next_task_tags=list(next_task_tags),
+        )
+        if next_task_id is not None:
+            request.next_task_id = TaskId.coerce(next_task_id).as_bytes()
+        if next_task_priority is not None:
+            request.next_task_priority = next_task_priority
+        if final_output is not None:
+            request.final_output = bytes(final_output)
+        return bool((await self._call("CompleteTask", request)).completed)
 
     async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
         request = claim_pb.FindHintedTaskRequest(

@@ -504,3 +504,79 @@ async def test_a_claim_waits_for_an_in_flight_save_and_sees_its_result(
         await asyncio.sleep(0.3)
         assert not pending.done()  # it waits for the save instead of reading around it
     assert await asyncio.wait_for(pending, 5) is None
+
+
+# -- the fast path ---------------------------------------------------------------
+
+
+async def test_claim_available_tasks_claims_what_it_returns(clean_backend: GrpcBackend) -> None:
+    await seed(clean_backend, "fast-1")
+    await seed(clean_backend, "fast-gpu", "t2", ["gpu"])
+    tasks = await clean_backend.claim_available_tasks("w1", 10, 30)
+    assert sorted(t.instance_id for t in tasks) == ["fast-1", "fast-gpu"]
+    first = next(t for t in tasks if t.instance_id == "fast-1")
+    assert first.input == b'"input"' and first.snapshot.current_task_id() == T1
+    assert await clean_backend.claim_task("fast-1", T1, "w2", 30) is None  # held by w1
+    assert await clean_backend.claim_available_tasks("w2", 10, 30) == []
+    await seed(clean_backend, "fast-cpu", "t3", ["cpu"])
+    assert await clean_backend.claim_available_tasks("w3", 10, 30, worker_tags=["gpu"]) == []
+
+
+async def test_complete_task_advances_completes_and_releases(
+    clean_backend: GrpcBackend, clean_pg: asyncpg.Connection
+) -> None:
+    await seed(clean_backend, "fast-2")
+    (task,) = await clean_backend.claim_available_tasks("w1", 1, 30)
+    assert task.instance_id == "fast-2"
+    t2 = TaskId.sha256("task-2")
+    assert await clean_backend.complete_task(
+        "fast-2", T1, "w1", b'"one"', t2, next_task_priority=2, next_task_tags=["x"]
+    )
+    loaded = await clean_backend.load_snapshot("fast-2")
+    assert loaded.current_task_id() == t2 and loaded.get_task_result(T1).output == b'"one"'  # type: ignore[union-attr]
+    assert (loaded.task_priority, loaded.task_tags) == (2, ["x"])
+    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_claims WHERE instance_id = 'fast-2'") == 0
+    # The next task is claimable, and its input is the output just saved.
+    (following,) = await clean_backend.claim_available_tasks("w2", 1, 30, worker_tags=["x"])
+    assert following.task_id == t2 and following.input == b'"one"'
+    assert await clean_backend.complete_task("fast-2", t2, "w2", b'"two"', final_output=b'"done"')
+    assert (await clean_backend.load_snapshot("fast-2")).state == Completed(b'"done"')
+    assert await clean_backend.load_task_result("fast-2", t2) == b'"two"'
+
+
+async def test_complete_task_refuses_a_lost_claim_and_writes_nothing(clean_backend: GrpcBackend) -> None:
+    await seed(clean_backend, "fast-3")
+    assert await clean_backend.claim_task("fast-3", T1, "owner", 0.3)
+    await asyncio.sleep(0.5)
+    assert await clean_backend.claim_task("fast-3", T1, "new-owner", 30)
+    assert await clean_backend.complete_task("fast-3", T1, "owner", b"stale") is False
+    assert await clean_backend.load_task_result("fast-3", T1) is None
+    assert (await clean_backend.load_snapshot("fast-3")).state.is_in_progress()
+
+
+async def test_eight_fast_path_workers_run_two_hundred_tasks_exactly_once(
+    clean_backend: GrpcBackend, isolated_service: object, clean_pg: asyncpg.Connection
+) -> None:
+    running, _ = isolated_service  # type: ignore[misc]
+    for i in range(200):
+        await seed(clean_backend, f"fjob-{i:03d}", "step")
+    executions: list[str] = []
+
+    async def worker(name: str) -> None:
+        async with connect(f"127.0.0.1:{running.port}", watch_wakeups=False) as client:
+            idle = 0
+            while idle < 3:
+                tasks = await client.claim_available_tasks(name, 5, 30)
+                if not tasks:
+                    idle += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                idle = 0
+                for task in tasks:
+                    executions.append(task.instance_id)
+                    assert await client.complete_task(task.instance_id, task.task_id, name, name.encode())
+
+    await asyncio.wait_for(asyncio.gather(*(worker(f"fast-{i}") for i in range(8))), 120)
+    assert sorted(executions) == [f"fjob-{i:03d}" for i in range(200)]
+    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshots WHERE status = 'Completed'") == 200
+    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_claims") == 0

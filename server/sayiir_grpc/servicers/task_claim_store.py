@@ -167,6 +167,45 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             self.metrics.claims_lost.inc()
         return rpc_pb.SaveSnapshotFencedResponse(written=written)
 
+    @rpc
+    async def ClaimAvailableTasks(
+        self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
+    ) -> rpc_pb.ClaimAvailableTasksResponse:
+        worker_id = worker_id_from(request.worker_id)
+        if not 1 <= request.limit <= MAX_LIMIT:
+            raise convert.InvalidField("limit", f"must be 1 to {MAX_LIMIT}, got {request.limit}")
+        ttl = positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
+        aging = (
+            positive_seconds("aging_interval", request.aging_interval)
+            if request.HasField("aging_interval")
+            else DEFAULT_AGING_S
+        )
+        tags = tags_from("worker_tags", list(request.worker_tags))
+        tasks = await store.claim_available_tasks(self.db, self.codec, worker_id, request.limit, ttl, aging, tags)
+        if self.metrics is not None and tasks:
+            self.metrics.claims_granted.inc(len(tasks))
+        return rpc_pb.ClaimAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
+
+    @rpc
+    async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
+        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        task_id = convert.task_id_from("task_id", request.task_id)
+        worker_id = worker_id_from(request.worker_id)
+        next_task = None
+        if request.HasField("next_task_id"):
+            priority = request.next_task_priority if request.HasField("next_task_priority") else None
+            if priority is not None and not 1 <= priority <= 5:
+                raise convert.InvalidField("next_task_priority", f"must be 1 to 5, got {priority}")
+            tags = tags_from("next_task_tags", list(request.next_task_tags))
+            next_task = (convert.task_id_from("next_task_id", request.next_task_id), priority, tags)
+        final = request.final_output if request.HasField("final_output") else None
+        completed = await store.complete_task(
+            self.db, self.codec, instance_id, task_id, worker_id, request.output, next_task, final
+        )
+        if not completed and self.metrics is not None:
+            self.metrics.claims_lost.inc()
+        return rpc_pb.CompleteTaskResponse(completed=completed)
+
     async def WatchWakeups(
         self, request: rpc_pb.WatchWakeupsRequest, context: Context
     ) -> AsyncIterator[rpc_pb.WakeupEvent]:

@@ -52,8 +52,9 @@ SELECT
 # The write half of every read-modify-write, run while LOCK_SNAPSHOT's lock
 # is held: refresh the row's columns from the mutated snapshot, append the
 # next history version, and optionally record one task output ($14, $15),
-# close the running task ($16: its new status) and wake workers ($17). One
-# statement, so the row, its history and its tasks never disagree.
+# close the running task ($16: its new status), wake workers ($17) and
+# release the claim of worker $18. One statement, so the row, its history,
+# its tasks and its claim never disagree.
 #
 # $1 instance_id  $2 status  $3 current_task_id  $4 completed count  $5 error
 # $6 position_kind  $7 delay_wake_at  $8 task_priority  $9 task_tags
@@ -85,6 +86,10 @@ task_close AS (
     SET status = $16::text, completed_at = now()
     WHERE t.instance_id = $1 AND t.status = 'active' AND $16::text IS NOT NULL
       AND t.task_id IS DISTINCT FROM $14::bytea AND EXISTS (SELECT 1 FROM upd)
+),
+release AS (
+    DELETE FROM sayiir_workflow_claims c
+    WHERE c.instance_id = $1 AND c.worker_id = $18::text AND EXISTS (SELECT 1 FROM upd)
 )
 SELECT CASE WHEN $17::text IS NOT NULL THEN pg_notify('{TASK_READY_CHANNEL}', $17::text) END FROM upd
 """
@@ -142,6 +147,7 @@ async def write_mutation(
     task_output: tuple[TaskId, bytes] | None = None,
     close_active_tasks_as: str | None = None,
     notify: bool = True,
+    release_claim_of: str | None = None,
 ) -> int:
     """Persist `locked.snapshot` as the next history version; returns it.
 
@@ -172,6 +178,7 @@ async def write_mutation(
         None if task_output is None else task_output[1],
         close_active_tasks_as,
         wakeup_hint_payload(snapshot) if notify else None,
+        release_claim_of,
     )
     locked.history_version = version
     locked.status = snapshot.state.kind

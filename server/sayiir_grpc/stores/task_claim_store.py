@@ -101,16 +101,20 @@ AND (s.position_kind = 'AtTask'
      OR (s.position_kind = 'AtDelay' AND s.delay_wake_at IS NOT NULL AND s.delay_wake_at <= now()))
 AND ($2::text[] IS NULL OR s.task_tags <@ $2::text[])
 """
+_AT_TASK = """
+s.status = 'InProgress' AND s.position_kind = 'AtTask'
+AND ($2::text[] IS NULL OR s.task_tags <@ $2::text[])
+"""
 
 
-def _arm(order_by: str, name: str) -> str:
+def _arm(order_by: str, name: str, where: str = _DISPATCHABLE) -> str:
     # The extra SELECT * level: a locking clause is not allowed directly
     # inside a UNION arm.
     return f"""
     SELECT * FROM (
-        SELECT s.instance_id, s.history_version, s.trace_parent, s.task_priority, s.updated_at
+        SELECT s.instance_id, s.history_version, s.trace_parent, s.task_priority, s.updated_at, s.current_task_id
         FROM sayiir_workflow_snapshots s
-        WHERE {_DISPATCHABLE} AND {ELIGIBLE}
+        WHERE {where} AND {ELIGIBLE}
         ORDER BY {order_by}
         LIMIT $1
         FOR UPDATE OF s SKIP LOCKED) {name}"""
@@ -360,3 +364,158 @@ async def save_snapshot_fenced(
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# -- the fast path: claim what is ready in one statement, complete in one
+# transaction (fewer round trips and commits per step than find + claim +
+# save result + save + release). Same rules as the calls it replaces.
+
+# Find ready tasks and claim them in one statement. The arms lock their rows
+# (SKIP LOCKED, so concurrent callers take different rows) and the claims are
+# inserted before those locks go: no other caller can claim them in between.
+# Only tasks at AtTask; due delays are advanced first by the caller.
+CLAIM_AVAILABLE = f"""
+WITH cand AS (
+    SELECT DISTINCT ON (u.instance_id) u.*
+    FROM ({_arm("s.task_priority, s.updated_at", "best", _AT_TASK)}
+          UNION ALL {_arm("s.updated_at", "oldest", _AT_TASK)}) u
+    ORDER BY u.instance_id
+),
+pick AS (
+    SELECT * FROM cand
+    ORDER BY task_priority - extract(epoch FROM now() - updated_at) / $5::float8
+    LIMIT $1
+),
+claimed AS (
+    INSERT INTO sayiir_workflow_claims AS c (instance_id, task_id, worker_id, claimed_at, expires_at)
+    SELECT p.instance_id, p.current_task_id, $3, now(), now() + make_interval(secs => $4::float8) FROM pick p
+    ON CONFLICT (instance_id) DO UPDATE SET
+        task_id = EXCLUDED.task_id, worker_id = EXCLUDED.worker_id,
+        claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
+    WHERE c.expires_at IS NOT NULL AND c.expires_at <= now()
+    RETURNING instance_id
+)
+SELECT p.instance_id, p.trace_parent, h.data,
+       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE t.instance_id = p.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
+                '{{}}') AS task_ids,
+       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE t.instance_id = p.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
+                '{{}}') AS outputs
+FROM pick p
+JOIN claimed USING (instance_id)
+JOIN sayiir_workflow_snapshot_history h ON h.instance_id = p.instance_id AND h.version = p.history_version
+"""
+
+DUE_DELAYS = f"""
+SELECT s.instance_id FROM sayiir_workflow_snapshots s
+WHERE s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_at <= now() AND {ELIGIBLE}
+LIMIT $1
+"""
+
+RELEASE_MANY = "DELETE FROM sayiir_workflow_claims WHERE instance_id = ANY($1::text[]) AND worker_id = $2"
+
+# complete_task, statement 1 (after LOCK_SNAPSHOT): the worker's live claim,
+# locked until commit, and the blob with its outputs.
+HOLD_CLAIM_AND_READ = """
+WITH cl AS (
+    SELECT 1 FROM sayiir_workflow_claims
+    WHERE instance_id = $1 AND worker_id = $3 AND task_id = $4 AND (expires_at IS NULL OR expires_at > now())
+    FOR UPDATE
+)
+SELECT EXISTS (SELECT 1 FROM cl) AS held,
+       (SELECT h.data FROM sayiir_workflow_snapshot_history h WHERE h.instance_id = $1 AND h.version = $2) AS data,
+       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL), '{}') AS task_ids,
+       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL), '{}') AS outputs
+"""
+
+
+async def claim_available_tasks(
+    db: Database,
+    codec: SnapshotCodec,
+    worker_id: str,
+    limit: int,
+    ttl_s: float | None,
+    aging_interval_s: float,
+    worker_tags: list[str],
+) -> list[AvailableTask]:
+    """Find and claim up to `limit` ready tasks for `worker_id`."""
+    due = await db.run("due_delays", lambda c: c.fetch(DUE_DELAYS, limit), transaction=False)
+    for row in due:
+        await _advance_due_delay(db, codec, row["instance_id"])
+    tags = worker_tags or None
+    rows = await db.run(
+        "claim_available_tasks",
+        lambda c: c.fetch(CLAIM_AVAILABLE, limit, tags, worker_id, ttl_s, aging_interval_s),
+        transaction=False,
+    )
+    now = Timestamp.now()
+    claimed: list[AvailableTask] = []
+    not_runnable: list[str] = []
+    for row in rows:
+        snapshot = codec.decode(row["data"])
+        snapshot.trace_parent = row["trace_parent"]
+        hydrate(snapshot, row["task_ids"], row["outputs"])
+        task_id = _runnable_task(snapshot, now)
+        if task_id is None:
+            not_runnable.append(snapshot.instance_id)
+            continue
+        claimed.append(AvailableTask(snapshot.instance_id, task_id, task_input(snapshot), snapshot))
+    if not_runnable:
+        # Done already or backing off: give them back at once.
+        await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)
+    return claimed
+
+
+async def complete_task(
+    db: Database,
+    codec: SnapshotCodec,
+    instance_id: str,
+    task_id: TaskId,
+    worker_id: str,
+    output: bytes,
+    next_task: tuple[TaskId, int | None, list[str]] | None,
+    final_output: bytes | None,
+) -> bool:
+    """Record the output, advance (or complete), release the claim: one transaction.
+
+    False, with nothing written, when the worker does not hold the live claim.
+    """
+    from sayiir_grpc.stores.history import LOCK_SNAPSHOT, READ_BLOB_AND_OUTPUTS, LockedSnapshot
+
+    async def body(conn: asyncpg.Connection) -> bool:
+        row = await conn.fetchrow(LOCK_SNAPSHOT, instance_id)
+        if row is None:
+            raise NotFoundError(f"workflow instance not found: {instance_id}")
+        read = await conn.fetchrow(
+            HOLD_CLAIM_AND_READ, instance_id, row["history_version"], worker_id, task_id.as_bytes()
+        )
+        if not read["held"]:
+            return False
+        data, task_ids, outputs = read["data"], read["task_ids"], read["outputs"]
+        if data is None:  # a pre-history row: the blob is still in the snapshot row
+            again = await conn.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, row["history_version"])
+            data, task_ids, outputs = again["data"], again["task_ids"], again["outputs"]
+        snapshot = codec.decode(data)
+        snapshot.trace_parent = row["trace_parent"]
+        hydrate(snapshot, task_ids, outputs)
+        if not isinstance(snapshot.state, InProgress) or snapshot.current_task_id() != task_id:
+            # The workflow moved on (cancelled, or another path advanced it):
+            # nothing to complete; the stale claim is simply dropped.
+            await conn.execute(RELEASE_MANY, [instance_id], worker_id)
+            return False
+        snapshot.mark_task_completed(task_id, output)
+        snapshot.clear_retry_state(task_id)
+        if next_task is not None:
+            next_id, priority, tags = next_task
+            snapshot.update_position(AtTask(next_id))
+            snapshot.set_task_hint(priority, tags)
+        else:
+            snapshot.mark_completed(output if final_output is None else final_output)
+        locked = LockedSnapshot(snapshot, row["history_version"], row["status"])
+        await write_mutation(conn, codec, locked, task_output=(task_id, output), release_claim_of=worker_id)
+        return True
+
+    return await db.run("complete_task", body)

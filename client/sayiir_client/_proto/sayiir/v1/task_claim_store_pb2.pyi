@@ -164,6 +164,52 @@ class WatchWakeupsRequest(_message.Message):
     worker_tags: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, worker_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class ClaimAvailableTasksRequest(_message.Message):
+    __slots__ = ("worker_id", "limit", "ttl", "aging_interval", "worker_tags")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    AGING_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    WORKER_TAGS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    limit: int
+    ttl: _duration_pb2.Duration
+    aging_interval: _duration_pb2.Duration
+    worker_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., limit: _Optional[int] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., aging_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ClaimAvailableTasksResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[AvailableTask]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[AvailableTask, _Mapping]]] = ...) -> None: ...
+
+class CompleteTaskRequest(_message.Message):
+    __slots__ = ("instance_id", "task_id", "worker_id", "output", "next_task_id", "next_task_priority", "next_task_tags", "final_output")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_TAGS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    task_id: bytes
+    worker_id: str
+    output: bytes
+    next_task_id: bytes
+    next_task_priority: int
+    next_task_tags: _containers.RepeatedScalarFieldContainer[str]
+    final_output: bytes
+    def __init__(self, instance_id: _Optional[str] = ..., task_id: _Optional[bytes] = ..., worker_id: _Optional[str] = ..., output: _Optional[bytes] = ..., next_task_id: _Optional[bytes] = ..., next_task_priority: _Optional[int] = ..., next_task_tags: _Optional[_Iterable[str]] = ..., final_output: _Optional[bytes] = ...) -> None: ...
+
+class CompleteTaskResponse(_message.Message):
+    __slots__ = ("completed",)
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    completed: bool
+    def __init__(self, completed: _Optional[bool] = ...) -> None: ...
+
 class LoadTaskResultRequest(_message.Message):
     __slots__ = ("instance_id", "task_id")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -69,6 +69,16 @@ class TaskClaimStoreStub:
                 request_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.WatchWakeupsRequest.SerializeToString,
                 response_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.WakeupEvent.FromString,
                 _registered_method=True)
+        self.ClaimAvailableTasks = channel.unary_unary(
+                '/sayiir.v1.TaskClaimStore/ClaimAvailableTasks',
+                request_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.ClaimAvailableTasksRequest.SerializeToString,
+                response_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.ClaimAvailableTasksResponse.FromString,
+                _registered_method=True)
+        self.CompleteTask = channel.unary_unary(
+                '/sayiir.v1.TaskClaimStore/CompleteTask',
+                request_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskRequest.SerializeToString,
+                response_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskClaimStoreServicer:
@@ -133,6 +143,26 @@ class TaskClaimStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimAvailableTasks(self, request, context):
+        """The fast path of FindAvailableTasks + ClaimTask: find ready tasks and
+        claim them for the worker in one statement. Only tasks at AtTask are
+        returned, each already claimed; due delays are advanced first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteTask(self, request, context):
+        """The fast path of SaveTaskResult + SaveSnapshotFenced + ReleaseTaskClaim:
+        in one transaction, record the claimed task's output, move to the next
+        task (or complete the workflow), and release the claim. `completed` is
+        false, and nothing is written, when the worker does not hold the live
+        claim or the workflow is no longer at that task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskClaimStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +200,16 @@ def add_TaskClaimStoreServicer_to_server(servicer, server):
                     servicer.WatchWakeups,
                     request_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.WatchWakeupsRequest.FromString,
                     response_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.WakeupEvent.SerializeToString,
+            ),
+            'ClaimAvailableTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimAvailableTasks,
+                    request_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.ClaimAvailableTasksRequest.FromString,
+                    response_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.ClaimAvailableTasksResponse.SerializeToString,
+            ),
+            'CompleteTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTask,
+                    request_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskRequest.FromString,
+                    response_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +401,60 @@ class TaskClaimStore:
             '/sayiir.v1.TaskClaimStore/WatchWakeups',
             sayiir_dot_v1_dot_task__claim__store__pb2.WatchWakeupsRequest.SerializeToString,
             sayiir_dot_v1_dot_task__claim__store__pb2.WakeupEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimAvailableTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sayiir.v1.TaskClaimStore/ClaimAvailableTasks',
+            sayiir_dot_v1_dot_task__claim__store__pb2.ClaimAvailableTasksRequest.SerializeToString,
+            sayiir_dot_v1_dot_task__claim__store__pb2.ClaimAvailableTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sayiir.v1.TaskClaimStore/CompleteTask',
+            sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskRequest.SerializeToString,
+            sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
