@@ -426,6 +426,10 @@ class GrpcBackend:
         finally:
             call.cancel()
 
+    def __aiter__(self) -> AsyncIterator[TaskWakeupHint]:
+        """`async for hint in backend:` is `backend.wakeups()`."""
+        return self.wakeups()
+
     async def wait_for_wakeup(
         self, timeout: Seconds, worker_tags: Sequence[str] | None = None
     ) -> TaskWakeupHint | None:

@@ -32,9 +32,12 @@ MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 DEFAULT_TASK_PRIORITY = 3
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@dataclass(frozen=True, eq=False, slots=True)
 class Timestamp:
-    """A UTC instant with nanosecond precision (Rust `DateTime<Utc>`)."""
+    """A UTC instant with nanosecond precision (Rust `DateTime<Utc>`).
+
+    Compares with other Timestamps and with timezone-aware datetimes.
+    """
 
     seconds: int
     nanos: int = 0
@@ -73,6 +76,37 @@ class Timestamp:
     @property
     def unix_nanos(self) -> int:
         return self.seconds * NANOS_PER_SECOND + self.nanos
+
+    @staticmethod
+    def _nanos_of(other: object) -> int | None:
+        if isinstance(other, Timestamp):
+            return other.unix_nanos
+        if isinstance(other, datetime) and other.tzinfo is not None:
+            return Timestamp.from_datetime(other).unix_nanos
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        theirs = self._nanos_of(other)
+        return NotImplemented if theirs is None else self.unix_nanos == theirs
+
+    def __hash__(self) -> int:
+        return hash(self.unix_nanos)
+
+    def __lt__(self, other: object) -> bool:
+        theirs = self._nanos_of(other)
+        return NotImplemented if theirs is None else self.unix_nanos < theirs
+
+    def __le__(self, other: object) -> bool:
+        theirs = self._nanos_of(other)
+        return NotImplemented if theirs is None else self.unix_nanos <= theirs
+
+    def __gt__(self, other: object) -> bool:
+        theirs = self._nanos_of(other)
+        return NotImplemented if theirs is None else self.unix_nanos > theirs
+
+    def __ge__(self, other: object) -> bool:
+        theirs = self._nanos_of(other)
+        return NotImplemented if theirs is None else self.unix_nanos >= theirs
 
     def to_datetime(self) -> datetime:
         """As a `datetime` (microsecond precision: nanoseconds are truncated)."""
@@ -485,6 +519,18 @@ class SignalRequest:
 
     def __post_init__(self) -> None:
         self.requested_at = Timestamp.coerce(self.requested_at)
+
+
+class CancellationRequest(SignalRequest):
+    """Rust `CancellationRequest`: a cancel request (same fields as SignalRequest)."""
+
+    __slots__ = ()
+
+
+class PauseRequest(SignalRequest):
+    """Rust `PauseRequest`: a pause request (same fields as SignalRequest)."""
+
+    __slots__ = ()
 
 
 # --------------------------------------------------------------------------

@@ -198,3 +198,13 @@ def test_model_round_trips_through_proto(snapshot: WorkflowSnapshot) -> None:
     parsed = type(message)()
     parsed.ParseFromString(wire)
     assert convert.snapshot_from_proto(parsed) == snapshot
+
+
+def test_timestamps_compare_with_datetimes() -> None:
+    from datetime import UTC, datetime
+
+    moment = datetime(2030, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+    ts = Timestamp.from_datetime(moment)
+    assert ts == moment and ts.to_datetime() == moment
+    assert Timestamp(ts.seconds, ts.nanos + 1) > moment
+    assert sorted([Timestamp(5), Timestamp(1, 5), Timestamp(1)]) == [Timestamp(1), Timestamp(1, 5), Timestamp(5)]
