@@ -44,6 +44,11 @@ class PoolOptions:
     statement_cache_size: int = 100
 
 
+async def _rollback_if_in_transaction(conn: asyncpg.Connection) -> None:
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class Database:
     """An asyncpg pool plus the bookkeeping `max_lifetime` needs."""
 
@@ -74,6 +79,11 @@ class Database:
         }
         pool = await asyncpg.create_pool(
             url,
+            # asyncpg's default reset runs RESET ALL, UNLISTEN * and friends on
+            # every release: one more round trip per call for session state
+            # this service never sets. A transaction left open (a call
+            # cancelled mid-flight) is still rolled back.
+            reset=_rollback_if_in_transaction,
             min_size=options.min_connections,
             max_size=options.max_connections,
             max_inactive_connection_lifetime=options.idle_timeout,

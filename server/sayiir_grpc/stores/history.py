@@ -18,15 +18,41 @@ from sayiir_client.ids import TaskId
 from sayiir_client.model import WorkflowSnapshot
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
-# Statement 1 of a read-modify-write: lock the snapshot row alone. It must not
-# also read the blob: under READ COMMITTED a statement that waited for this
-# lock re-checks the locked row but keeps the snapshot it started with, so a
-# history row appended by the writer it waited for would be invisible to it.
-LOCK_SNAPSHOT = """
-SELECT history_version, status, trace_parent
-FROM sayiir_workflow_snapshots
-WHERE instance_id = $1
-FOR UPDATE
+# Lock the snapshot row and read its blob and outputs in one round trip.
+#
+# Under READ COMMITTED, a statement that had to wait for the row lock sees
+# the locked row as the writer it waited for left it (the new
+# history_version), but everything else through the snapshot it started
+# with: the history row that writer appended is invisible to it. The blob
+# then comes back NULL (and the outputs may be stale), and the caller reads
+# both again with READ_BLOB_AND_OUTPUTS, a new statement that sees the
+# commit; the lock is already held, so that read is final. $2 (optional)
+# also locks worker $2's live claim on task $3, for the fenced paths.
+LOCK_AND_READ = """
+WITH s AS (
+    SELECT history_version, status, trace_parent, data AS legacy_data
+    FROM sayiir_workflow_snapshots
+    WHERE instance_id = $1
+    FOR UPDATE
+),
+cl AS (
+    SELECT 1 FROM sayiir_workflow_claims
+    WHERE instance_id = $1 AND worker_id = $2::text AND task_id = $3::bytea
+      AND (expires_at IS NULL OR expires_at > now())
+    FOR UPDATE
+)
+SELECT s.history_version, s.status, s.trace_parent,
+       EXISTS (SELECT 1 FROM cl) AS claim_held,
+       (SELECT h.data FROM sayiir_workflow_snapshot_history h
+        WHERE h.instance_id = $1 AND h.version = s.history_version) AS data,
+       s.legacy_data,
+       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL),
+                '{}') AS task_ids,
+       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL),
+                '{}') AS outputs
+FROM s
 """
 
 # Statement 2: the blob at the locked version and every stored task output,
@@ -49,7 +75,7 @@ SELECT
 """
 
 
-# The write half of every read-modify-write, run while LOCK_SNAPSHOT's lock
+# The write half of every read-modify-write, run while LOCK_AND_READ's lock
 # is held: refresh the row's columns from the mutated snapshot, append the
 # next history version, and optionally record one task output ($14, $15),
 # close the running task ($16: its new status), wake workers ($17) and
@@ -100,6 +126,7 @@ class LockedSnapshot:
     snapshot: WorkflowSnapshot
     history_version: int
     status: str
+    claim_held: bool = False
 
 
 def blob_hash(blob: bytes) -> bytes:
@@ -111,18 +138,33 @@ def hydrate(snapshot: WorkflowSnapshot, task_ids: list[bytes], outputs: list[byt
     snapshot.hydrate_task_outputs((TaskId(tid), out) for tid, out in zip(task_ids, outputs, strict=True))
 
 
-async def lock_for_mutation(conn: asyncpg.Connection, codec: SnapshotCodec, instance_id: str) -> LockedSnapshot | None:
-    """Lock the instance row and return its hydrated snapshot (None if missing)."""
-    row = await conn.fetchrow(LOCK_SNAPSHOT, instance_id)
+async def lock_for_mutation(
+    conn: asyncpg.Connection,
+    codec: SnapshotCodec,
+    instance_id: str,
+    claim: tuple[str, TaskId] | None = None,
+) -> LockedSnapshot | None:
+    """Lock the instance row (and `claim`'s row) and return its hydrated snapshot.
+
+    None when the instance does not exist. With `claim` = (worker, task),
+    `claim_held` says whether that worker holds the live claim, now locked.
+    """
+    worker, task = (None, None) if claim is None else (claim[0], claim[1].as_bytes())
+    row = await conn.fetchrow(LOCK_AND_READ, instance_id, worker, task)
     if row is None:
         return None
-    blob_row = await conn.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, row["history_version"])
-    if blob_row is None or blob_row["data"] is None:
+    data, task_ids, outputs = row["data"], row["task_ids"], row["outputs"]
+    if data is None:
+        # We waited for a writer (see LOCK_AND_READ), or the row predates
+        # blobs in history: read again, under the lock we now hold.
+        again = await conn.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, row["history_version"])
+        data, task_ids, outputs = again["data"], again["task_ids"], again["outputs"]
+    if data is None:
         return None
-    snapshot = codec.decode(blob_row["data"])
+    snapshot = codec.decode(data)
     snapshot.trace_parent = row["trace_parent"]
-    hydrate(snapshot, blob_row["task_ids"], blob_row["outputs"])
-    return LockedSnapshot(snapshot, row["history_version"], row["status"])
+    hydrate(snapshot, task_ids, outputs)
+    return LockedSnapshot(snapshot, row["history_version"], row["status"], bool(row["claim_held"]))
 
 
 def encode_stripped(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> tuple[bytes, list[tuple[TaskId, bytes]]]:

@@ -1,6 +1,6 @@
 """SignalStore: cancel/pause requests, external events, and the composites.
 
-Every composite locks the instance's snapshot row first (history.LOCK_SNAPSHOT)
+Every composite locks the instance's snapshot row first (history.LOCK_AND_READ)
 and only then touches its signal rows. One lock order everywhere (snapshot,
 then signal) means a composite and a concurrent store_signal or save queue
 behind each other instead of deadlocking.

@@ -415,22 +415,6 @@ LIMIT $1
 
 RELEASE_MANY = "DELETE FROM sayiir_workflow_claims WHERE instance_id = ANY($1::text[]) AND worker_id = $2"
 
-# complete_task, statement 1 (after LOCK_SNAPSHOT): the worker's live claim,
-# locked until commit, and the blob with its outputs.
-HOLD_CLAIM_AND_READ = """
-WITH cl AS (
-    SELECT 1 FROM sayiir_workflow_claims
-    WHERE instance_id = $1 AND worker_id = $3 AND task_id = $4 AND (expires_at IS NULL OR expires_at > now())
-    FOR UPDATE
-)
-SELECT EXISTS (SELECT 1 FROM cl) AS held,
-       (SELECT h.data FROM sayiir_workflow_snapshot_history h WHERE h.instance_id = $1 AND h.version = $2) AS data,
-       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL), '{}') AS task_ids,
-       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL), '{}') AS outputs
-"""
-
 
 async def claim_available_tasks(
     db: Database,
@@ -483,24 +467,14 @@ async def complete_task(
 
     False, with nothing written, when the worker does not hold the live claim.
     """
-    from sayiir_grpc.stores.history import LOCK_SNAPSHOT, READ_BLOB_AND_OUTPUTS, LockedSnapshot
 
     async def body(conn: asyncpg.Connection) -> bool:
-        row = await conn.fetchrow(LOCK_SNAPSHOT, instance_id)
-        if row is None:
+        locked = await lock_for_mutation(conn, codec, instance_id, claim=(worker_id, task_id))
+        if locked is None:
             raise NotFoundError(f"workflow instance not found: {instance_id}")
-        read = await conn.fetchrow(
-            HOLD_CLAIM_AND_READ, instance_id, row["history_version"], worker_id, task_id.as_bytes()
-        )
-        if not read["held"]:
+        if not locked.claim_held:
             return False
-        data, task_ids, outputs = read["data"], read["task_ids"], read["outputs"]
-        if data is None:  # a pre-history row: the blob is still in the snapshot row
-            again = await conn.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, row["history_version"])
-            data, task_ids, outputs = again["data"], again["task_ids"], again["outputs"]
-        snapshot = codec.decode(data)
-        snapshot.trace_parent = row["trace_parent"]
-        hydrate(snapshot, task_ids, outputs)
+        snapshot = locked.snapshot
         if not isinstance(snapshot.state, InProgress) or snapshot.current_task_id() != task_id:
             # The workflow moved on (cancelled, or another path advanced it):
             # nothing to complete; the stale claim is simply dropped.
@@ -514,7 +488,6 @@ async def complete_task(
             snapshot.set_task_hint(priority, tags)
         else:
             snapshot.mark_completed(output if final_output is None else final_output)
-        locked = LockedSnapshot(snapshot, row["history_version"], row["status"])
         await write_mutation(conn, codec, locked, task_output=(task_id, output), release_claim_of=worker_id)
         return True
 
