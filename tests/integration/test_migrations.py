@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -57,6 +58,11 @@ async def test_schema_is_identical_to_the_engines(make_database: Callable[[], Aw
         for table in description["tables"].values():
             for column in table["columns"]:
                 column.pop("comment", None)
+    # PostgreSQL 16 and newer print a single-table view's columns unqualified
+    # (pg_get_viewdef); the golden file was made on 15.
+    for description in (ours, engine):
+        for view in description["views"].values():
+            view["definition"] = re.sub(r"\bsayiir_\w+\.", "", view["definition"])
     for key in ("tables", "views"):
         assert ours[key] == engine[key], key
 
