@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self
 
+from sayiir_client.engine_order import fx_hash_32_bytes, insert_in_engine_order
 from sayiir_client.ids import DefinitionHash, TaskId
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -164,6 +165,10 @@ class Duration:
 
 def _timedelta_nanos(value: timedelta) -> int:
     return ((value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds) * 1_000
+
+
+def _task_hash(task_id: TaskId) -> int:
+    return fx_hash_32_bytes(task_id.as_bytes())
 
 
 def _task_id(value: TaskId | bytes | str) -> TaskId:
@@ -673,10 +678,20 @@ class WorkflowSnapshot:
         self.updated_at = _unix_now()
 
     def mark_task_completed(self, task_id: TaskId | bytes | str, output: bytes) -> None:
-        """Record a task's output (only while in progress, as in Rust)."""
+        """Record a task's output (only while in progress, as in Rust).
+
+        A new task takes the place the engine's hash table would give it, so
+        the snapshot serializes to the engine's bytes (see `engine_order`).
+        """
         if isinstance(self.state, InProgress):
             tid = TaskId.coerce(task_id)
-            self.state.completed_tasks[tid] = TaskResult(tid, bytes(output))
+            tasks = self.state.completed_tasks
+            if tid in tasks:
+                tasks[tid] = TaskResult(tid, bytes(output))
+            else:
+                order = insert_in_engine_order(list(tasks), tid, _task_hash)
+                results = {**tasks, tid: TaskResult(tid, bytes(output))}
+                self.state.completed_tasks = {key: results[key] for key in order}
             self.state.last_completed_task_id = tid
             self._touch()
 
