@@ -7,6 +7,7 @@ completed tasks in exactly the order the engine wrote next.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def _steps() -> list[object]:
     steps = []
     for name, case in GOLDEN["cases"].items():
         rows = case["history"]
-        for before, after in zip(rows, rows[1:], strict=False):
+        for before, after in itertools.pairwise(rows):
             a = JsonCodec().decode(bytes.fromhex(before["data"]))
             b = JsonCodec().decode(bytes.fromhex(after["data"]))
             if not (isinstance(a.state, InProgress) and isinstance(b.state, InProgress)):
