@@ -580,3 +580,21 @@ async def test_eight_fast_path_workers_run_two_hundred_tasks_exactly_once(
     assert sorted(executions) == [f"fjob-{i:03d}" for i in range(200)]
     assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshots WHERE status = 'Completed'") == 200
     assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_claims") == 0
+
+
+async def test_dispatch_applies_the_signals_of_idle_workflows(clean_backend: GrpcBackend) -> None:
+    """A cancel or pause sent while no worker holds the workflow still takes effect."""
+    await seed(clean_backend, "idle-cancel")
+    await seed(clean_backend, "idle-pause", "t2")
+    await seed(clean_backend, "busy", "t3")
+    assert await clean_backend.claim_task("busy", TaskId.sha256("t3"), "worker-x", 30)
+    await clean_backend.store_signal("idle-cancel", SignalKind.CANCEL, SignalRequest("stop", "ops"))
+    await clean_backend.store_signal("idle-pause", SignalKind.PAUSE, SignalRequest("hold", "ops"))
+    await clean_backend.store_signal("busy", SignalKind.CANCEL, SignalRequest("later", "ops"))
+    assert await ids(clean_backend) == []
+    cancelled = await clean_backend.load_snapshot("idle-cancel")
+    assert cancelled.state.is_cancelled() and cancelled.state.reason == "stop"  # type: ignore[attr-defined]
+    assert (await clean_backend.load_snapshot("idle-pause")).state.is_paused()
+    # The claimed one is left to the worker that holds it.
+    assert (await clean_backend.load_snapshot("busy")).state.is_in_progress()
+    assert await clean_backend.get_signal("busy", SignalKind.CANCEL) is not None

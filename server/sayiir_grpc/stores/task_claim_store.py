@@ -128,6 +128,20 @@ JOIN sayiir_workflow_snapshot_history h ON h.instance_id = u.instance_id AND h.v
 ORDER BY u.instance_id
 """
 
+# Idle workflows with a pending cancel or pause. Dispatch never offers them
+# (ELIGIBLE), and no worker holds them, so nobody would ever apply the
+# signal (the engine's own workers leave them so); the dispatch calls apply
+# it instead, so a cancelled or paused workflow ends that way without a
+# worker. A live claim means a worker is on it: that worker applies it.
+IDLE_SIGNALLED = """
+SELECT DISTINCT sig.instance_id FROM sayiir_workflow_signals sig
+JOIN sayiir_workflow_snapshots s ON s.instance_id = sig.instance_id
+WHERE s.status = 'InProgress'
+  AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_claims c
+                  WHERE c.instance_id = s.instance_id AND (c.expires_at IS NULL OR c.expires_at > now()))
+LIMIT $1
+"""
+
 # Outputs of several instances at once (one round trip per scan).
 FETCH_OUTPUTS = """
 SELECT instance_id, task_id, output FROM sayiir_workflow_tasks
@@ -275,6 +289,16 @@ async def _advance_due_delay(db: Database, codec: SnapshotCodec, instance_id: st
     return await db.run("advance_delay", body)
 
 
+async def apply_idle_signals(db: Database, codec: SnapshotCodec, limit: int) -> int:
+    """Apply pending signals of unclaimed in-progress workflows; how many were found."""
+    from sayiir_grpc.stores.signal_store import check_control_signals
+
+    rows = await db.run("idle_signals", lambda c: c.fetch(IDLE_SIGNALLED, limit), transaction=False)
+    for row in rows:
+        await check_control_signals(db, codec, row["instance_id"], None)
+    return len(rows)
+
+
 async def find_available_tasks(
     db: Database,
     codec: SnapshotCodec,
@@ -283,6 +307,7 @@ async def find_available_tasks(
     aging_interval_s: float,
     worker_tags: list[str],
 ) -> list[AvailableTask]:
+    await apply_idle_signals(db, codec, limit)
     tags = worker_tags or None
     rows = await db.run("find_available_tasks", lambda c: c.fetch(FIND_CANDIDATES, limit, tags), transaction=False)
     now_s = time.time()
@@ -426,6 +451,7 @@ async def claim_available_tasks(
     worker_tags: list[str],
 ) -> list[AvailableTask]:
     """Find and claim up to `limit` ready tasks for `worker_id`."""
+    await apply_idle_signals(db, codec, limit)
     due = await db.run("due_delays", lambda c: c.fetch(DUE_DELAYS, limit), transaction=False)
     for row in due:
         await _advance_due_delay(db, codec, row["instance_id"])
