@@ -9,6 +9,7 @@ The server turns that into INVALID_ARGUMENT before touching the database.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -245,6 +246,10 @@ def snapshot_from_proto(message: pb.WorkflowSnapshot, path: str = "snapshot") ->
         pol = r.policy
         if not pol.HasField("initial_delay"):
             raise InvalidField(f"{p}.policy.initial_delay", "is required")
+        if not math.isfinite(pol.backoff_multiplier):
+            # JSON (serde's and ours) writes NaN and infinities as null, which
+            # no reader accepts back: the snapshot would be stored unreadable.
+            raise InvalidField(f"{p}.policy.backoff_multiplier", "must be a finite number")
         policy = RetryPolicy(
             pol.max_retries,
             _duration(f"{p}.policy.initial_delay", pol.initial_delay),

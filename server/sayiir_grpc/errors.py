@@ -27,8 +27,12 @@ from sayiir_client.errors import (
 )
 
 # SQLSTATEs a fresh transaction is likely to clear (the original's list):
-# serialization failure, deadlock, and the whole connection class 08.
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+# serialization failure, deadlock, and the whole connection class 08; plus
+# the server going down or coming up (admin_shutdown, crash_shutdown,
+# cannot_connect_now: "the database system is shutting down / starting up"),
+# which a restart of PostgreSQL raises on every session it cuts and every
+# connection attempted meanwhile (tests/faults/test_database_faults.py).
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -41,6 +45,10 @@ def is_transient(exc: BaseException) -> bool:
         (
             asyncpg.exceptions.ConnectionDoesNotExistError,
             asyncpg.exceptions.InterfaceError,
+            # A pooled connection whose server session was terminated while it
+            # sat idle: asyncpg refuses the next statement before sending it
+            # ("cannot switch to state ...; another operation is in progress").
+            asyncpg.exceptions._base.InternalClientError,
             ConnectionError,
             OSError,
             asyncio.TimeoutError,

@@ -13,6 +13,11 @@ from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import signal_store as store
 
 MAX_TEXT_BYTES = 4096
+# Buffered events are indexed on (instance_id, signal_name, id), and a btree
+# entry must stay under ~2.7 kB: with an instance id of up to 1024 bytes, a
+# longer name would fail the insert inside PostgreSQL (INTERNAL) instead of
+# being refused here.
+MAX_SIGNAL_NAME_BYTES = 1024
 
 KINDS: dict[int, SignalKind] = {
     rpc_pb.SIGNAL_KIND_CANCEL: SignalKind.CANCEL,
@@ -38,7 +43,7 @@ def optional_task_id(message: object, field: str) -> TaskId | None:
 
 
 def signal_name(value: str) -> str:
-    return convert.check_text("signal_name", value, required=True, max_bytes=MAX_TEXT_BYTES)
+    return convert.check_text("signal_name", value, required=True, max_bytes=MAX_SIGNAL_NAME_BYTES)
 
 
 class SignalStoreServicer(rpc_grpc.SignalStoreServicer):
