@@ -108,5 +108,9 @@ def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> BackendError:
     for key, value in cast(Any, trailing or ()):
         if key == ERROR_KIND_METADATA:
             kind = value if isinstance(value, str) else value.decode()
-    cls = _BY_KIND.get(kind or "") or (_BY_CODE.get(code) if code is not None else None) or BackendError
+    by_code = _BY_CODE.get(code) if code is not None else None
+    cls = _BY_KIND.get(kind or "") or by_code or BackendError
+    if cls is BackendError and by_code is not None:
+        # "Backend" is the Rust catch-all; the status code says more (UNAVAILABLE).
+        cls = by_code
     return cls(details, code)

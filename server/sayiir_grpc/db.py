@@ -17,7 +17,7 @@ from typing import TypeVar
 import asyncpg
 import structlog
 
-from sayiir_grpc.errors import is_transient
+from sayiir_grpc.errors import certainly_rolled_back, is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -115,12 +115,26 @@ class Database:
                 await conn.close()
             await self.pool.release(conn)
 
-    async def run(self, op: str, body: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = True) -> T:
+    async def run(
+        self,
+        op: str,
+        body: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        transaction: bool = True,
+        repeatable: bool = True,
+    ) -> T:
         """Run `body` on one connection (in one transaction by default).
 
         A transient failure (deadlock, serialization failure, dropped
         connection) rolls the transaction back and runs the whole body again,
         at most twice; any other error propagates at once.
+
+        A dropped connection leaves one doubt: the commit may have happened
+        before the drop. `repeatable=False` marks a body whose second run
+        would then do something twice (take a second event, buffer an event
+        twice, report "not applied" for a signal it applied): it is retried
+        only after deadlocks and serialization failures, which certainly
+        rolled back.
         """
         attempt = 0
         while True:
@@ -132,6 +146,8 @@ class Database:
                         return await body(conn)
             except Exception as exc:
                 if attempt >= len(RETRY_DELAYS) or not is_transient(exc):
+                    raise
+                if not repeatable and not certainly_rolled_back(exc):
                     raise
                 delay = RETRY_DELAYS[attempt]
                 attempt += 1

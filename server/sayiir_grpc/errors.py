@@ -35,6 +35,11 @@ from sayiir_client.errors import (
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
 
 
+def certainly_rolled_back(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the server rolled the transaction back."""
+    return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "") in TRANSIENT_SQLSTATES
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures worth re-running the whole transaction for."""
     if isinstance(exc, asyncpg.PostgresError):

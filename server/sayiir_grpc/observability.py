@@ -75,7 +75,42 @@ class Metrics:
         return int(server.server_port)
 
 
+class Undecodable:
+    """What a request that does not parse becomes, so the call can refuse it.
+
+    Left to itself, grpc.aio answers bytes that are not the request message
+    (corrupt wire format, invalid UTF-8 in a string) with UNKNOWN before any
+    handler runs; wrapping the deserializer turns them into INVALID_ARGUMENT.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError, or a RuntimeError from upb
+            return Undecodable(f"{type(exc).__name__}: {exc}")
+
+    return parse
+
+
+async def _refuse(context: grpc.aio.ServicerContext[Any, Any], request: Undecodable) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message of this method: {request.error}"
+    )
+
+
 def _instance_id(request: Any) -> str | None:
+    if isinstance(request, Undecodable):
+        return None
     for path in (("instance_id",), ("snapshot", "instance_id"), ("hint", "instance_id")):
         value: Any = request
         for name in path:
@@ -126,6 +161,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 metrics.in_flight.inc()
                 error: BaseException | None = None
                 try:
+                    if isinstance(request, Undecodable):
+                        await _refuse(context, request)
                     return await inner(request, context)
                 except BaseException as exc:
                     error = exc
@@ -136,7 +173,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -147,6 +184,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 metrics.wakeup_streams.inc()
                 error: BaseException | None = None
                 try:
+                    if isinstance(request, Undecodable):
+                        await _refuse(context, request)
                     async for item in inner_stream(request, context):
                         yield item
                 except BaseException as exc:
@@ -158,7 +197,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler

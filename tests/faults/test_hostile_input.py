@@ -16,12 +16,10 @@ every table is the same before and after); the server still answers its
 health check; and at the end the invariant checker is green, so the calls
 that were accepted stored nothing unreadable.
 
-The one exception: bytes that are not a valid protobuf encoding of the
-request (corrupt wire format, invalid UTF-8 in a string field) are refused
-by grpc.aio's server runtime before any handler runs. It answers UNKNOWN
-("Unexpected DecodeError"), a status this service's code never sees and
-cannot choose; the test checks that nothing else comes back and nothing
-changes.
+Bytes that are not a valid protobuf encoding of the request (corrupt wire
+format, invalid UTF-8 in a string field) would be answered UNKNOWN by
+grpc.aio's runtime; the service's interceptor parses them itself and
+answers INVALID_ARGUMENT, and the tests check that too.
 """
 
 from __future__ import annotations
@@ -382,11 +380,9 @@ class Harness:
         before = await self.fingerprint()
         code, details = await self.invoke(method, request, streaming)
         self.codes[code.name] = self.codes.get(code.name, 0) + 1
-        if undecodable and code == grpc.StatusCode.UNKNOWN:
-            # grpc.aio's own answer to bytes it cannot parse (see the module docstring).
-            assert "DecodeError" in details, (label, details)
-        else:
-            assert code in ALLOWED, f"{label}: {code.name}: {details}"
+        assert code in ALLOWED, f"{label}: {code.name}: {details}"
+        if undecodable:
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid message" in details, (label, details)
         if code != OK:
             assert await self.fingerprint() == before, f"{label}: rejected with {code.name} but changed the database"
             self.rejected_unchanged += 1
@@ -514,7 +510,7 @@ async def test_invalid_utf8_is_refused_before_any_handler(harness: Harness, serv
     assert invalid is not None
     method = _raw_method(harness.channel, service, name)
     code = await harness.check(f"{service}.{name} invalid UTF-8", method, invalid, name in STREAMING, undecodable=True)
-    assert code == grpc.StatusCode.UNKNOWN  # protobuf refuses it before any handler runs
+    assert code == grpc.StatusCode.INVALID_ARGUMENT  # refused before any handler runs
     await assert_serving(harness.channel)
 
 
@@ -536,7 +532,7 @@ async def test_garbage_bytes(harness: Harness, service: str, name: str, raw: byt
         f"{service}.{name} garbage {raw.hex()}", method, raw, name in STREAMING, undecodable=not parses
     )
     if not parses:
-        assert code == grpc.StatusCode.UNKNOWN
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 # -- what the fuzzing found (kept as plain regressions) --------------------------

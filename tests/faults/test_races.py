@@ -317,14 +317,7 @@ async def test_event_consume_storm_delivers_each_event_once(
 
 # -- delete against save -------------------------------------------------------------
 
-DELETE_RACE = (
-    "delete_snapshot is one statement whose sibling CTEs delete the child rows visible in its snapshot, "
-    "taken before it waits for the snapshot row's lock: history and task rows that a save holding that "
-    "lock inserts and commits meanwhile survive the delete as orphans (stores/snapshot_store.py)"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=DELETE_RACE)
 async def test_delete_waiting_on_a_save_in_flight_deletes_what_the_save_wrote(
     clients: list[GrpcBackend], clean_pg: asyncpg.Connection, isolated_service: tuple[RunningServer, str]
 ) -> None:
@@ -356,7 +349,6 @@ async def test_delete_waiting_on_a_save_in_flight_deletes_what_the_save_wrote(
 
 
 # Non-strict: the storm hits the interleaving above in most runs, not all.
-@pytest.mark.xfail(strict=False, reason=DELETE_RACE)
 async def test_delete_against_save_leaves_all_or_nothing(
     clients: list[GrpcBackend], clean_pg: asyncpg.Connection
 ) -> None:

@@ -144,12 +144,15 @@ async def send_event(
         await conn.execute(BUFFER_EVENT, instance_id, signal_name, payload)
         return EventOutcome(resumed=False)
 
-    return await db.run("send_event", body)
+    return await db.run("send_event", body, repeatable=False)
 
 
 async def consume_event(db: Database, instance_id: str, signal_name: str) -> bytes | None:
     payload = await db.run(
-        "consume_event", lambda c: c.fetchval(CONSUME_EVENT, instance_id, signal_name), transaction=False
+        "consume_event",
+        lambda c: c.fetchval(CONSUME_EVENT, instance_id, signal_name),
+        transaction=False,
+        repeatable=False,
     )
     return None if payload is None else bytes(payload)
 
@@ -188,7 +191,7 @@ async def check_and_cancel(
 
     if SignalKind.CANCEL.value not in await _pending(db, instance_id):
         return False
-    return await db.run("check_and_cancel", body)
+    return await db.run("check_and_cancel", body, repeatable=False)
 
 
 async def check_and_pause(db: Database, codec: SnapshotCodec, instance_id: str) -> bool:
@@ -197,7 +200,7 @@ async def check_and_pause(db: Database, codec: SnapshotCodec, instance_id: str) 
 
     if SignalKind.PAUSE.value not in await _pending(db, instance_id):
         return False
-    return await db.run("check_and_pause", body)
+    return await db.run("check_and_pause", body, repeatable=False)
 
 
 async def _pending(db: Database, instance_id: str) -> set[str]:
@@ -222,7 +225,7 @@ async def check_control_signals(
             return ControlSignal.PAUSED
         return None
 
-    return await db.run("check_control_signals", body)
+    return await db.run("check_control_signals", body, repeatable=False)
 
 
 async def unpause(db: Database, codec: SnapshotCodec, instance_id: str) -> WorkflowSnapshot:
@@ -236,4 +239,4 @@ async def unpause(db: Database, codec: SnapshotCodec, instance_id: str) -> Workf
         await write_mutation(conn, codec, locked)
         return locked.snapshot
 
-    return await db.run("unpause", body)
+    return await db.run("unpause", body, repeatable=False)

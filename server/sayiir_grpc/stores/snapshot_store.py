@@ -133,6 +133,8 @@ DELETE_SNAPSHOT = (
     + "SELECT EXISTS (SELECT 1 FROM del)"
 )
 
+LOCK_ROW = "SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = $1 FOR UPDATE"
+
 # Keyset pagination on the primary key: each page is an index range scan,
 # however deep the listing goes.
 LIST_SNAPSHOTS = """
@@ -243,9 +245,14 @@ async def load_snapshot(db: Database, codec: SnapshotCodec, instance_id: str) ->
 
 
 async def delete_snapshot(db: Database, instance_id: str) -> None:
-    deleted = await db.run(
-        "delete_snapshot", lambda conn: conn.fetchval(DELETE_SNAPSHOT, instance_id), transaction=False
-    )
+    async def body(conn: asyncpg.Connection) -> bool:
+        # Lock first: a delete that only waited inside DELETE_SNAPSHOT would
+        # delete the child rows it saw before a concurrent save committed,
+        # leaving that save's history and task rows behind as orphans.
+        await conn.execute(LOCK_ROW, instance_id)
+        return bool(await conn.fetchval(DELETE_SNAPSHOT, instance_id))
+
+    deleted = await db.run("delete_snapshot", body)
     if not deleted:
         raise NotFoundError(f"workflow instance not found: {instance_id}")
 

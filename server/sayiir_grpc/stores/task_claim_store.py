@@ -460,6 +460,7 @@ async def claim_available_tasks(
         "claim_available_tasks",
         lambda c: c.fetch(CLAIM_AVAILABLE, limit, tags, worker_id, ttl_s, aging_interval_s),
         transaction=False,
+        repeatable=False,
     )
     now = Timestamp.now()
     claimed: list[AvailableTask] = []
@@ -517,4 +518,4 @@ async def complete_task(
         await write_mutation(conn, codec, locked, task_output=(task_id, output), release_claim_of=worker_id)
         return True
 
-    return await db.run("complete_task", body)
+    return await db.run("complete_task", body, repeatable=False)
