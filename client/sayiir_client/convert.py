@@ -44,8 +44,14 @@ from sayiir_client.model import (
 )
 
 MAX_INSTANCE_ID_BYTES = 1024
-MAX_TAG_BYTES = 256
-MAX_TAGS = 64
+# Tags and the instance id travel in the wakeup NOTIFY payload, which
+# PostgreSQL caps at 8000 bytes: 1024 + 32 x 128 bytes stays below it after
+# base64, so every valid snapshot can be saved.
+MAX_TAG_BYTES = 128
+MAX_TAGS = 32
+# Events are keyed by signal name in a btree index; past this the index
+# entry outgrows PostgreSQL's limit.
+MAX_SIGNAL_NAME_BYTES = 1024
 U32_MAX = 2**32 - 1
 
 
@@ -169,7 +175,7 @@ def position_from_proto(path: str, message: pb.ExecutionPosition) -> ExecutionPo
         s = message.at_signal
         return AtSignal(
             task_id_from(f"{p}.signal_id", s.signal_id),
-            check_text(f"{p}.signal_name", s.signal_name, required=True),
+            check_text(f"{p}.signal_name", s.signal_name, required=True, max_bytes=MAX_SIGNAL_NAME_BYTES),
             _timestamp(f"{p}.wake_at", s.wake_at) if s.HasField("wake_at") else None,
             _optional_task_id(s, "next_task_id", p),
         )

@@ -29,7 +29,6 @@ from sayiir_grpc.wakeup import WakeupHint, WakeupHub
 MAX_LIMIT = 1000
 DEFAULT_AGING_S = 300.0
 MAX_TTL_S = 366 * 86_400.0
-MAX_TAGS = 64
 
 
 def worker_id_from(value: str) -> str:
@@ -46,9 +45,12 @@ def positive_seconds(field: str, value: duration_pb2.Duration) -> float:
 
 
 def tags_from(field: str, values: list[str]) -> list[str]:
-    if len(values) > MAX_TAGS:
-        raise convert.InvalidField(field, f"at most {MAX_TAGS} tags")
-    return [convert.check_text(f"{field}[{i}]", t, required=True, max_bytes=256) for i, t in enumerate(values)]
+    if len(values) > convert.MAX_TAGS:
+        raise convert.InvalidField(field, f"at most {convert.MAX_TAGS} tags")
+    return [
+        convert.check_text(f"{field}[{i}]", t, required=True, max_bytes=convert.MAX_TAG_BYTES)
+        for i, t in enumerate(values)
+    ]
 
 
 def available_to_proto(task: store.AvailableTask) -> rpc_pb.AvailableTask:
