@@ -13,7 +13,7 @@ from sayiir_client.errors import ClaimLostError, NotFoundError
 from sayiir_client.ids import TaskId
 from sayiir_client.model import AtDelay, AtTask, InProgress, Timestamp, WorkflowSnapshot
 from sayiir_grpc.db import Database
-from sayiir_grpc.stores.history import hydrate, lock_for_mutation, write_mutation
+from sayiir_grpc.stores.history import READ_BLOB_AND_OUTPUTS, hydrate, lock_for_mutation, write_mutation
 from sayiir_grpc.stores.snapshot_store import SAVE_SNAPSHOT, save_snapshot_args
 
 # "Claimable right now": no live claim and no pending cancel or pause. One
@@ -420,7 +420,10 @@ claimed AS (
     WHERE c.expires_at IS NOT NULL AND c.expires_at <= now()
     RETURNING instance_id
 )
-SELECT p.instance_id, p.trace_parent, h.data,
+-- LEFT JOIN: a row whose lock we waited for comes back at its new version,
+-- whose history row this statement's snapshot cannot see; it is still
+-- claimed, so it must come back (data NULL) and be read again by the caller.
+SELECT p.instance_id, p.trace_parent, p.history_version, h.data,
        COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
                  WHERE t.instance_id = p.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
                 '{{}}') AS task_ids,
@@ -429,7 +432,7 @@ SELECT p.instance_id, p.trace_parent, h.data,
                 '{{}}') AS outputs
 FROM pick p
 JOIN claimed USING (instance_id)
-JOIN sayiir_workflow_snapshot_history h ON h.instance_id = p.instance_id AND h.version = p.history_version
+LEFT JOIN sayiir_workflow_snapshot_history h ON h.instance_id = p.instance_id AND h.version = p.history_version
 """
 
 DUE_DELAYS = f"""
@@ -439,6 +442,15 @@ LIMIT $1
 """
 
 RELEASE_MANY = "DELETE FROM sayiir_workflow_claims WHERE instance_id = ANY($1::text[]) AND worker_id = $2"
+
+
+async def _reread(db: Database, instance_id: str, history_version: int) -> asyncpg.Record:
+    row: asyncpg.Record = await db.run(
+        "claim_reread",
+        lambda c: c.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, history_version),
+        transaction=False,
+    )
+    return row
 
 
 async def claim_available_tasks(
@@ -466,9 +478,17 @@ async def claim_available_tasks(
     claimed: list[AvailableTask] = []
     not_runnable: list[str] = []
     for row in rows:
-        snapshot = codec.decode(row["data"])
+        data, task_ids, outputs = row["data"], row["task_ids"], row["outputs"]
+        if data is None:
+            # Claimed at a version committed while we waited: read it now.
+            again = await _reread(db, row["instance_id"], row["history_version"])
+            data, task_ids, outputs = again["data"], again["task_ids"], again["outputs"]
+        if data is None:
+            not_runnable.append(row["instance_id"])
+            continue
+        snapshot = codec.decode(data)
         snapshot.trace_parent = row["trace_parent"]
-        hydrate(snapshot, row["task_ids"], row["outputs"])
+        hydrate(snapshot, task_ids, outputs)
         task_id = _runnable_task(snapshot, now)
         if task_id is None:
             not_runnable.append(snapshot.instance_id)
