@@ -1,0 +1,81 @@
+"""bench/run.py end to end, in quick mode with tiny numbers: every system
+runs, the JSON report has its keys, the Markdown has its tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import admin_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(150)]
+
+LINEAR_KEYS = {
+    "system",
+    "wf_per_s",
+    "e2e",
+    "pickup",
+    "transactions_per_wf",
+    "write_tx_per_wf",
+    "cpu_s",
+    "peak_rss_mb",
+}
+
+
+def test_quick_bench_writes_the_report(tmp_path: Path) -> None:
+    plots = importlib.util.find_spec("matplotlib") is not None
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--quick",
+        "--scale",
+        "0.25",
+        "--quiet",
+        "--only",
+        "pgbench,service,store,engine_1,engine_32,fleet_1,fleet_32,fanout,signal,sleeping",
+        "--admin-url",
+        admin_url(),
+        "--out",
+        str(tmp_path),
+    ]
+    if not plots:
+        command.append("--no-plots")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=140, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {"meta", "runs", "summary"} <= report.keys()
+    assert {"command", "machine", "postgres", "fast_path", "elapsed_s"} <= report["meta"].keys()
+    runs = report["runs"]
+    for key in ("service", "store", "engine_1", "engine_32", "fleet_1", "fleet_32"):
+        assert key in runs, key
+        assert "failed" not in runs[key], runs[key]
+        assert runs[key].keys() >= LINEAR_KEYS, (key, LINEAR_KEYS - runs[key].keys())
+        assert runs[key]["completed_total"] > 0, key
+    service = runs["service"]
+    assert service["calls_per_wf"] > 0
+    assert service["load_snapshot_probe"]["client"]["count"] > 0
+    assert "ClaimAvailableTasks" in service["calls"] or "FindAvailableTasks" in service["calls"]
+    for key in ("fanout", "signal", "sleeping"):
+        assert key in runs and "failed" not in runs[key], runs.get(key)
+        assert runs[key]["completed_total"] > 0, key
+    assert "signal_resume" in runs["signal"]
+    assert runs["sleeping"]["wake_to_done"]["count"] > 0
+    assert "pgbench" in runs
+    assert {t["target"] for t in report["summary"]["targets"]} >= {
+        "service peak RSS (MB)",
+        "share of the pgbench -N commit ceiling",
+    }
+
+    markdown = (tmp_path / "report.md").read_text()
+    assert "### Linear, 4 steps" in markdown and "### Targets" in markdown
+    if plots:
+        assert (tmp_path / "throughput_vs_concurrency.png").stat().st_size > 0
+        assert (tmp_path / "rpc_latency.png").stat().st_size > 0
