@@ -96,8 +96,17 @@ class Database:
         holder.append(database)
         return database
 
-    async def close(self) -> None:
-        await self.pool.close()
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close the pool; connections still out after `timeout` are terminated.
+
+        A plain close waits for every connection to come back, forever if one
+        never does; a stopping service must not hang on that.
+        """
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout)
+        except TimeoutError:
+            log.warning("pool did not drain in time; terminating its connections", timeout_s=timeout)
+            self.pool.terminate()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -113,7 +122,9 @@ class Database:
             if born is not None and time.monotonic() - born > self.options.max_lifetime:
                 self._born.pop(id(conn._con), None)
                 await conn.close()
-            await self.pool.release(conn)
+            # Shielded: a call cancelled again while its connection is being
+            # released (and rolled back) must still return it to the pool.
+            await asyncio.shield(self.pool.release(conn))
 
     async def run(
         self,
