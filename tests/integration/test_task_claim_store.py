@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
@@ -450,39 +451,52 @@ async def test_wakeup_stream_survives_a_dropped_listener_connection(
 # -- a fleet -----------------------------------------------------------------
 
 
+async def run_fleet(
+    port: int,
+    clean_pg: asyncpg.Connection,
+    run_tasks: Callable[[GrpcBackend, str], Awaitable[list[str]]],
+    prefix: str,
+) -> None:
+    """8 workers drain 200 one-step workflows; each must run exactly once."""
+    executions: list[str] = []
+
+    async def worker(name: str) -> None:
+        async with connect(f"127.0.0.1:{port}", watch_wakeups=False) as client:
+            idle = 0
+            while idle < 3:
+                ran = await run_tasks(client, name)
+                executions.extend(ran)
+                idle = 0 if ran else idle + 1
+                if not ran:
+                    await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(asyncio.gather(*(worker(f"worker-{i}") for i in range(8))), 120)
+    assert sorted(executions) == [f"{prefix}-{i:03d}" for i in range(200)]
+    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshots WHERE status = 'Completed'") == 200
+    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_claims") == 0
+
+
 async def test_eight_workers_run_two_hundred_tasks_exactly_once(
     clean_backend: GrpcBackend, isolated_service: object, clean_pg: asyncpg.Connection
 ) -> None:
     running, _ = isolated_service  # type: ignore[misc]
     for i in range(200):
         await seed(clean_backend, f"job-{i:03d}", "step")
-    executions: list[str] = []
 
-    async def worker(name: str) -> None:
-        async with connect(f"127.0.0.1:{running.port}", watch_wakeups=False) as client:
-            idle = 0
-            while idle < 3:
-                tasks = await client.find_available_tasks(name, 5, 300)
-                if not tasks:
-                    idle += 1
-                    await asyncio.sleep(0.05)
-                    continue
-                idle = 0
-                for task in tasks:
-                    claim = await client.claim_task(task.instance_id, task.task_id, name, 30)
-                    if claim is None:
-                        continue
-                    executions.append(task.instance_id)  # "run" the task
-                    await client.save_task_result(task.instance_id, task.task_id, name.encode())
-                    snapshot = await client.load_snapshot(task.instance_id)
-                    snapshot.mark_completed(name.encode())
-                    assert await client.save_snapshot_fenced(snapshot, task.task_id, name)
-                    await client.release_task_claim(task.instance_id, task.task_id, name)
+    async def standard_calls(client: GrpcBackend, name: str) -> list[str]:
+        ran = []
+        for task in await client.find_available_tasks(name, 5, 300):
+            if await client.claim_task(task.instance_id, task.task_id, name, 30) is None:
+                continue
+            ran.append(task.instance_id)  # "run" the task
+            await client.save_task_result(task.instance_id, task.task_id, name.encode())
+            snapshot = await client.load_snapshot(task.instance_id)
+            snapshot.mark_completed(name.encode())
+            assert await client.save_snapshot_fenced(snapshot, task.task_id, name)
+            await client.release_task_claim(task.instance_id, task.task_id, name)
+        return ran
 
-    await asyncio.wait_for(asyncio.gather(*(worker(f"worker-{i}") for i in range(8))), 120)
-    assert sorted(executions) == [f"job-{i:03d}" for i in range(200)]
-    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshots WHERE status = 'Completed'") == 200
-    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_claims") == 0
+    await run_fleet(running.port, clean_pg, standard_calls, "job")
 
 
 async def test_a_claim_waits_for_an_in_flight_save_and_sees_its_result(
@@ -560,26 +574,15 @@ async def test_eight_fast_path_workers_run_two_hundred_tasks_exactly_once(
     running, _ = isolated_service  # type: ignore[misc]
     for i in range(200):
         await seed(clean_backend, f"fjob-{i:03d}", "step")
-    executions: list[str] = []
 
-    async def worker(name: str) -> None:
-        async with connect(f"127.0.0.1:{running.port}", watch_wakeups=False) as client:
-            idle = 0
-            while idle < 3:
-                tasks = await client.claim_available_tasks(name, 5, 30)
-                if not tasks:
-                    idle += 1
-                    await asyncio.sleep(0.05)
-                    continue
-                idle = 0
-                for task in tasks:
-                    executions.append(task.instance_id)
-                    assert await client.complete_task(task.instance_id, task.task_id, name, name.encode())
+    async def fast_path(client: GrpcBackend, name: str) -> list[str]:
+        ran = []
+        for task in await client.claim_available_tasks(name, 5, 30):
+            ran.append(task.instance_id)
+            assert await client.complete_task(task.instance_id, task.task_id, name, name.encode())
+        return ran
 
-    await asyncio.wait_for(asyncio.gather(*(worker(f"fast-{i}") for i in range(8))), 120)
-    assert sorted(executions) == [f"fjob-{i:03d}" for i in range(200)]
-    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_snapshots WHERE status = 'Completed'") == 200
-    assert await clean_pg.fetchval("SELECT count(*) FROM sayiir_workflow_claims") == 0
+    await run_fleet(running.port, clean_pg, fast_path, "fjob")
 
 
 async def test_dispatch_applies_the_signals_of_idle_workflows(clean_backend: GrpcBackend) -> None:
