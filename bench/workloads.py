@@ -206,11 +206,7 @@ class GrpcOps(Ops):
         await self.clients[wid].wait_for_wakeup(timeout)
 
     def drain_wakeups(self, wid: str) -> None:
-        # GrpcBackend has no public "drop queued hints"; the queue it fills
-        # from the stream is read directly (see the report's requests).
-        queue = getattr(self.clients[wid], "_wakeup_queue", None)
-        while queue is not None and not queue.empty():
-            queue.get_nowait()
+        self.clients[wid].drop_wakeups()
 
     async def _find(self, wid: str, limit: int) -> list[Any]:
         return list(await self.clients[wid].find_available_tasks(wid, limit=limit))

@@ -454,6 +454,14 @@ class GrpcBackend:
             if not allowed or set(hint.tags) <= allowed:
                 return hint
 
+    def drop_wakeups(self) -> int:
+        """Forget the hints collected so far (after a poll that saw them anyway); how many."""
+        dropped = 0
+        while self._wakeup_queue is not None and not self._wakeup_queue.empty():
+            self._wakeup_queue.get_nowait()
+            dropped += 1
+        return dropped
+
     async def start_wakeups(self, ready_timeout: float = 10.0) -> None:
         """Start collecting hints in the background (idempotent).
 

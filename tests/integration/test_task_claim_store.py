@@ -601,3 +601,14 @@ async def test_dispatch_applies_the_signals_of_idle_workflows(clean_backend: Grp
     # The claimed one is left to the worker that holds it.
     assert (await clean_backend.load_snapshot("busy")).state.is_in_progress()
     assert await clean_backend.get_signal("busy", SignalKind.CANCEL) is not None
+
+
+async def test_collected_hints_can_be_dropped(clean_backend: GrpcBackend) -> None:
+    await seed(clean_backend, "hint-a")
+    await seed(clean_backend, "hint-b", "t2")
+    await asyncio.sleep(0.5)  # both hints reach the client's collector
+    assert clean_backend.drop_wakeups() == 2
+    assert await clean_backend.wait_for_wakeup(0.2) is None
+    await seed(clean_backend, "hint-c", "t3")
+    hint = await clean_backend.wait_for_wakeup(3)
+    assert hint is not None and hint.instance_id == "hint-c"
