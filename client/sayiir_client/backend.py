@@ -14,7 +14,6 @@ import grpc
 from sayiir_client import convert
 from sayiir_client._proto.sayiir.v1 import signal_store_pb2 as sig_pb
 from sayiir_client._proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
-from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
 from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
@@ -62,27 +61,9 @@ RETRY_POLICY: dict[str, str] = {
     "ReleaseTaskClaim": DONE_IF_NOT_FOUND,
 }
 
-_STATUS_NAMES = {
-    "InProgress": pb.SNAPSHOT_STATUS_IN_PROGRESS,
-    "Completed": pb.SNAPSHOT_STATUS_COMPLETED,
-    "Failed": pb.SNAPSHOT_STATUS_FAILED,
-    "Cancelled": pb.SNAPSHOT_STATUS_CANCELLED,
-    "Paused": pb.SNAPSHOT_STATUS_PAUSED,
-}
-_KINDS = {SignalKind.CANCEL: sig_pb.SIGNAL_KIND_CANCEL, SignalKind.PAUSE: sig_pb.SIGNAL_KIND_PAUSE}
-_CONTROL = {
-    sig_pb.CONTROL_SIGNAL_NONE: None,
-    sig_pb.CONTROL_SIGNAL_CANCELLED: ControlSignal.CANCELLED,
-    sig_pb.CONTROL_SIGNAL_PAUSED: ControlSignal.PAUSED,
-}
-
 
 def _kind(kind: SignalKind | str) -> sig_pb.SignalKind:
-    return _KINDS[SignalKind(kind)]
-
-
-def _optional_id(task_id: TaskId | bytes | str | None) -> bytes | None:
-    return None if task_id is None else TaskId.coerce(task_id).as_bytes()
+    return convert.SIGNAL_KIND_TO_PROTO[SignalKind(kind)]
 
 
 Seconds = timedelta | float | int
@@ -212,7 +193,7 @@ class GrpcBackend:
         request = rpc_pb.ListSnapshotsRequest(
             after_instance_id=after or "",
             page_size=limit,
-            statuses=[_STATUS_NAMES[s] for s in statuses],
+            statuses=[convert.STATUS_TO_PROTO[s] for s in statuses],
         )
         response = await self._call("ListSnapshots", request)
         return list(response.instance_ids), (response.next_after_instance_id or None)
@@ -278,7 +259,7 @@ class GrpcBackend:
         request = sig_pb.CheckControlSignalsRequest(instance_id=instance_id)
         if interrupted_at_task is not None:
             request.interrupted_at_task = TaskId.coerce(interrupted_at_task).as_bytes()
-        return _CONTROL[(await self._call("CheckControlSignals", request)).signal]
+        return convert.PROTO_TO_CONTROL_SIGNAL[(await self._call("CheckControlSignals", request)).signal]
 
     async def unpause(self, instance_id: str) -> WorkflowSnapshot:
         response = await self._call("Unpause", sig_pb.UnpauseRequest(instance_id=instance_id))

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from sayiir_client._proto.sayiir.v1 import signal_store_pb2 as sig_pb
 from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_client.ids import HASH_LEN, DefinitionHash, TaskId
 from sayiir_client.model import (
@@ -27,6 +28,7 @@ from sayiir_client.model import (
     AtTask,
     Cancelled,
     Completed,
+    ControlSignal,
     Duration,
     ExecutionPosition,
     Failed,
@@ -35,6 +37,7 @@ from sayiir_client.model import (
     NotStarted,
     Paused,
     RetryPolicy,
+    SignalKind,
     TaskDeadline,
     TaskResult,
     TaskRetryState,
@@ -53,6 +56,28 @@ MAX_TAGS = 32
 # entry outgrows PostgreSQL's limit.
 MAX_SIGNAL_NAME_BYTES = 1024
 U32_MAX = 2**32 - 1
+
+
+# Enum values on the wire, both ways; the one place client and server map them.
+STATUS_TO_PROTO: dict[str, pb.SnapshotStatus] = {
+    "InProgress": pb.SNAPSHOT_STATUS_IN_PROGRESS,
+    "Completed": pb.SNAPSHOT_STATUS_COMPLETED,
+    "Failed": pb.SNAPSHOT_STATUS_FAILED,
+    "Cancelled": pb.SNAPSHOT_STATUS_CANCELLED,
+    "Paused": pb.SNAPSHOT_STATUS_PAUSED,
+}
+PROTO_TO_STATUS: dict[int, str] = {v: k for k, v in STATUS_TO_PROTO.items()}
+SIGNAL_KIND_TO_PROTO: dict[SignalKind, sig_pb.SignalKind] = {
+    SignalKind.CANCEL: sig_pb.SIGNAL_KIND_CANCEL,
+    SignalKind.PAUSE: sig_pb.SIGNAL_KIND_PAUSE,
+}
+PROTO_TO_SIGNAL_KIND: dict[int, SignalKind] = {v: k for k, v in SIGNAL_KIND_TO_PROTO.items()}
+CONTROL_SIGNAL_TO_PROTO: dict[ControlSignal | None, sig_pb.ControlSignal] = {
+    None: sig_pb.CONTROL_SIGNAL_NONE,
+    ControlSignal.CANCELLED: sig_pb.CONTROL_SIGNAL_CANCELLED,
+    ControlSignal.PAUSED: sig_pb.CONTROL_SIGNAL_PAUSED,
+}
+PROTO_TO_CONTROL_SIGNAL: dict[int, ControlSignal | None] = {v: k for k, v in CONTROL_SIGNAL_TO_PROTO.items()}
 
 
 class InvalidField(ValueError):

@@ -7,7 +7,7 @@ matching exception, so callers catch `NotFoundError` rather than inspect codes.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import grpc
 
@@ -19,6 +19,8 @@ class BackendError(Exception):
     """Base of every error the backend raises (Rust `BackendError::Backend`)."""
 
     kind = "Backend"
+    # The status the server answers with (subclasses inherit theirs).
+    grpc_status: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
@@ -30,18 +32,21 @@ class NotFoundError(BackendError):
     """The workflow instance (or the thing asked for) does not exist."""
 
     kind = "NotFound"
+    grpc_status = grpc.StatusCode.NOT_FOUND
 
 
 class SerializationError(BackendError):
     """A snapshot blob could not be encoded or decoded."""
 
     kind = "Serialization"
+    grpc_status = grpc.StatusCode.DATA_LOSS
 
 
 class FailedPreconditionError(BackendError):
     """The workflow is not in a state that allows the call (e.g. unpause of a running one)."""
 
     kind = "FailedPrecondition"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class CannotCancelError(FailedPreconditionError):
@@ -60,18 +65,21 @@ class ClaimLostError(BackendError):
     """The task claim is held by another worker or task, or has expired."""
 
     kind = "ClaimLost"
+    grpc_status = grpc.StatusCode.ABORTED
 
 
 class InvalidArgumentError(BackendError, ValueError):
     """The request was malformed; the message names the field."""
 
     kind = "InvalidArgument"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class UnavailableError(BackendError):
     """The service or its database cannot be reached right now; retry later."""
 
     kind = "Unavailable"
+    grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
 _BY_KIND: dict[str, type[BackendError]] = {
@@ -89,13 +97,18 @@ _BY_KIND: dict[str, type[BackendError]] = {
     )
 }
 
+# From a status back to the class; CannotCancel and CannotPause share
+# FAILED_PRECONDITION, so only the kind metadata tells them apart.
 _BY_CODE: dict[grpc.StatusCode, type[BackendError]] = {
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.DATA_LOSS: SerializationError,
-    grpc.StatusCode.ABORTED: ClaimLostError,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    cls.grpc_status: cls
+    for cls in (
+        NotFoundError,
+        SerializationError,
+        ClaimLostError,
+        InvalidArgumentError,
+        FailedPreconditionError,
+        UnavailableError,
+    )
 }
 
 

@@ -16,14 +16,7 @@ import grpc
 from sayiir_client.convert import InvalidField
 from sayiir_client.errors import (
     BackendError,
-    CannotCancelError,
-    CannotPauseError,
-    ClaimLostError,
-    FailedPreconditionError,
     InvalidArgumentError,
-    NotFoundError,
-    SerializationError,
-    UnavailableError,
 )
 
 # SQLSTATEs a fresh transaction is likely to clear (the original's list):
@@ -66,17 +59,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     if isinstance(exc, InvalidField):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc), InvalidArgumentError.kind
     if isinstance(exc, BackendError):
-        code = {
-            NotFoundError: grpc.StatusCode.NOT_FOUND,
-            SerializationError: grpc.StatusCode.DATA_LOSS,
-            CannotCancelError: grpc.StatusCode.FAILED_PRECONDITION,
-            CannotPauseError: grpc.StatusCode.FAILED_PRECONDITION,
-            FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
-            ClaimLostError: grpc.StatusCode.ABORTED,
-            InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
-            UnavailableError: grpc.StatusCode.UNAVAILABLE,
-        }.get(type(exc), grpc.StatusCode.INTERNAL)
-        return code, exc.message, exc.kind
+        return exc.grpc_status, exc.message, exc.kind
     if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
         # statement_timeout, or the call was cancelled server-side.
         return grpc.StatusCode.DEADLINE_EXCEEDED, f"database statement cancelled: {exc}", "Backend"

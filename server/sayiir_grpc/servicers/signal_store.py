@@ -7,33 +7,18 @@ from sayiir_client._proto.sayiir.v1 import signal_store_pb2 as rpc_pb
 from sayiir_client._proto.sayiir.v1 import signal_store_pb2_grpc as rpc_grpc
 from sayiir_client.codec import SnapshotCodec
 from sayiir_client.ids import TaskId
-from sayiir_client.model import ControlSignal, SignalKind, SignalRequest
+from sayiir_client.model import SignalKind, SignalRequest
 from sayiir_grpc.db import Database
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import signal_store as store
 
 MAX_TEXT_BYTES = 4096
-# Buffered events are indexed on (instance_id, signal_name, id), and a btree
-# entry must stay under ~2.7 kB: with an instance id of up to 1024 bytes, a
-# longer name would fail the insert inside PostgreSQL (INTERNAL) instead of
-# being refused here.
-MAX_SIGNAL_NAME_BYTES = 1024
-
-KINDS: dict[int, SignalKind] = {
-    rpc_pb.SIGNAL_KIND_CANCEL: SignalKind.CANCEL,
-    rpc_pb.SIGNAL_KIND_PAUSE: SignalKind.PAUSE,
-}
-CONTROL = {
-    None: rpc_pb.CONTROL_SIGNAL_NONE,
-    ControlSignal.CANCELLED: rpc_pb.CONTROL_SIGNAL_CANCELLED,
-    ControlSignal.PAUSED: rpc_pb.CONTROL_SIGNAL_PAUSED,
-}
 
 
 def signal_kind(value: int) -> SignalKind:
-    if value not in KINDS:
+    if value not in convert.PROTO_TO_SIGNAL_KIND:
         raise convert.InvalidField("kind", f"must be SIGNAL_KIND_CANCEL or SIGNAL_KIND_PAUSE, got {value}")
-    return KINDS[value]
+    return convert.PROTO_TO_SIGNAL_KIND[value]
 
 
 def optional_task_id(message: object, field: str) -> TaskId | None:
@@ -43,7 +28,7 @@ def optional_task_id(message: object, field: str) -> TaskId | None:
 
 
 def signal_name(value: str) -> str:
-    return convert.check_text("signal_name", value, required=True, max_bytes=MAX_SIGNAL_NAME_BYTES)
+    return convert.check_text("signal_name", value, required=True, max_bytes=convert.MAX_SIGNAL_NAME_BYTES)
 
 
 class SignalStoreServicer(rpc_grpc.SignalStoreServicer):
@@ -120,7 +105,7 @@ class SignalStoreServicer(rpc_grpc.SignalStoreServicer):
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         interrupted = optional_task_id(request, "interrupted_at_task")
         applied = await store.check_control_signals(self.db, self.codec, instance_id, interrupted)
-        return rpc_pb.CheckControlSignalsResponse(signal=CONTROL[applied])
+        return rpc_pb.CheckControlSignalsResponse(signal=convert.CONTROL_SIGNAL_TO_PROTO[applied])
 
     @rpc
     async def Unpause(self, request: rpc_pb.UnpauseRequest, context: Context) -> rpc_pb.UnpauseResponse:

@@ -15,15 +15,6 @@ from sayiir_grpc.stores import snapshot_store as store
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 
-STATUS_TO_PROTO = {
-    "InProgress": pb.SNAPSHOT_STATUS_IN_PROGRESS,
-    "Completed": pb.SNAPSHOT_STATUS_COMPLETED,
-    "Failed": pb.SNAPSHOT_STATUS_FAILED,
-    "Cancelled": pb.SNAPSHOT_STATUS_CANCELLED,
-    "Paused": pb.SNAPSHOT_STATUS_PAUSED,
-}
-PROTO_TO_STATUS = {v: k for k, v in STATUS_TO_PROTO.items()}
-
 
 def require_snapshot(request: rpc_pb.SaveSnapshotRequest) -> pb.WorkflowSnapshot:
     if not request.HasField("snapshot"):
@@ -56,7 +47,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         loaded = await store.load_snapshot(self.db, self.codec, instance_id)
         response = rpc_pb.LoadSnapshotResponse(
-            status=STATUS_TO_PROTO.get(loaded.status, pb.SNAPSHOT_STATUS_UNSPECIFIED),
+            status=convert.STATUS_TO_PROTO.get(loaded.status, pb.SNAPSHOT_STATUS_UNSPECIFIED),
             history_version=loaded.history_version,
         )
         convert.fill_snapshot(response.snapshot, loaded.snapshot)
@@ -80,9 +71,9 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         after = convert.check_text("after_instance_id", request.after_instance_id) or None
         statuses = []
         for index, value in enumerate(request.statuses):
-            if value not in PROTO_TO_STATUS:
+            if value not in convert.PROTO_TO_STATUS:
                 raise convert.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
-            statuses.append(PROTO_TO_STATUS[value])
+            statuses.append(convert.PROTO_TO_STATUS[value])
         ids = await store.list_snapshots(self.db, after, limit, statuses)
         next_after = ids[-1] if len(ids) == limit else ""
         return rpc_pb.ListSnapshotsResponse(instance_ids=ids, next_after_instance_id=next_after)

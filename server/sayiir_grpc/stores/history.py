@@ -18,6 +18,21 @@ from sayiir_client.ids import TaskId
 from sayiir_client.model import WorkflowSnapshot
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
+
+def stored_outputs(instance: str) -> str:
+    """Select-list columns `task_ids` and `outputs`: the stored outputs of `instance`.
+
+    Two arrays rather than one of records, decoded without a composite type;
+    both sort by task_id, so position i of one belongs to position i of the
+    other (see `hydrate`). An instance without outputs gets two empty arrays.
+    """
+    completed = f"t.instance_id = {instance} AND t.status = 'completed' AND t.output IS NOT NULL"
+    return f"""COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE {completed}), '{{}}') AS task_ids,
+       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
+                 WHERE {completed}), '{{}}') AS outputs"""
+
+
 # Lock the snapshot row and read its blob and outputs in one round trip.
 #
 # Under READ COMMITTED, a statement that had to wait for the row lock sees
@@ -28,7 +43,7 @@ from sayiir_grpc.stores import TASK_READY_CHANNEL
 # both again with READ_BLOB_AND_OUTPUTS, a new statement that sees the
 # commit; the lock is already held, so that read is final. $2 (optional)
 # also locks worker $2's live claim on task $3, for the fenced paths.
-LOCK_AND_READ = """
+LOCK_AND_READ = f"""
 WITH s AS (
     SELECT history_version, status, trace_parent, data AS legacy_data
     FROM sayiir_workflow_snapshots
@@ -46,32 +61,21 @@ SELECT s.history_version, s.status, s.trace_parent,
        (SELECT h.data FROM sayiir_workflow_snapshot_history h
         WHERE h.instance_id = $1 AND h.version = s.history_version) AS data,
        s.legacy_data,
-       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL),
-                '{}') AS task_ids,
-       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL),
-                '{}') AS outputs
+       {stored_outputs("$1")}
 FROM s
 """
 
 # Statement 2: the blob at the locked version and every stored task output,
-# in one round trip. Both array_aggs sort by task_id so position i of one
-# matches position i of the other. COALESCE(h.data, s.data) reads rows
+# in one round trip. COALESCE(h.data, s.data) reads rows
 # written before the engine moved blobs into history.
-READ_BLOB_AND_OUTPUTS = """
+READ_BLOB_AND_OUTPUTS = f"""
 SELECT
     COALESCE(
         (SELECT h.data FROM sayiir_workflow_snapshot_history h
          WHERE h.instance_id = $1 AND h.version = $2),
         (SELECT s.data FROM sayiir_workflow_snapshots s WHERE s.instance_id = $1)
     ) AS data,
-    COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-              WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL),
-             '{}') AS task_ids,
-    COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-              WHERE t.instance_id = $1 AND t.status = 'completed' AND t.output IS NOT NULL),
-             '{}') AS outputs
+    {stored_outputs("$1")}
 """
 
 

@@ -16,7 +16,14 @@ from sayiir_client.ids import TaskId
 from sayiir_client.model import TERMINAL_STATUSES, WorkflowSnapshot
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores import TASK_READY_CHANNEL, WORKFLOW_CHILD_TABLES
-from sayiir_grpc.stores.history import blob_hash, encode_stripped, hydrate, lock_for_mutation, write_mutation
+from sayiir_grpc.stores.history import (
+    blob_hash,
+    encode_stripped,
+    hydrate,
+    lock_for_mutation,
+    stored_outputs,
+    write_mutation,
+)
 
 # One statement, so the snapshot row, its history row, the task rows and the
 # wakeup commit or vanish together (an explicit transaction would cost two
@@ -106,15 +113,10 @@ FROM snap
 # at and the outputs (a save committing meanwhile is either all in or all
 # out). COALESCE(h.data, s.data) serves rows from before blobs moved into
 # history.
-LOAD_SNAPSHOT = """
+LOAD_SNAPSHOT = f"""
 SELECT s.status, s.history_version, s.trace_parent,
        COALESCE(h.data, s.data) AS data,
-       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = s.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
-                '{}') AS task_ids,
-       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = s.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
-                '{}') AS outputs
+       {stored_outputs("s.instance_id")}
 FROM sayiir_workflow_snapshots s
 LEFT JOIN sayiir_workflow_snapshot_history h
        ON h.instance_id = s.instance_id AND h.version = s.history_version

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
@@ -13,7 +13,13 @@ from sayiir_client.errors import ClaimLostError, NotFoundError
 from sayiir_client.ids import TaskId
 from sayiir_client.model import AtDelay, AtTask, InProgress, Timestamp, WorkflowSnapshot
 from sayiir_grpc.db import Database
-from sayiir_grpc.stores.history import READ_BLOB_AND_OUTPUTS, hydrate, lock_for_mutation, write_mutation
+from sayiir_grpc.stores.history import (
+    READ_BLOB_AND_OUTPUTS,
+    hydrate,
+    lock_for_mutation,
+    stored_outputs,
+    write_mutation,
+)
 from sayiir_grpc.stores.snapshot_store import SAVE_SNAPSHOT, save_snapshot_args
 
 # "Claimable right now": no live claim and no pending cancel or pause. One
@@ -152,12 +158,7 @@ ORDER BY instance_id, task_id
 # Hinted lookup: the hint's task is still the current one and claimable.
 FIND_HINTED = f"""
 SELECT s.trace_parent, h.data,
-       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = s.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
-                '{{}}') AS task_ids,
-       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = s.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
-                '{{}}') AS outputs
+       {stored_outputs("s.instance_id")}
 FROM sayiir_workflow_snapshots s
 JOIN sayiir_workflow_snapshot_history h ON h.instance_id = s.instance_id AND h.version = s.history_version
 WHERE s.instance_id = $1 AND s.current_task_id = $2 AND s.status = 'InProgress' AND {ELIGIBLE}
@@ -387,10 +388,6 @@ async def save_snapshot_fenced(
     return await db.run("save_snapshot_fenced", body)
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 # -- the fast path: claim what is ready in one statement, complete in one
 # transaction (fewer round trips and commits per step than find + claim +
 # save result + save + release). Same rules as the calls it replaces.
@@ -424,12 +421,7 @@ claimed AS (
 -- whose history row this statement's snapshot cannot see; it is still
 -- claimed, so it must come back (data NULL) and be read again by the caller.
 SELECT p.instance_id, p.trace_parent, p.history_version, h.data,
-       COALESCE((SELECT array_agg(t.task_id ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = p.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
-                '{{}}') AS task_ids,
-       COALESCE((SELECT array_agg(t.output ORDER BY t.task_id) FROM sayiir_workflow_tasks t
-                 WHERE t.instance_id = p.instance_id AND t.status = 'completed' AND t.output IS NOT NULL),
-                '{{}}') AS outputs
+       {stored_outputs("p.instance_id")}
 FROM pick p
 JOIN claimed USING (instance_id)
 LEFT JOIN sayiir_workflow_snapshot_history h ON h.instance_id = p.instance_id AND h.version = p.history_version
