@@ -11,6 +11,7 @@ FROM python:3.11-slim AS builder
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY common/ common/
 COPY client/ client/
 COPY server/ server/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .

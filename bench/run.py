@@ -38,10 +38,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import common  # noqa: E402
 import engine  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
+
+import common  # noqa: E402
 from common import REPO, CpuMeter, Progress, latency_block  # noqa: E402
 
 LINEAR_STEPS = 4

@@ -1,13 +1,13 @@
 """Generate the Python protobuf and gRPC modules from `proto/`.
 
-The generated modules are committed under `client/sayiir_client/_proto/`, so
+The generated modules are committed under `common/sayiir_common/proto/`, so
 installing the package needs no code generation; `tests/unit/test_generated_proto.py`
 regenerates them into a temporary folder and fails when the committed copy is stale.
 
 protoc writes absolute imports that follow the proto package (`from sayiir.v1
 import snapshot_pb2`). A top-level `sayiir` package would collide with the
 Sayiir engine's own PyPI package, so the imports are rewritten to point inside
-`sayiir_client._proto`.
+`sayiir_common.proto`.
 
 Usage: python scripts/generate_proto.py [OUTPUT_DIR]
 """
@@ -22,8 +22,8 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-DEFAULT_OUTPUT = ROOT / "client" / "sayiir_client" / "_proto"
-PACKAGE_PREFIX = "sayiir_client._proto"
+DEFAULT_OUTPUT = ROOT / "common" / "sayiir_common" / "proto"
+PACKAGE_PREFIX = "sayiir_common.proto"
 
 _IMPORT_RE = re.compile(r"^from sayiir\.v1 import ", re.MULTILINE)
 

@@ -5,9 +5,17 @@ async with sayiir_client.connect("127.0.0.1:50051") as backend:
     await backend.save_snapshot(snapshot)
 """
 
+import sys
+
 from sayiir_client.backend import GrpcBackend, connect
-from sayiir_client.codec import CodecId, JsonCodec, ProtobufCodec
-from sayiir_client.errors import (
+from sayiir_client.protocols import SignalStore, SnapshotStore, TaskClaimStore, TaskResultStore
+from sayiir_common import codec as _codec
+from sayiir_common import convert as _convert
+from sayiir_common import errors as _errors
+from sayiir_common import ids as _ids
+from sayiir_common import model as _model
+from sayiir_common.codec import CodecId, JsonCodec, ProtobufCodec
+from sayiir_common.errors import (
     BackendError,
     CannotCancelError,
     CannotPauseError,
@@ -18,8 +26,8 @@ from sayiir_client.errors import (
     SerializationError,
     UnavailableError,
 )
-from sayiir_client.ids import DefinitionHash, TaskId
-from sayiir_client.model import (
+from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.model import (
     AtDelay,
     AtFork,
     AtJoin,
@@ -50,7 +58,11 @@ from sayiir_client.model import (
     WorkflowSnapshot,
     WorkflowSnapshotState,
 )
-from sayiir_client.protocols import SignalStore, SnapshotStore, TaskClaimStore, TaskResultStore
+
+# The shared modules were once submodules of this package; their old import
+# paths (`sayiir_client.model`, ...) keep working as aliases of the same modules.
+for _name, _module in {"codec": _codec, "convert": _convert, "errors": _errors, "ids": _ids, "model": _model}.items():
+    sys.modules.setdefault(f"{__name__}.{_name}", _module)
 
 __all__ = [
     "AtDelay",

@@ -11,16 +11,10 @@ from typing import Any
 
 import grpc
 
-from sayiir_client import convert
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2 as sig_pb
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grpc
-from sayiir_client.errors import error_from_rpc
-from sayiir_client.ids import DefinitionHash, TaskId
-from sayiir_client.model import (
+from sayiir_common import convert
+from sayiir_common.errors import error_from_rpc
+from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.model import (
     AvailableTask,
     ControlSignal,
     SignalKind,
@@ -30,6 +24,12 @@ from sayiir_client.model import (
     Timestamp,
     WorkflowSnapshot,
 )
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grpc
 
 DEFAULT_TIMEOUT_S = 30.0
 # Hints kept for wait_for_wakeup between calls; past this the oldest go.

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
-from sayiir_client.ids import TaskId
-from sayiir_client.model import (
+from sayiir_common.ids import TaskId
+from sayiir_common.model import (
     AvailableTask,
     ControlSignal,
     SignalKind,

@@ -13,7 +13,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sayiir_client._proto.sayiir.v1 import (
+from sayiir_common.codec import codec_by_name
+from sayiir_common.proto.sayiir.v1 import (
     signal_store_pb2,
     signal_store_pb2_grpc,
     snapshot_store_pb2,
@@ -21,7 +22,6 @@ from sayiir_client._proto.sayiir.v1 import (
     task_claim_store_pb2,
     task_claim_store_pb2_grpc,
 )
-from sayiir_client.codec import codec_by_name
 from sayiir_grpc import migrate
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database

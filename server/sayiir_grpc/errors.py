@@ -13,8 +13,8 @@ import asyncio
 import asyncpg
 import grpc
 
-from sayiir_client.convert import InvalidField
-from sayiir_client.errors import (
+from sayiir_common.convert import InvalidField
+from sayiir_common.errors import (
     BackendError,
     InvalidArgumentError,
 )

@@ -59,10 +59,10 @@ from typing import Any
 
 import asyncpg
 
-from sayiir_client.codec import CODECS, CodecId, SnapshotCodec, unframe
-from sayiir_client.errors import SerializationError
-from sayiir_client.ids import TaskId
-from sayiir_client.model import WorkflowSnapshot
+from sayiir_common.codec import CODECS, CodecId, SnapshotCodec, unframe
+from sayiir_common.errors import SerializationError
+from sayiir_common.ids import TaskId
+from sayiir_common.model import WorkflowSnapshot
 from sayiir_grpc.stores import WORKFLOW_CHILD_TABLES
 
 PAGE_SIZE = 500

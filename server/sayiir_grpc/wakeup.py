@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
-from sayiir_client.ids import DefinitionHash, TaskId
+from sayiir_common.ids import DefinitionHash, TaskId
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
 log = structlog.get_logger(__name__)

@@ -30,8 +30,8 @@ import asyncpg
 import grpc
 
 from sayiir_client import AtTask, GrpcBackend, TaskId, WorkflowSnapshot
-from sayiir_client.codec import JsonCodec
-from sayiir_client.errors import BackendError, NotFoundError, UnavailableError
+from sayiir_common.codec import JsonCodec
+from sayiir_common.errors import BackendError, NotFoundError, UnavailableError
 from sayiir_grpc.invariants import check_invariants
 from sayiir_grpc.stores.history import blob_hash, encode_stripped
 

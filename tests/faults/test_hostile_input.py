@@ -41,12 +41,12 @@ from hypothesis import strategies as st
 from conftest import SAYIIR_TABLES
 from faults.support import Figures
 from sayiir_client import AtSignal, AtTask, RetryPolicy, SignalKind, TaskId, WorkflowSnapshot, connect, convert
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2 as sig_pb
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2 as snap_pb
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2_grpc as snap_grpc
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grpc
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as snap_pb
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as snap_grpc
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grpc
 from sayiir_grpc.app import RunningServer
 from sayiir_grpc.invariants import check_invariants
 from strategies.snapshots import snapshots

@@ -32,7 +32,7 @@ from sayiir_client import (
     WorkflowSnapshot,
     connect,
 )
-from sayiir_client.codec import JsonCodec
+from sayiir_common.codec import JsonCodec
 from sayiir_grpc.app import RunningServer
 from sayiir_grpc.invariants import check_invariants
 from sayiir_grpc.stores import WORKFLOW_CHILD_TABLES

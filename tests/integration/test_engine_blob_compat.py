@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from sayiir_client import GrpcBackend, TaskId
-from sayiir_client.codec import JsonCodec
+from sayiir_common.codec import JsonCodec
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "engine_blobs.json").read_text())
 CASES = [pytest.param(name, id=name) for name in GOLDEN["cases"]]

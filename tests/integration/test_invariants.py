@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sayiir_client import AtDelay, AtTask, GrpcBackend, SignalKind, TaskId, Timestamp, WorkflowSnapshot
-from sayiir_client.model import InProgress, TaskResult
+from sayiir_common.model import InProgress, TaskResult
 from sayiir_grpc.invariants import Violation, check_invariants
 from strategies.snapshots import outputs, snapshots, task_ids
 

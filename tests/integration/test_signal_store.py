@@ -31,8 +31,8 @@ from sayiir_client import (
     TaskId,
     WorkflowSnapshot,
 )
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2 as sig_pb
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
 
 
 async def seed_at_task(backend: GrpcBackend, instance_id: str, task: str = "t1") -> WorkflowSnapshot:
@@ -258,7 +258,7 @@ async def test_resumed_workflow_is_dispatchable(backend: GrpcBackend, instance_i
     try:
         await seed_at_signal(backend, instance_id, "go", "downstream")
         await backend.send_event(instance_id, "go", b"x")
-        from sayiir_client.codec import encode_wakeup_hint
+        from sayiir_common.codec import encode_wakeup_hint
 
         expected = encode_wakeup_hint(
             instance_id, TaskId.sha256("downstream"), (await backend.load_snapshot(instance_id)).definition_hash, []

@@ -29,10 +29,10 @@ from sayiir_client import (
     WorkflowSnapshot,
     connect,
 )
-from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
-from sayiir_client.convert import snapshot_to_proto
+from sayiir_common.convert import snapshot_to_proto
+from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.stores import WORKFLOW_CHILD_TABLES
 
 # -- the original's scenarios -------------------------------------------------

@@ -32,8 +32,8 @@ from sayiir_client import (
     WorkflowSnapshot,
     connect,
 )
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as pb
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2_grpc as pb_grpc
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as pb
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as pb_grpc
 
 T1 = TaskId.sha256("task-1")
 

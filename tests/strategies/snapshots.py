@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from sayiir_client.ids import DefinitionHash, TaskId
-from sayiir_client.model import (
+from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.model import (
     AtDelay,
     AtFork,
     AtJoin,

@@ -7,8 +7,8 @@ import json
 import pytest
 from hypothesis import given, settings
 
-from sayiir_client import convert
-from sayiir_client.codec import (
+from sayiir_common import convert
+from sayiir_common.codec import (
     CodecId,
     JsonCodec,
     ProtobufCodec,
@@ -19,9 +19,9 @@ from sayiir_client.codec import (
     parse_rfc3339,
     unframe,
 )
-from sayiir_client.errors import SerializationError
-from sayiir_client.ids import DefinitionHash, TaskId
-from sayiir_client.model import (
+from sayiir_common.errors import SerializationError
+from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.model import (
     AtTask,
     Duration,
     RetryPolicy,

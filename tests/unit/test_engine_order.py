@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sayiir_client.codec import JsonCodec
-from sayiir_client.model import InProgress
+from sayiir_common.codec import JsonCodec
+from sayiir_common.model import InProgress
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "engine_blobs.json").read_text())
 

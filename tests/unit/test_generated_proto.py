@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "client" / "sayiir_client" / "_proto"
+COMMITTED = ROOT / "common" / "sayiir_common" / "proto"
 
 
 def _load_generator() -> object:

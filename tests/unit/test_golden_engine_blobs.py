@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sayiir_client import convert
-from sayiir_client.codec import JsonCodec, ProtobufCodec
+from sayiir_common import convert
+from sayiir_common.codec import JsonCodec, ProtobufCodec
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "engine_blobs.json").read_text())
 ROWS = [

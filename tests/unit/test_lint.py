@@ -14,9 +14,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_is_clean() -> None:
-    check = _run("ruff", "check", "bench", "client", "server", "scripts", "tests")
+    check = _run("ruff", "check", "bench", "common", "client", "server", "scripts", "tests")
     assert check.returncode == 0, check.stdout + check.stderr
-    fmt = _run("ruff", "format", "--check", "bench", "client", "server", "scripts", "tests")
+    fmt = _run("ruff", "format", "--check", "bench", "common", "client", "server", "scripts", "tests")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sayiir_client.codec import encode_wakeup_hint
-from sayiir_client.ids import DefinitionHash, TaskId
+from sayiir_common.codec import encode_wakeup_hint
+from sayiir_common.ids import DefinitionHash, TaskId
 from sayiir_grpc.wakeup import SUBSCRIBER_QUEUE_SIZE, HintFormatError, WakeupHint, WakeupHub, decode_hint
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "engine_blobs.json").read_text())

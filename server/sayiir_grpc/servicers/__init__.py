@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from sayiir_client.errors import ERROR_KIND_METADATA
+from sayiir_common.errors import ERROR_KIND_METADATA
 from sayiir_grpc.errors import status_for
 
 log = structlog.get_logger(__name__)

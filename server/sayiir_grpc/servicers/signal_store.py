@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sayiir_client import convert
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2 as rpc_pb
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2_grpc as rpc_grpc
-from sayiir_client.codec import SnapshotCodec
-from sayiir_client.ids import TaskId
-from sayiir_client.model import SignalKind, SignalRequest
+from sayiir_common import convert
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.ids import TaskId
+from sayiir_common.model import SignalKind, SignalRequest
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as rpc_pb
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import signal_store as store

@@ -3,11 +3,11 @@ DeleteSnapshot, ListSnapshots. Logic and SQL: `sayiir_grpc.stores.snapshot_store
 
 from __future__ import annotations
 
-from sayiir_client import convert
-from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
-from sayiir_client._proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
-from sayiir_client.codec import SnapshotCodec
+from sayiir_common import convert
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import snapshot_store as store

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 from google.protobuf import duration_pb2
 
-from sayiir_client import convert
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
-from sayiir_client.codec import SnapshotCodec
-from sayiir_client.errors import ClaimLostError
+from sayiir_common import convert
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.errors import ClaimLostError
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc

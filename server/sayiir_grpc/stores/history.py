@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sayiir_client.codec import SnapshotCodec, wakeup_hint_payload
-from sayiir_client.ids import TaskId
-from sayiir_client.model import WorkflowSnapshot
+from sayiir_common.codec import SnapshotCodec, wakeup_hint_payload
+from sayiir_common.ids import TaskId
+from sayiir_common.model import WorkflowSnapshot
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
 

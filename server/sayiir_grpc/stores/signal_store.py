@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sayiir_client.codec import SnapshotCodec
-from sayiir_client.errors import CannotCancelError, CannotPauseError, NotFoundError
-from sayiir_client.ids import TaskId
-from sayiir_client.model import (
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.errors import CannotCancelError, CannotPauseError, NotFoundError
+from sayiir_common.ids import TaskId
+from sayiir_common.model import (
     AtSignal,
     AtTask,
     ControlSignal,

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sayiir_client.codec import SnapshotCodec, wakeup_hint_payload
-from sayiir_client.errors import NotFoundError
-from sayiir_client.ids import TaskId
-from sayiir_client.model import TERMINAL_STATUSES, WorkflowSnapshot
+from sayiir_common.codec import SnapshotCodec, wakeup_hint_payload
+from sayiir_common.errors import NotFoundError
+from sayiir_common.ids import TaskId
+from sayiir_common.model import TERMINAL_STATUSES, WorkflowSnapshot
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores import TASK_READY_CHANNEL, WORKFLOW_CHILD_TABLES
 from sayiir_grpc.stores.history import (

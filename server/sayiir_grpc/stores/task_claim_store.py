@@ -8,10 +8,10 @@ from datetime import datetime
 
 import asyncpg
 
-from sayiir_client.codec import SnapshotCodec
-from sayiir_client.errors import ClaimLostError, NotFoundError
-from sayiir_client.ids import TaskId
-from sayiir_client.model import AtDelay, AtTask, InProgress, Timestamp, WorkflowSnapshot
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.errors import ClaimLostError, NotFoundError
+from sayiir_common.ids import TaskId
+from sayiir_common.model import AtDelay, AtTask, InProgress, Timestamp, WorkflowSnapshot
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores.history import (
     READ_BLOB_AND_OUTPUTS,

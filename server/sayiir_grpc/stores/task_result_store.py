@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sayiir_client.codec import SnapshotCodec
-from sayiir_client.ids import TaskId
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.ids import TaskId
 from sayiir_grpc.db import Database
 
 # Outputs live in the task rows; the blob keeps none.

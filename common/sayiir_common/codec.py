@@ -20,11 +20,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from sayiir_client import convert
-from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
-from sayiir_client.errors import SerializationError
-from sayiir_client.ids import DefinitionHash, TaskId
-from sayiir_client.model import (
+from sayiir_common import convert
+from sayiir_common.errors import SerializationError
+from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.model import (
     MAX_TIMESTAMP_SECONDS,
     MIN_TIMESTAMP_SECONDS,
     AtDelay,
@@ -49,6 +48,7 @@ from sayiir_client.model import (
     WorkflowSnapshot,
     WorkflowSnapshotState,
 )
+from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
 
 MAGIC = b"SYRS"
 FORMAT_VERSION = 1

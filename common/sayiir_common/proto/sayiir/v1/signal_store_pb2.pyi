@@ -1,7 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
-from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as _snapshot_pb2
+from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as _snapshot_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from sayiir_client._proto.sayiir.v1 import task_claim_store_pb2 as sayiir_dot_v1_dot_task__claim__store__pb2
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as sayiir_dot_v1_dot_task__claim__store__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

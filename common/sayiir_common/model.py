@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self
 
-from sayiir_client.engine_order import fx_hash_32_bytes, insert_in_engine_order
-from sayiir_client.ids import DefinitionHash, TaskId
+from sayiir_common.engine_order import fx_hash_32_bytes, insert_in_engine_order
+from sayiir_common.ids import DefinitionHash, TaskId
 
 NANOS_PER_SECOND = 1_000_000_000
 # chrono's DateTime<Utc> spans more, but the RFC 3339 text the engine writes

@@ -14,10 +14,8 @@ from collections.abc import Iterable
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from sayiir_client._proto.sayiir.v1 import signal_store_pb2 as sig_pb
-from sayiir_client._proto.sayiir.v1 import snapshot_pb2 as pb
-from sayiir_client.ids import HASH_LEN, DefinitionHash, TaskId
-from sayiir_client.model import (
+from sayiir_common.ids import HASH_LEN, DefinitionHash, TaskId
+from sayiir_common.model import (
     MAX_TIMESTAMP_SECONDS,
     MIN_TIMESTAMP_SECONDS,
     NANOS_PER_SECOND,
@@ -45,6 +43,8 @@ from sayiir_client.model import (
     WorkflowSnapshot,
     WorkflowSnapshotState,
 )
+from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
+from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
 
 MAX_INSTANCE_ID_BYTES = 1024
 # Tags and the instance id travel in the wakeup NOTIFY payload, which
