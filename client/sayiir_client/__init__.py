@@ -23,6 +23,7 @@ from sayiir_common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    OutcomeUnknownError,
     SerializationError,
     UnavailableError,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "JsonCodec",
     "NotFoundError",
     "NotStarted",
+    "OutcomeUnknownError",
     "PauseRequest",
     "Paused",
     "ProtobufCodec",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -37,29 +38,12 @@ WAKEUP_BUFFER = 10_000
 # Back-off between attempts of a retried call (about 1.5 s in all).
 DEFAULT_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8)
 
-SAFE, DONE_IF_NOT_FOUND, NEVER = "safe", "done-if-not-found", "never"
-RETRY_POLICY: dict[str, str] = {
-    **{
-        name: SAFE
-        for name in (
-            "SaveSnapshot",
-            "SaveTaskResult",
-            "LoadSnapshot",
-            "ListSnapshots",
-            "StoreSignal",
-            "GetSignal",
-            "ClearSignal",
-            "ClaimTask",
-            "ExtendTaskClaim",
-            "FindAvailableTasks",
-            "FindHintedTask",
-            "SaveSnapshotFenced",
-            "LoadTaskResult",
-        )
-    },
-    "DeleteSnapshot": DONE_IF_NOT_FOUND,
-    "ReleaseTaskClaim": DONE_IF_NOT_FOUND,
-}
+# Every call is retried on UNAVAILABLE: each logical call carries one
+# idempotency key (`x-request-id`), reused on its retries, so the server
+# answers a repeat of a call it already applied with that call's reply.
+# Delete and release also accept NOT_FOUND on a retry as "done".
+REQUEST_KEY_METADATA = "x-request-id"
+DONE_IF_NOT_FOUND = frozenset({"DeleteSnapshot", "ReleaseTaskClaim"})
 
 
 def _kind(kind: SignalKind | str) -> sig_pb.SignalKind:
@@ -128,27 +112,24 @@ class GrpcBackend:
         self._wakeup_task: asyncio.Task[None] | None = None
 
     async def _call(self, name: str, request: Any) -> Any:
-        """Call one RPC, retrying on UNAVAILABLE only where that is safe.
+        """Call one RPC with a fresh idempotency key, retrying on UNAVAILABLE.
 
-        Retried: reads, and writes whose repetition changes nothing (saves
-        write the same state again; a claim by the same worker for the same
-        task returns the claim it already holds). Delete and release are
-        retried too, and a NOT_FOUND answer to a retry means the first
-        attempt did it. Never retried: calls whose effect a repeat would
-        double or hide (send_event, consume_event, the check_and_* composites,
-        unpause): their UNAVAILABLE reaches the caller, who knows what to do.
+        The key is made once per logical call and sent again on each retry,
+        so a retry of a call whose reply was lost gets that reply instead of
+        applying the call twice. UNKNOWN (`OutcomeUnknownError`) is never
+        retried here: the server answers it only to a call without a key.
         """
         method = self._methods[name]
-        policy = RETRY_POLICY.get(name, NEVER)
+        metadata = ((REQUEST_KEY_METADATA, uuid.uuid4().hex),)
         attempt = 0
         while True:
             try:
-                return await method(request, timeout=self.timeout)
+                return await method(request, timeout=self.timeout, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if attempt > 0 and policy is DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
+                if attempt > 0 and name in DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
                     return None
-                if code != grpc.StatusCode.UNAVAILABLE or policy is NEVER or attempt >= len(self.retry_delays):
+                if code != grpc.StatusCode.UNAVAILABLE or attempt >= len(self.retry_delays):
                     raise error_from_rpc(exc) from None
                 await asyncio.sleep(self.retry_delays[attempt])
                 attempt += 1

@@ -82,6 +82,18 @@ class UnavailableError(BackendError):
     grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
+class OutcomeUnknownError(BackendError):
+    """The connection to the database was lost while the call committed.
+
+    The call may or may not have been applied: not safe to repeat blindly.
+    A call made with an idempotency key (`x-request-id`) never ends here on
+    the server: it is repeated with its key, which answers the first outcome.
+    """
+
+    kind = "OutcomeUnknown"
+    grpc_status = grpc.StatusCode.UNKNOWN
+
+
 _BY_KIND: dict[str, type[BackendError]] = {
     cls.kind: cls
     for cls in (
@@ -94,6 +106,7 @@ _BY_KIND: dict[str, type[BackendError]] = {
         InvalidArgumentError,
         FailedPreconditionError,
         UnavailableError,
+        OutcomeUnknownError,
     )
 }
 
@@ -108,6 +121,7 @@ _BY_CODE: dict[grpc.StatusCode, type[BackendError]] = {
         InvalidArgumentError,
         FailedPreconditionError,
         UnavailableError,
+        OutcomeUnknownError,
     )
 }
 

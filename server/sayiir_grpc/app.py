@@ -30,6 +30,7 @@ from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_crede
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
+from sayiir_grpc.stores import idempotency as idempotency_store
 from sayiir_grpc.wakeup import WakeupHub
 
 log = structlog.get_logger(__name__)
@@ -40,6 +41,9 @@ SERVICE_NAMES = (
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskClaimStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
 )
+# Expired idempotency keys are deleted every PURGE_INTERVAL_S, in batches.
+PURGE_INTERVAL_S = 10.0
+PURGE_BATCH = 500
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -86,8 +90,26 @@ class RunningServer:
             self.metrics.pool_in_use.set(size - idle)
             await asyncio.sleep(1.0)
 
+    async def _purge_expired_keys(self) -> None:
+        retention = self.settings.idempotency_key_retention
+        deleted = PURGE_BATCH
+        while deleted >= PURGE_BATCH:
+            deleted = await self.db.run(
+                "purge_keys", lambda c: idempotency_store.purge_batch(c, retention, PURGE_BATCH), transaction=False
+            )
+
+    async def _purge_keys_loop(self) -> None:
+        """Delete expired idempotency keys, a small batch at a time."""
+        while True:
+            try:
+                await self._purge_expired_keys()
+            except Exception as exc:  # the database is down: try again next round
+                log.warning("idempotency key purge failed", error=type(exc).__name__)
+            await asyncio.sleep(PURGE_INTERVAL_S)
+
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health-probe"))
+        self._tasks.append(asyncio.create_task(self._purge_keys_loop(), name="purge-idempotency-keys"))
         self._tasks.append(asyncio.create_task(self._pool_loop(), name="pool-metrics"))
 
     async def stop(self, grace: float | None = None) -> None:

@@ -9,6 +9,7 @@ from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
+from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import snapshot_store as store
 
@@ -28,12 +29,14 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         self.codec = codec
 
     @rpc
+    @idempotent(rpc_pb.SaveSnapshotResponse)
     async def SaveSnapshot(self, request: rpc_pb.SaveSnapshotRequest, context: Context) -> rpc_pb.SaveSnapshotResponse:
         snapshot = convert.snapshot_from_proto(require_snapshot(request))
         written, version = await store.save_snapshot(self.db, self.codec, snapshot)
         return rpc_pb.SaveSnapshotResponse(written=written, history_version=version)
 
     @rpc
+    @idempotent(rpc_pb.SaveTaskResultResponse)
     async def SaveTaskResult(
         self, request: rpc_pb.SaveTaskResultRequest, context: Context
     ) -> rpc_pb.SaveTaskResultResponse:
@@ -54,6 +57,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         return response
 
     @rpc
+    @idempotent(rpc_pb.DeleteSnapshotResponse)
     async def DeleteSnapshot(
         self, request: rpc_pb.DeleteSnapshotRequest, context: Context
     ) -> rpc_pb.DeleteSnapshotResponse:

@@ -19,6 +19,7 @@ from sayiir_common.errors import ClaimLostError
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
+from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.servicers.snapshot_store import require_snapshot
@@ -84,6 +85,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         self.metrics = metrics
 
     @rpc
+    @idempotent(rpc_pb.ClaimTaskResponse)
     async def ClaimTask(self, request: rpc_pb.ClaimTaskRequest, context: Context) -> rpc_pb.ClaimTaskResponse:
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         task_id = convert.task_id_from("task_id", request.task_id)
@@ -105,6 +107,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.ClaimTaskResponse(claim=message)
 
     @rpc
+    @idempotent(rpc_pb.ReleaseTaskClaimResponse)
     async def ReleaseTaskClaim(
         self, request: rpc_pb.ReleaseTaskClaimRequest, context: Context
     ) -> rpc_pb.ReleaseTaskClaimResponse:
@@ -115,6 +118,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.ReleaseTaskClaimResponse()
 
     @rpc
+    @idempotent(rpc_pb.ExtendTaskClaimResponse)
     async def ExtendTaskClaim(
         self, request: rpc_pb.ExtendTaskClaimRequest, context: Context
     ) -> rpc_pb.ExtendTaskClaimResponse:
@@ -158,6 +162,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.FindHintedTaskResponse(task=available_to_proto(task))
 
     @rpc
+    @idempotent(rpc_pb.SaveSnapshotFencedResponse)
     async def SaveSnapshotFenced(
         self, request: rpc_pb.SaveSnapshotFencedRequest, context: Context
     ) -> rpc_pb.SaveSnapshotFencedResponse:
@@ -170,6 +175,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.SaveSnapshotFencedResponse(written=written)
 
     @rpc
+    @idempotent(rpc_pb.ClaimAvailableTasksResponse)
     async def ClaimAvailableTasks(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
     ) -> rpc_pb.ClaimAvailableTasksResponse:
@@ -189,6 +195,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.ClaimAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
 
     @rpc
+    @idempotent(rpc_pb.CompleteTaskResponse)
     async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         task_id = convert.task_id_from("task_id", request.task_id)
