@@ -22,7 +22,7 @@ from sayiir_common.proto.sayiir.v1 import (
     task_claim_store_pb2,
     task_claim_store_pb2_grpc,
 )
-from sayiir_grpc import migrate
+from sayiir_grpc import memory, migrate
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
@@ -193,6 +193,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
 
 async def serve(settings: Settings, database_url: str) -> None:
     """Serve until SIGTERM or SIGINT, then drain within the grace period."""
+    memory.release_large_buffers()
     running = await start(settings, database_url)
     host = settings.listen.rpartition(":")[0]
     print(f"sayiir-grpc listening on {host}:{running.port}", flush=True)

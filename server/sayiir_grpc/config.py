@@ -183,8 +183,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_message_bytes",
         "SAYIIR_MAX_MESSAGE_BYTES",
         _positive_int,
-        16 * 1024 * 1024,
-        "Largest gRPC message accepted or sent; larger ones get RESOURCE_EXHAUSTED.",
+        4 * 1024 * 1024,
+        "Largest gRPC message accepted or sent (gRPC's usual 4 MiB); larger ones get RESOURCE_EXHAUSTED.",
     ),
     Setting(
         "idempotency_key_retention",
@@ -245,7 +245,7 @@ class Settings:
     idle_in_transaction_timeout_ms: int = 60_000
     metrics_listen: str = "127.0.0.1:9464"
     shutdown_grace: float = 10.0
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 4 * 1024 * 1024
     idempotency_key_retention: float = 3600.0
     health_probe_interval: float = 2.0
     tls_cert_file: str | None = None

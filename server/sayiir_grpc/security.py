@@ -97,7 +97,19 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return _deny(await continuation(details))
 
 
+def _unread(data: bytes) -> None:
+    """The deserializer of a refused call: the body is never parsed."""
+    return None
+
+
 def _deny(handler: Any) -> Any:
+    """A handler that refuses the call without deserializing its request.
+
+    The token is checked from the metadata alone: a caller without one
+    costs the service the received bytes (bounded by the message limit),
+    never the memory and time of parsing them.
+    """
+
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
 
@@ -109,11 +121,11 @@ def _deny(handler: Any) -> Any:
         return None
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            unary, request_deserializer=_unread, response_serializer=handler.response_serializer
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            stream, request_deserializer=_unread, response_serializer=handler.response_serializer
         )
     if handler.stream_stream is not None:
 
@@ -122,6 +134,6 @@ def _deny(handler: Any) -> Any:
             yield None  # pragma: no cover
 
         return grpc.stream_stream_rpc_method_handler(
-            bidi, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            bidi, request_deserializer=_unread, response_serializer=handler.response_serializer
         )
     return None

@@ -31,9 +31,7 @@ async def test_migrations_are_idempotent(make_database: Callable[[], Awaitable[s
     assert second == []
     conn = await asyncpg.connect(url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM sayiir_grpc_schema_migrations") == len(
-            available_migrations()
-        )
+        assert await conn.fetchval("SELECT count(*) FROM sayiir_grpc_schema_migrations") == len(available_migrations())
         assert await conn.fetchval("SELECT max(version) FROM _sqlx_migrations") == ENGINE_SCHEMA_VERSION
     finally:
         await conn.close()
