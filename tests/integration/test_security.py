@@ -336,7 +336,5 @@ async def test_unauthenticated_large_requests_are_not_parsed(make_database: Call
                 assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             elapsed = asyncio.get_running_loop().time() - started
             after = _rss_bytes(proc.pid)
-    print(
-        f"\n[security] RSS before {before / 2**20:.0f} MiB, after {after / 2**20:.0f} MiB, 8 calls in {elapsed:.2f} s"
-    )
+    print(f"\n[security] RSS before {before // 2**20} MiB, after {after // 2**20} MiB, 8 calls in {elapsed:.2f} s")
     assert after - before < 100 * 2**20
