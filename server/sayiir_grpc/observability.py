@@ -9,6 +9,7 @@ service's own, served on its own port.
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -178,6 +179,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
+            deserializer = _lenient(handler.request_deserializer)
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 started = time.perf_counter()
@@ -195,9 +197,24 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     metrics.wakeup_streams.dec()
                     _record(metrics, method, request, context, error, started)
 
+            async def writing_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                # A streaming handler that is a coroutine writing with
+                # `context.write` (grpc's own health Watch), not a generator.
+                started = time.perf_counter()
+                error: BaseException | None = None
+                try:
+                    if isinstance(request, Undecodable):
+                        await _refuse(context, request)
+                    await inner_stream(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    _record(metrics, method, request, context, error, started)
+
             return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=_lenient(handler.request_deserializer),
+                stream if inspect.isasyncgenfunction(inner_stream) else writing_stream,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
