@@ -19,6 +19,9 @@ import grpc
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from sayiir_common.errors import InvalidArgumentError
+from sayiir_grpc.errors import abort
+
 log = structlog.get_logger("sayiir_grpc.calls")
 
 REQUEST_ID_METADATA = "x-request-id"
@@ -104,8 +107,12 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
 
 
 async def _refuse(context: grpc.aio.ServicerContext[Any, Any], request: Undecodable) -> None:
-    await context.abort(
-        grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message of this method: {request.error}"
+    await abort(
+        context,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the request is not a valid message of this method: {request.error}",
+        InvalidArgumentError.kind,
+        {"field": "request"},
     )
 
 

@@ -18,7 +18,11 @@ from typing import Any
 
 import grpc
 
+from sayiir_grpc.errors import abort
+
 AUTH_METADATA = "authorization"
+# The ErrorInfo reason of a refused token (not a Rust BackendError variant).
+UNAUTHENTICATED_KIND = "Unauthenticated"
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 
@@ -102,6 +106,10 @@ def _unread(data: bytes) -> None:
     return None
 
 
+async def _unauthenticated(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await abort(context, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required", UNAUTHENTICATED_KIND)
+
+
 def _deny(handler: Any) -> Any:
     """A handler that refuses the call without deserializing its request.
 
@@ -111,10 +119,10 @@ def _deny(handler: Any) -> Any:
     """
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+        await _unauthenticated(context)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+        await _unauthenticated(context)
         yield None  # pragma: no cover - abort raises
 
     if handler is None:
@@ -130,7 +138,7 @@ def _deny(handler: Any) -> Any:
     if handler.stream_stream is not None:
 
         async def bidi(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+            await _unauthenticated(context)
             yield None  # pragma: no cover
 
         return grpc.stream_stream_rpc_method_handler(

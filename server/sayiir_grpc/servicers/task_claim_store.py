@@ -19,6 +19,7 @@ from sayiir_common.errors import ClaimLostError
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
+from sayiir_grpc.errors import abort
 from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc
@@ -221,8 +222,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         try:
             tags = tags_from("worker_tags", list(request.worker_tags))
         except convert.InvalidField as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "InvalidArgument", {"field": exc.field})
         subscription = self.hub.subscribe(tags)
         try:
             yield rpc_pb.WakeupEvent(subscribed=rpc_pb.Subscribed())
