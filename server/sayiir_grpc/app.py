@@ -22,7 +22,7 @@ from sayiir_common.proto.sayiir.v1 import (
     task_claim_store_pb2,
     task_claim_store_pb2_grpc,
 )
-from sayiir_grpc import memory, migrate
+from sayiir_grpc import listen, memory, migrate
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
@@ -127,8 +127,9 @@ class RunningServer:
         await self.db.close()
 
 
-def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
+def _grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
     return [
+        listen.reuse_port_option(reuse_port),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Detect dead peers (and their wakeup streams) within a minute.
@@ -139,8 +140,12 @@ def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start(settings: Settings, database_url: str) -> RunningServer:
-    """Connect, migrate, and start serving; returns once the port is bound."""
+async def start(settings: Settings, database_url: str, *, reuse_port: bool = False) -> RunningServer:
+    """Connect, migrate, and start serving; returns once the port is bound.
+
+    `reuse_port` lets the processes of one service share its address; a
+    service of its own leaves it off, so an address in use stops the start.
+    """
     codec = codec_by_name(settings.codec)
     tokens = load_tokens(settings.auth_tokens_file, settings.auth_tokens)
     credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
@@ -160,7 +165,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
-        server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings))
+        server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings, reuse_port))
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
         signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
         task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(
@@ -173,13 +178,13 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
         )
-        if credentials is None:
-            port = server.add_insecure_port(settings.listen)
-        else:
-            port = server.add_secure_port(settings.listen, credentials)
-        if port == 0:
-            raise OSError(f"cannot listen on {settings.listen}")
-        metrics_port = None if settings.metrics_listen == "off" else metrics.serve(settings.metrics_listen)
+        port = listen.bind_grpc(server, settings.listen, credentials)
+        metrics_port = None
+        if settings.metrics_listen != "off":
+            try:
+                metrics_port = metrics.serve(settings.metrics_listen)
+            except OSError as exc:
+                raise listen.refused(settings.metrics_listen, listen.METRICS_SETTING, exc) from None
         await server.start()
     except BaseException:
         await hub.stop()

@@ -12,6 +12,7 @@ without credentials.
 from __future__ import annotations
 
 import hmac
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,39 @@ def server_credentials(
     chain = read(cert_file, "SAYIIR_TLS_CERT_FILE")
     key = read(key_file, "SAYIIR_TLS_KEY_FILE")
     client_ca = read(client_ca_file, "SAYIIR_TLS_CLIENT_CA_FILE") if client_ca_file else None
+    check_tls_files(cert_file, key_file, client_ca_file)
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    return str(exc.reason or exc).replace("_", " ").lower()
+
+
+def check_tls_files(cert_file: str, key_file: str, client_ca_file: str | None) -> None:
+    """Refuse, naming the setting, what gRPC would only refuse as "Failed to bind"."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            probe.load_verify_locations(cert_file)
+        except ssl.SSLError:
+            raise SecurityConfigError(
+                f"SAYIIR_TLS_CERT_FILE holds no usable PEM certificate ({_ssl_reason(exc)})"
+            ) from None
+        raise SecurityConfigError(
+            f"SAYIIR_TLS_KEY_FILE is not the private key of SAYIIR_TLS_CERT_FILE ({_ssl_reason(exc)})"
+        ) from None
+    if client_ca_file:
+        try:
+            context.load_verify_locations(client_ca_file)
+        except ssl.SSLError as exc:
+            raise SecurityConfigError(
+                f"SAYIIR_TLS_CLIENT_CA_FILE holds no usable PEM certificate ({_ssl_reason(exc)})"
+            ) from None
 
 
 def _token_ok(presented: bytes, tokens: list[bytes]) -> bool:
