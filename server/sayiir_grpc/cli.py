@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import structlog
 
 from sayiir_grpc import config, migrate
 from sayiir_grpc.embedded import EmbeddedPostgresError
@@ -127,7 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sayiir-grpc: {exc}", file=sys.stderr)
         return 2
     configure(settings.log_level, settings.log_format)
-    log = structlog.get_logger("sayiir_grpc")
     try:
         if args.command == "migrate":
             _with_database(settings, _migrate)
@@ -138,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # every refusal of every command: one line, non-zero
-        message = _one_line(exc, settings.database_url)
-        log.error(f"{args.command} failed", error=message)
-        print(f"sayiir-grpc: {message}", file=sys.stderr)
+        print(f"sayiir-grpc: {_one_line(exc, settings.database_url)}", file=sys.stderr)
         return 1
     return 0
 

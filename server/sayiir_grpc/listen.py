@@ -10,6 +10,7 @@ processes of one service sharing its address on purpose.
 from __future__ import annotations
 
 import errno
+import socket
 
 import grpc
 
@@ -43,3 +44,26 @@ def bind_grpc(server: grpc.aio.Server, address: str, credentials: grpc.ServerCre
 def refused(address: str, setting: str, exc: OSError) -> ListenError:
     reason = "the address is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
     return ListenError(f"cannot listen on {address} ({setting}): {reason}")
+
+
+def ensure_free(address: str, setting: str) -> None:
+    """Refuse an address some process listens on, before anything starts.
+
+    A probe bind, as a server binds (SO_REUSEADDR: a port left in TIME_WAIT
+    is free; one with a listener is not). Port 0 is always free.
+    """
+    host, _, port_text = address.rpartition(":")
+    port = int(port_text)
+    if port == 0:
+        return
+    try:
+        found = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # the real bind reports it
+    family, kind, proto, _, sockaddr = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise refused(address, setting, exc) from None

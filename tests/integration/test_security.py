@@ -338,3 +338,33 @@ async def test_unauthenticated_large_requests_are_not_parsed(make_database: Call
             after = _rss_bytes(proc.pid)
     print(f"\n[security] RSS before {before // 2**20} MiB, after {after // 2**20} MiB, 8 calls in {elapsed:.2f} s")
     assert after - before < 100 * 2**20
+
+
+def test_unusable_tls_files_stop_the_start_with_one_line(pki: Path, tmp_path: Path) -> None:
+    from test_cli import _refusal
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    url = ["serve", "--database-url", "postgresql://postgres@127.0.0.1:1/none", "--metrics-listen", "off"]
+    cases = [
+        (
+            {"SAYIIR_TLS_CERT_FILE": str(garbage), "SAYIIR_TLS_KEY_FILE": str(pki / "server.key")},
+            "SAYIIR_TLS_CERT_FILE",
+        ),
+        # A certificate with another certificate's key.
+        (
+            {"SAYIIR_TLS_CERT_FILE": str(pki / "server.pem"), "SAYIIR_TLS_KEY_FILE": str(pki / "client.key")},
+            "SAYIIR_TLS_KEY_FILE",
+        ),
+        (
+            {
+                "SAYIIR_TLS_CERT_FILE": str(pki / "server.pem"),
+                "SAYIIR_TLS_KEY_FILE": str(pki / "server.key"),
+                "SAYIIR_TLS_CLIENT_CA_FILE": str(garbage),
+            },
+            "SAYIIR_TLS_CLIENT_CA_FILE",
+        ),
+    ]
+    for env, setting in cases:
+        line = _refusal([*url, "--listen", "127.0.0.1:0"], env=env)
+        assert setting in line, line
