@@ -25,6 +25,7 @@ from sayiir_grpc.errors import abort
 log = structlog.get_logger("sayiir_grpc.calls")
 
 REQUEST_ID_METADATA = "x-request-id"
+MAX_LOG_FIELD_CHARS = 256
 # Buckets from 0.5 ms to 5 s: the interesting range of a store call.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -133,8 +134,22 @@ def _instance_id(request: Any) -> str | None:
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_METADATA and isinstance(value, str) and value:
-            return value[:128]
+            return value
     return uuid.uuid4().hex
+
+
+def cut_fields(**fields: str | None) -> dict[str, str | int | None]:
+    """Log fields cut at MAX_LOG_FIELD_CHARS, each cut one with `<name>_length`.
+
+    A refused 8 MB instance id must not become 8 MB of log per call.
+    """
+    out: dict[str, str | int | None] = {}
+    for name, value in fields.items():
+        if value is not None and len(value) > MAX_LOG_FIELD_CHARS:
+            out[f"{name}_length"] = len(value)
+            value = value[:MAX_LOG_FIELD_CHARS]
+        out[name] = value
+    return out
 
 
 def _code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
@@ -244,6 +259,5 @@ def _record(
         method=method,
         status=code,
         duration_ms=round(elapsed * 1000, 3),
-        instance_id=_instance_id(request),
-        request_id=_request_id(context),
+        **cut_fields(instance_id=_instance_id(request), request_id=_request_id(context)),
     )

@@ -3,6 +3,8 @@ DeleteSnapshot, ListSnapshots. Logic and SQL: `sayiir_grpc.stores.snapshot_store
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sayiir_common import convert
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
@@ -15,12 +17,28 @@ from sayiir_grpc.stores import snapshot_store as store
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
+# One entry per SnapshotStatus value is all a filter can mean.
+MAX_STATUSES = len(pb.SnapshotStatus.values())
 
 
 def require_snapshot(request: rpc_pb.SaveSnapshotRequest) -> pb.WorkflowSnapshot:
     if not request.HasField("snapshot"):
         raise convert.InvalidField("snapshot", "is required")
     return request.snapshot
+
+
+def statuses_filter(values: Sequence[int]) -> list[str]:
+    """The stored statuses to list; empty means any (as does SNAPSHOT_STATUS_UNSPECIFIED)."""
+    if len(values) > MAX_STATUSES:
+        raise convert.InvalidField("statuses", f"at most {MAX_STATUSES} values, got {len(values)}")
+    statuses = []
+    for index, value in enumerate(values):
+        if value == pb.SNAPSHOT_STATUS_UNSPECIFIED:
+            return []
+        if value not in convert.PROTO_TO_STATUS:
+            raise convert.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
+        statuses.append(convert.PROTO_TO_STATUS[value])
+    return statuses
 
 
 class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
@@ -73,11 +91,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
             raise convert.InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}")
         limit = request.page_size or DEFAULT_PAGE_SIZE
         after = convert.check_text("after_instance_id", request.after_instance_id) or None
-        statuses = []
-        for index, value in enumerate(request.statuses):
-            if value not in convert.PROTO_TO_STATUS:
-                raise convert.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
-            statuses.append(convert.PROTO_TO_STATUS[value])
+        statuses = statuses_filter(request.statuses)
         ids = await store.list_snapshots(self.db, after, limit, statuses)
         next_after = ids[-1] if len(ids) == limit else ""
         return rpc_pb.ListSnapshotsResponse(instance_ids=ids, next_after_instance_id=next_after)

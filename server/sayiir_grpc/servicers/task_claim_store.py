@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import grpc
 from google.protobuf import duration_pb2
@@ -46,7 +46,8 @@ def positive_seconds(field: str, value: duration_pb2.Duration) -> float:
     return seconds
 
 
-def tags_from(field: str, values: list[str]) -> list[str]:
+def tags_from(field: str, values: Sequence[str]) -> list[str]:
+    # The count is checked before anything is copied out of the request.
     if len(values) > convert.MAX_TAGS:
         raise convert.InvalidField(field, f"at most {convert.MAX_TAGS} tags")
     return [
@@ -145,7 +146,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             if request.HasField("aging_interval")
             else DEFAULT_AGING_S
         )
-        tags = tags_from("worker_tags", list(request.worker_tags))
+        tags = tags_from("worker_tags", request.worker_tags)
         tasks = await store.find_available_tasks(self.db, self.codec, worker_id, request.limit, aging, tags)
         return rpc_pb.FindAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
 
@@ -189,7 +190,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             if request.HasField("aging_interval")
             else DEFAULT_AGING_S
         )
-        tags = tags_from("worker_tags", list(request.worker_tags))
+        tags = tags_from("worker_tags", request.worker_tags)
         tasks = await store.claim_available_tasks(self.db, self.codec, worker_id, request.limit, ttl, aging, tags)
         if self.metrics is not None and tasks:
             self.metrics.claims_granted.inc(len(tasks))
@@ -206,7 +207,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             priority = request.next_task_priority if request.HasField("next_task_priority") else None
             if priority is not None and not 1 <= priority <= 5:
                 raise convert.InvalidField("next_task_priority", f"must be 1 to 5, got {priority}")
-            tags = tags_from("next_task_tags", list(request.next_task_tags))
+            tags = tags_from("next_task_tags", request.next_task_tags)
             next_task = (convert.task_id_from("next_task_id", request.next_task_id), priority, tags)
         final = request.final_output if request.HasField("final_output") else None
         completed = await store.complete_task(
@@ -220,7 +221,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         self, request: rpc_pb.WatchWakeupsRequest, context: Context
     ) -> AsyncIterator[rpc_pb.WakeupEvent]:
         try:
-            tags = tags_from("worker_tags", list(request.worker_tags))
+            tags = tags_from("worker_tags", request.worker_tags)
         except convert.InvalidField as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "InvalidArgument", {"field": exc.field})
         subscription = self.hub.subscribe(tags)
@@ -257,5 +258,5 @@ class TaskResultStoreServicer(rpc_grpc.TaskResultStoreServicer):
     ) -> rpc_pb.LoadTaskResultResponse:
         instance_id = convert.check_instance_id("instance_id", request.instance_id)
         task_id = convert.task_id_from("task_id", request.task_id)
-        output = await task_result_store.load_task_result(self.db, self.codec, instance_id, task_id)
+        output = await task_result_store.load_task_result(self.db, instance_id, task_id)
         return rpc_pb.LoadTaskResultResponse() if output is None else rpc_pb.LoadTaskResultResponse(output=output)
