@@ -368,3 +368,22 @@ def test_unusable_tls_files_stop_the_start_with_one_line(pki: Path, tmp_path: Pa
     for env, setting in cases:
         line = _refusal([*url, "--listen", "127.0.0.1:0"], env=env)
         assert setting in line, line
+
+
+async def test_refused_huge_ids_are_cut_in_the_logs(make_database: Callable[[], Awaitable[str]]) -> None:
+    from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2, snapshot_store_pb2_grpc
+
+    huge = "i" * (3 * 1024 * 1024)
+    with running_service(["--database-url", await make_database()]) as (address, proc):
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = snapshot_store_pb2_grpc.SnapshotStoreStub(channel)
+            for _ in range(10):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.LoadSnapshot(snapshot_store_pb2.LoadSnapshotRequest(instance_id=huge))
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    calls = [json.loads(line) for line in output.splitlines() if '"method": "LoadSnapshot"' in line]
+    assert len(calls) == 10
+    assert all(len(c["instance_id"]) == 256 and c["instance_id_length"] == len(huge) for c in calls)
+    assert len(output) < 100_000
