@@ -96,6 +96,13 @@ class UnavailableError(BackendError):
     grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
+class ResourceExhaustedError(BackendError):
+    """The write would make a reply exceed the message limit; the message names both sizes."""
+
+    kind = "ResourceExhausted"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class OutcomeUnknownError(BackendError):
     """The connection to the database was lost while the call committed.
 
@@ -121,6 +128,7 @@ _BY_KIND: dict[str, type[BackendError]] = {
         FailedPreconditionError,
         UnavailableError,
         OutcomeUnknownError,
+        ResourceExhaustedError,
     )
 }
 
@@ -136,6 +144,7 @@ _BY_CODE: dict[grpc.StatusCode, type[BackendError]] = {
         FailedPreconditionError,
         UnavailableError,
         OutcomeUnknownError,
+        ResourceExhaustedError,
     )
 }
 

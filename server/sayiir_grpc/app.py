@@ -22,7 +22,7 @@ from sayiir_common.proto.sayiir.v1 import (
     task_claim_store_pb2,
     task_claim_store_pb2_grpc,
 )
-from sayiir_grpc import listen, memory, migrate
+from sayiir_grpc import limits, listen, memory, migrate, offload
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
@@ -151,6 +151,7 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
     if settings.metrics_listen != "off":
         listen.ensure_free(settings.metrics_listen, listen.METRICS_SETTING)
     codec = codec_by_name(settings.codec)
+    limits.set_max_reply_bytes(settings.max_message_bytes)
     tokens = load_tokens(settings.auth_tokens_file, settings.auth_tokens)
     credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     metrics = Metrics()
@@ -166,6 +167,7 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
             for step in await migrate.migrate(conn):
                 log.info("migration", step=step)
         await hub.start()
+        await offload.warm_up()
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))

@@ -94,11 +94,22 @@ class Undecodable:
         self.error = error
 
 
-def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+# Methods whose requests carry no payload: ids, names, a few tags or
+# statuses. Their bodies are refused unparsed past SMALL_REQUEST_BYTES, so
+# millions of repeated entries never reach the parser (which runs on the
+# event loop). The others carry snapshots, outputs or event payloads.
+PAYLOAD_METHODS = frozenset({"SaveSnapshot", "SaveSnapshotFenced", "SaveTaskResult", "SendEvent", "CompleteTask"})
+SMALL_REQUEST_BYTES = 64 * 1024
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None, method: str = "") -> Callable[[bytes], Any] | None:
     if deserialize is None:
         return None
+    small = bool(method) and method not in PAYLOAD_METHODS
 
     def parse(data: bytes) -> Any:
+        if small and len(data) > SMALL_REQUEST_BYTES:
+            return Undecodable(f"{len(data)} bytes is more than any valid request of {method} ({SMALL_REQUEST_BYTES})")
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, or a RuntimeError from upb
@@ -196,12 +207,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=_lenient(handler.request_deserializer),
+                request_deserializer=_lenient(handler.request_deserializer, method),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
-            deserializer = _lenient(handler.request_deserializer)
+            deserializer = _lenient(handler.request_deserializer, method)
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 started = time.perf_counter()

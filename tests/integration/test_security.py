@@ -378,12 +378,13 @@ async def test_refused_huge_ids_are_cut_in_the_logs(make_database: Callable[[], 
         async with grpc.aio.insecure_channel(address) as channel:
             stub = snapshot_store_pb2_grpc.SnapshotStoreStub(channel)
             for _ in range(10):
+                request = snapshot_store_pb2.SaveTaskResultRequest(instance_id=huge, task_id=b"\x01" * 32)
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await stub.LoadSnapshot(snapshot_store_pb2.LoadSnapshotRequest(instance_id=huge))
+                    await stub.SaveTaskResult(request)
                 assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
-    calls = [json.loads(line) for line in output.splitlines() if '"method": "LoadSnapshot"' in line]
+    calls = [json.loads(line) for line in output.splitlines() if '"method": "SaveTaskResult"' in line]
     assert len(calls) == 10
     assert all(len(c["instance_id"]) == 256 and c["instance_id_length"] == len(huge) for c in calls)
     assert len(output) < 100_000

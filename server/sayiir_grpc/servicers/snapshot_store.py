@@ -10,6 +10,7 @@ from sayiir_common.codec import SnapshotCodec
 from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
+from sayiir_grpc import limits
 from sayiir_grpc.db import Database
 from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.servicers import Context, rpc
@@ -93,5 +94,10 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         after = convert.check_text("after_instance_id", request.after_instance_id) or None
         statuses = statuses_filter(request.statuses)
         ids = await store.list_snapshots(self.db, after, limit, statuses)
-        next_after = ids[-1] if len(ids) == limit else ""
+        fit = limits.fitting(len(i.encode()) for i in ids)
+        if fit < len(ids):
+            ids = ids[:fit]
+            next_after = ids[-1]
+        else:
+            next_after = ids[-1] if len(ids) == limit else ""
         return rpc_pb.ListSnapshotsResponse(instance_ids=ids, next_after_instance_id=next_after)

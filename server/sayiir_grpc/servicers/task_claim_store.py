@@ -18,6 +18,7 @@ from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import ClaimLostError
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
+from sayiir_grpc import limits
 from sayiir_grpc.db import Database
 from sayiir_grpc.errors import abort
 from sayiir_grpc.idempotency import idempotent
@@ -148,7 +149,9 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         )
         tags = tags_from("worker_tags", request.worker_tags)
         tasks = await store.find_available_tasks(self.db, self.codec, worker_id, request.limit, aging, tags)
-        return rpc_pb.FindAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
+        messages = [available_to_proto(t) for t in tasks]
+        fit = limits.fitting(m.ByteSize() for m in messages)
+        return rpc_pb.FindAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
 
     @rpc
     async def FindHintedTask(
@@ -192,9 +195,14 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         )
         tags = tags_from("worker_tags", request.worker_tags)
         tasks = await store.claim_available_tasks(self.db, self.codec, worker_id, request.limit, ttl, aging, tags)
-        if self.metrics is not None and tasks:
-            self.metrics.claims_granted.inc(len(tasks))
-        return rpc_pb.ClaimAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
+        messages = [available_to_proto(t) for t in tasks]
+        fit = limits.fitting(m.ByteSize() for m in messages)
+        if fit < len(messages):
+            # Same transaction (@idempotent): the claims left out are never committed.
+            await store.release_claims(self.db, [t.instance_id for t in tasks[fit:]], worker_id)
+        if self.metrics is not None and fit:
+            self.metrics.claims_granted.inc(fit)
+        return rpc_pb.ClaimAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
 
     @rpc
     @idempotent(rpc_pb.CompleteTaskResponse)

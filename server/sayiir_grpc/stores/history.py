@@ -16,6 +16,7 @@ import asyncpg
 from sayiir_common.codec import SnapshotCodec, wakeup_hint_payload
 from sayiir_common.ids import TaskId
 from sayiir_common.model import WorkflowSnapshot
+from sayiir_grpc import limits, offload
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
 
@@ -165,7 +166,7 @@ async def lock_for_mutation(
         data, task_ids, outputs = again["data"], again["task_ids"], again["outputs"]
     if data is None:
         return None
-    snapshot = codec.decode(data)
+    snapshot = await offload.decode(codec, data)
     snapshot.trace_parent = row["trace_parent"]
     hydrate(snapshot, task_ids, outputs)
     return LockedSnapshot(snapshot, row["history_version"], row["status"], bool(row["claim_held"]))
@@ -180,6 +181,18 @@ def encode_stripped(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> tuple[b
     outputs = snapshot.take_task_outputs()
     try:
         blob = codec.encode(snapshot)
+    finally:
+        snapshot.hydrate_task_outputs(outputs)
+    return blob, outputs
+
+
+async def encode_stripped_off_loop(
+    codec: SnapshotCodec, snapshot: WorkflowSnapshot
+) -> tuple[bytes, list[tuple[TaskId, bytes]]]:
+    """`encode_stripped`, with a large blob encoded in the worker process."""
+    outputs = snapshot.take_task_outputs()
+    try:
+        blob = await offload.encode(codec, snapshot)
     finally:
         snapshot.hydrate_task_outputs(outputs)
     return blob, outputs
@@ -201,7 +214,8 @@ async def write_mutation(
     pass False when the hint would name a task that is already done.
     """
     snapshot = locked.snapshot
-    blob, _ = encode_stripped(codec, snapshot)
+    limits.check_snapshot_fits(snapshot)
+    blob, _ = await encode_stripped_off_loop(codec, snapshot)
     current = snapshot.current_task_id()
     wake_at = snapshot.delay_wake_at()
     version = locked.history_version + 1

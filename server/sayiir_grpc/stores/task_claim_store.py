@@ -12,6 +12,7 @@ from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import ClaimLostError, NotFoundError
 from sayiir_common.ids import TaskId
 from sayiir_common.model import AtDelay, AtTask, InProgress, Timestamp, WorkflowSnapshot
+from sayiir_grpc import offload
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores.history import (
     READ_BLOB_AND_OUTPUTS,
@@ -320,7 +321,7 @@ async def find_available_tasks(
     candidates = sorted(rows, key=score)[:limit]
     snapshots: list[WorkflowSnapshot] = []
     for row in candidates:
-        snapshot = codec.decode(row["data"])
+        snapshot = await offload.decode(codec, row["data"])
         snapshot.trace_parent = row["trace_parent"]
         snapshots.append(snapshot)
     if snapshots:
@@ -365,7 +366,7 @@ async def find_hinted_task(
     )
     if row is None:
         return None
-    snapshot = codec.decode(row["data"])
+    snapshot = await offload.decode(codec, row["data"])
     snapshot.trace_parent = row["trace_parent"]
     hydrate(snapshot, row["task_ids"], row["outputs"])
     if _runnable_task(snapshot, Timestamp.now()) != task_id:
@@ -376,7 +377,7 @@ async def find_hinted_task(
 async def save_snapshot_fenced(
     db: Database, codec: SnapshotCodec, snapshot: WorkflowSnapshot, task_id: TaskId, worker_id: str
 ) -> bool:
-    args = save_snapshot_args(codec, snapshot)
+    args = await save_snapshot_args(codec, snapshot)
 
     async def body(conn: asyncpg.Connection) -> bool:
         await conn.execute(LOCK_SNAPSHOT_ROW, snapshot.instance_id)
@@ -478,7 +479,7 @@ async def claim_available_tasks(
         if data is None:
             not_runnable.append(row["instance_id"])
             continue
-        snapshot = codec.decode(data)
+        snapshot = await offload.decode(codec, data)
         snapshot.trace_parent = row["trace_parent"]
         hydrate(snapshot, task_ids, outputs)
         task_id = _runnable_task(snapshot, now)
@@ -490,6 +491,11 @@ async def claim_available_tasks(
         # Done already or backing off: give them back at once.
         await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)
     return claimed
+
+
+async def release_claims(db: Database, instance_ids: list[str], worker_id: str) -> None:
+    """Drop `worker_id`'s claims on these instances."""
+    await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, instance_ids, worker_id), transaction=False)
 
 
 async def complete_task(
