@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 
 from sayiir_common.codec import codec_by_name
 from sayiir_common.proto.sayiir.v1 import (
+    operator_pb2,
+    operator_pb2_grpc,
     signal_store_pb2,
     signal_store_pb2_grpc,
     snapshot_store_pb2,
@@ -27,6 +29,7 @@ from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
 from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_credentials
+from sayiir_grpc.servicers.operator import WorkflowOperatorServicer
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
@@ -39,6 +42,7 @@ SERVICE_NAMES = (
     signal_store_pb2.DESCRIPTOR.services_by_name["SignalStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskClaimStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
+    operator_pb2.DESCRIPTOR.services_by_name["WorkflowOperator"].full_name,
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -145,6 +149,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             TaskClaimStoreServicer(db, codec, hub, metrics), server
         )
         task_claim_store_pb2_grpc.add_TaskResultStoreServicer_to_server(TaskResultStoreServicer(db, codec), server)
+        operator_pb2_grpc.add_WorkflowOperatorServicer_to_server(WorkflowOperatorServicer(db, codec), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
