@@ -113,9 +113,8 @@ def _summary(row: asyncpg.Record) -> WorkflowSummary:
     )
 
 
-async def list_workflows(
-    db: Database, value: WorkflowFilter, after: str | None, limit: int
-) -> Page[WorkflowSummary, str]:
+def list_workflows_sql(value: WorkflowFilter, after: str | None, limit: int) -> tuple[str, list[object]]:
+    """One page of summaries (bench/operator_scale.py EXPLAINs this very statement)."""
     params = Params()
     conditions = filter_conditions(value, params)
     if after is not None:
@@ -124,7 +123,14 @@ async def list_workflows(
         f"SELECT {SUMMARY_COLUMNS} {SUMMARY_FROM} {_where(conditions)} "
         f"ORDER BY s.instance_id LIMIT {params.bind(limit)}"
     )
-    rows = await db.run("list_workflows", lambda c: c.fetch(sql, *params.values), transaction=False)
+    return sql, params.values
+
+
+async def list_workflows(
+    db: Database, value: WorkflowFilter, after: str | None, limit: int
+) -> Page[WorkflowSummary, str]:
+    sql, values = list_workflows_sql(value, after, limit)
+    rows = await db.run("list_workflows", lambda c: c.fetch(sql, *values), transaction=False)
     items = [_summary(r) for r in rows]
     return Page(items, items[-1].instance_id if len(items) == limit else None)
 
