@@ -266,6 +266,16 @@ class ClaimInfo:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The console's front page: workflows by status, the runnable backlog, recent failures."""
+
+    by_status: dict[str, int]
+    runnable: int
+    oldest_runnable_since: datetime | None
+    recent_failures: tuple[WorkflowSummary, ...]
+
+
 T = TypeVar("T")
 C = TypeVar("C")
 

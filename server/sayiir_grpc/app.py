@@ -26,6 +26,7 @@ from sayiir_common.proto.sayiir.v1 import (
 )
 from sayiir_grpc import migrate
 from sayiir_grpc.config import Settings
+from sayiir_grpc.console import ConsoleServer, tls_context
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
 from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_credentials
@@ -58,6 +59,7 @@ class RunningServer:
     metrics: Metrics
     settings: Settings
     metrics_port: int | None = None
+    console: ConsoleServer | None = None
     draining: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -103,6 +105,8 @@ class RunningServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.console is not None:
+            await asyncio.to_thread(self.console.stop)
         # Ending the wakeup streams first leaves only unary calls to drain.
         await self.hub.stop()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
@@ -164,11 +168,21 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             raise OSError(f"cannot listen on {settings.listen}")
         metrics_port = None if settings.metrics_listen == "off" else metrics.serve(settings.metrics_listen)
         await server.start()
+        console = None
+        if settings.console_listen != "off":
+            console = ConsoleServer(
+                settings.console_listen,
+                database_url,
+                codec,
+                tokens,
+                tls_context(settings.tls_cert_file, settings.tls_key_file),
+            )
+            await asyncio.to_thread(console.start)
     except BaseException:
         await hub.stop()
         await db.close()
         raise
-    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port)
+    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port, console)
     await running.set_health(SERVING)
     running.start_background()
     return running
@@ -182,6 +196,10 @@ async def serve(settings: Settings, database_url: str) -> None:
     if running.metrics_port is not None:
         metrics_host = settings.metrics_listen.rpartition(":")[0]
         print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
+    if running.console is not None:
+        scheme = "https" if running.console.tls is not None else "http"
+        console_host = settings.console_listen.rpartition(":")[0]
+        print(f"console on {scheme}://{console_host}:{running.console.port}/", flush=True)
     log.info("serving", listen=f"{host}:{running.port}", codec=settings.codec, metrics_port=running.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -160,7 +160,7 @@ def server_credentials(
     )
 
 
-def _matching_token(presented: bytes, tokens: list[Token]) -> Token | None:
+def matching_token(presented: bytes, tokens: list[Token]) -> Token | None:
     found = None
     for token in tokens:  # no early exit: the time taken does not depend on which token matched
         if hmac.compare_digest(presented, token.secret) and found is None:
@@ -186,7 +186,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
                 scheme, _, credential = text.partition(" ")
                 if scheme.lower() == "bearer":
                     presented = credential.strip().encode()
-        token = _matching_token(presented, self.tokens) if presented else None
+        token = matching_token(presented, self.tokens) if presented else None
         if token is None:
             return _deny(await continuation(details), grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         if not allowed(token.role, details.method):

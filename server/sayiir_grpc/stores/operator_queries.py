@@ -18,6 +18,7 @@ from sayiir_common.operator_model import (
     ClaimInfo,
     CompletedTaskInfo,
     HistoryEntry,
+    Overview,
     Page,
     PendingSignalInfo,
     RetryStateInfo,
@@ -296,3 +297,46 @@ async def list_claims(
     rows = await db.run("list_claims", lambda c: c.fetch(sql, *params.values), transaction=False)
     items = [claim_info(r) for r in rows]
     return Page(items, items[-1].instance_id if len(items) == limit else None)
+
+
+STATUS_COUNTS = "SELECT status, count(*) AS n FROM sayiir_workflow_snapshots GROUP BY status"
+# Ready to run: in progress at a task, and no live claim on it.
+RUNNABLE = """
+SELECT count(*) AS n, min(s.updated_at) AS oldest FROM sayiir_workflow_snapshots s
+WHERE s.status = 'InProgress' AND s.position_kind = 'AtTask'
+  AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_claims c
+                  WHERE c.instance_id = s.instance_id AND (c.expires_at IS NULL OR c.expires_at > now()))
+"""
+RECENT_FAILURES = f"""
+SELECT {SUMMARY_COLUMNS} {SUMMARY_FROM} WHERE s.status = 'Failed' ORDER BY s.updated_at DESC LIMIT $1
+"""
+
+
+async def overview(db: Database, failures: int = 10) -> Overview:
+    async def body(conn: asyncpg.Connection) -> Overview:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            counts = await conn.fetch(STATUS_COUNTS)
+            runnable = await conn.fetchrow(RUNNABLE)
+            failed = await conn.fetch(RECENT_FAILURES, failures)
+        return Overview(
+            by_status={r["status"]: int(r["n"]) for r in counts},
+            runnable=int(runnable["n"]),
+            oldest_runnable_since=runnable["oldest"],
+            recent_failures=tuple(_summary(r) for r in failed),
+        )
+
+    return await db.run("overview", body, transaction=False)
+
+
+# The first `$2` bytes of each stored output, and its full size.
+OUTPUT_HEADS = """
+SELECT task_id, substring(output FROM 1 FOR $2) AS head, octet_length(output) AS size
+FROM sayiir_workflow_tasks
+WHERE instance_id = $1 AND status = 'completed' AND output IS NOT NULL
+"""
+
+
+async def output_heads(db: Database, instance_id: str, max_bytes: int) -> dict[bytes, tuple[bytes, int]]:
+    """task id -> (the output's first `max_bytes` bytes, its size)."""
+    rows = await db.run("output_heads", lambda c: c.fetch(OUTPUT_HEADS, instance_id, max_bytes), transaction=False)
+    return {bytes(r["task_id"]): (bytes(r["head"]), int(r["size"])) for r in rows}
