@@ -57,7 +57,7 @@ FILTER_FIELDS = (
 ACTIONS = {a.value: a for a in WorkflowAction}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SESSION_KEY = "sayiir_console_session"
+SESSION_KEY = web.RequestKey("sayiir_console_session", Session)
 
 
 class Console:
