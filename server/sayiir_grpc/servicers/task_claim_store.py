@@ -16,14 +16,15 @@ from google.protobuf import duration_pb2
 from sayiir_common import convert
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import ClaimLostError
+from sayiir_common.model import AvailableTask
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.servicers.snapshot_store import require_snapshot
+from sayiir_grpc.stores import dispatch, task_result_store
 from sayiir_grpc.stores import task_claim_store as store
-from sayiir_grpc.stores import task_result_store
 from sayiir_grpc.wakeup import WakeupHint, WakeupHub
 
 MAX_LIMIT = 1000
@@ -53,7 +54,7 @@ def tags_from(field: str, values: list[str]) -> list[str]:
     ]
 
 
-def available_to_proto(task: store.AvailableTask) -> rpc_pb.AvailableTask:
+def available_to_proto(task: AvailableTask) -> rpc_pb.AvailableTask:
     message = rpc_pb.AvailableTask(
         instance_id=task.instance_id,
         task_id=task.task_id.as_bytes(),
@@ -141,7 +142,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             else DEFAULT_AGING_S
         )
         tags = tags_from("worker_tags", list(request.worker_tags))
-        tasks = await store.find_available_tasks(self.db, self.codec, worker_id, request.limit, aging, tags)
+        tasks = await dispatch.find_available_tasks(self.db, self.codec, worker_id, request.limit, aging, tags)
         return rpc_pb.FindAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
 
     @rpc
@@ -152,7 +153,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             raise convert.InvalidField("hint", "is required")
         instance_id = convert.check_instance_id("hint.instance_id", request.hint.instance_id)
         task_id = convert.task_id_from("hint.task_id", request.hint.task_id)
-        task = await store.find_hinted_task(self.db, self.codec, instance_id, task_id)
+        task = await dispatch.find_hinted_task(self.db, self.codec, instance_id, task_id)
         if task is None:
             return rpc_pb.FindHintedTaskResponse()
         return rpc_pb.FindHintedTaskResponse(task=available_to_proto(task))
@@ -183,7 +184,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             else DEFAULT_AGING_S
         )
         tags = tags_from("worker_tags", list(request.worker_tags))
-        tasks = await store.claim_available_tasks(self.db, self.codec, worker_id, request.limit, ttl, aging, tags)
+        tasks = await dispatch.claim_available_tasks(self.db, self.codec, worker_id, request.limit, ttl, aging, tags)
         if self.metrics is not None and tasks:
             self.metrics.claims_granted.inc(len(tasks))
         return rpc_pb.ClaimAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
