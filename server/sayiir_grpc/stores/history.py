@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sayiir_common.codec import SnapshotCodec, wakeup_hint_payload
+from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
-from sayiir_common.model import WorkflowSnapshot
+from sayiir_common.model import TaskWakeupHint, WorkflowSnapshot
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
 # A claim is live until it expires; one without expiry until it is released.
@@ -137,6 +137,12 @@ class LockedSnapshot:
     history_version: int
     status: str
     claim_held: bool = False
+
+
+def wakeup_payload(snapshot: WorkflowSnapshot) -> str | None:
+    """The NOTIFY payload a write of `snapshot` sends, or None when it waits at no task."""
+    hint = TaskWakeupHint.of_snapshot(snapshot)
+    return None if hint is None else hint.encode()
 
 
 def blob_hash(blob: bytes) -> bytes:
@@ -265,7 +271,7 @@ async def write_mutation(
         None if task_output is None else task_output[0].as_bytes(),
         None if task_output is None else task_output[1],
         close_active_tasks_as,
-        wakeup_hint_payload(snapshot) if notify else None,
+        wakeup_payload(snapshot) if notify else None,
         release_claim_of,
     )
     locked.history_version = version

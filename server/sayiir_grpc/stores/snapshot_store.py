@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sayiir_common.codec import SnapshotCodec, wakeup_hint_payload
+from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import NotFoundError
 from sayiir_common.ids import TaskId
 from sayiir_common.model import TERMINAL_STATUSES, WorkflowSnapshot
@@ -23,6 +23,7 @@ from sayiir_grpc.stores.history import (
     snapshot_of,
     snapshot_row_args,
     stored_outputs,
+    wakeup_payload,
     write_mutation,
 )
 
@@ -177,7 +178,7 @@ def save_snapshot_args(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> list
         output_ids,
         outputs,
         TERMINAL_TASK_STATUS.get(snapshot.state.kind, "completed"),
-        wakeup_hint_payload(snapshot),
+        wakeup_payload(snapshot),
     ]
 
 
