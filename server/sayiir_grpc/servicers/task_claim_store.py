@@ -47,10 +47,19 @@ def claim_key(request: ClaimRequest) -> tuple[str, TaskId, str]:
     )
 
 
-def aging_from(request: rpc_pb.FindAvailableTasksRequest | rpc_pb.ClaimAvailableTasksRequest) -> float:
-    if not request.HasField("aging_interval"):
-        return DEFAULT_AGING_S
-    return checks.positive_seconds("aging_interval", request.aging_interval)
+def dispatch_args(
+    request: rpc_pb.FindAvailableTasksRequest | rpc_pb.ClaimAvailableTasksRequest,
+) -> tuple[str, int, float, list[str]]:
+    """(worker_id, limit, aging interval in seconds, worker tags) of a dispatch call, each checked."""
+    aging = DEFAULT_AGING_S
+    if request.HasField("aging_interval"):
+        aging = checks.positive_seconds("aging_interval", request.aging_interval)
+    return (
+        checks.check_worker_id("worker_id", request.worker_id),
+        checks.check_limit("limit", request.limit, MAX_LIMIT),
+        aging,
+        checks.check_tags("worker_tags", list(request.worker_tags)),
+    )
 
 
 def ttl_from(request: rpc_pb.ClaimTaskRequest | rpc_pb.ClaimAvailableTasksRequest) -> float | None:
@@ -97,10 +106,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def FindAvailableTasks(
         self, request: rpc_pb.FindAvailableTasksRequest, context: Context
     ) -> rpc_pb.FindAvailableTasksResponse:
-        worker_id = checks.check_worker_id("worker_id", request.worker_id)
-        limit = checks.check_limit("limit", request.limit, MAX_LIMIT)
-        aging = aging_from(request)
-        tags = checks.check_tags("worker_tags", list(request.worker_tags))
+        worker_id, limit, aging, tags = dispatch_args(request)
         tasks = await dispatch.find_available_tasks(self.db, self.codec, worker_id, limit, aging, tags)
         return rpc_pb.FindAvailableTasksResponse(tasks=[convert.available_task_to_proto(t) for t in tasks])
 
@@ -130,11 +136,8 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def ClaimAvailableTasks(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
     ) -> rpc_pb.ClaimAvailableTasksResponse:
-        worker_id = checks.check_worker_id("worker_id", request.worker_id)
-        limit = checks.check_limit("limit", request.limit, MAX_LIMIT)
+        worker_id, limit, aging, tags = dispatch_args(request)
         ttl = ttl_from(request)
-        aging = aging_from(request)
-        tags = checks.check_tags("worker_tags", list(request.worker_tags))
         tasks = await dispatch.claim_available_tasks(self.db, self.codec, worker_id, limit, ttl, aging, tags)
         if self.metrics is not None and tasks:
             self.metrics.claims_granted.inc(len(tasks))
