@@ -345,7 +345,7 @@ CALLS = DISPATCH_CALLS + OTHER_CALLS
 
 
 def dispatch_statements() -> dict[str, tuple[str, list[Any]]]:
-    from sayiir_grpc.stores import task_claim_store as store
+    from sayiir_grpc.stores import dispatch as store
 
     return {
         "find_available_tasks (FIND_CANDIDATES)": (store.FIND_CANDIDATES, [FIND_LIMIT, None]),
@@ -438,7 +438,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if service is not None:
             service.stop()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name(url)}" WITH (FORCE)')
+        if args.keep_database:
+            print(f"kept the database: {url}", file=sys.stderr)
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db_name(url)}" WITH (FORCE)')
         await admin.close()
     result["summary"] = summarise(result)
     return result
@@ -501,6 +504,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="directory for scale.json, the plot and the plans")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--keep-database", action="store_true", help="leave the filled database for inspection")
     args = parser.parse_args()
     if args.quick and args.samples == 40:
         args.samples = 5
