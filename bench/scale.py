@@ -45,7 +45,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import DEFAULT_ADMIN_URL, REPO, database_url, db_name, start_service  # noqa: E402
-
 from sayiir_client import (  # noqa: E402
     AtDelay,
     AtSignal,
