@@ -5,24 +5,21 @@ async with connect_operator("127.0.0.1:50051", token=...) as ops:
         print(workflow.instance_id, workflow.error)
     print(await ops.cancel(WorkflowFilter(statuses=("InProgress",)), dry_run=True))
 
-Mutating calls carry a fresh `x-request-id` (one per logical call); reads
-are retried on UNAVAILABLE, actions never (a repeat could act twice).
+Calls go through GrpcBackend's call helper: an `x-request-id` per logical
+call, reads retried on UNAVAILABLE, actions never (a repeat could act twice).
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 
-from sayiir_client.backend import DEFAULT_RETRY_DELAYS, DEFAULT_TIMEOUT_S, open_channel
+from sayiir_client.backend import DEFAULT_RETRY_DELAYS, DEFAULT_TIMEOUT_S, GrpcBackend, Retry, open_channel
 from sayiir_common import convert
 from sayiir_common import operator_convert as oc
-from sayiir_common.errors import error_from_rpc
 from sayiir_common.model import WorkflowSnapshot
 from sayiir_common.operator_model import (
     ActionParams,
@@ -38,7 +35,6 @@ from sayiir_common.operator_model import (
 from sayiir_common.proto.sayiir.v1 import operator_pb2 as op_pb
 from sayiir_common.proto.sayiir.v1 import operator_pb2_grpc as op_grpc
 
-REQUEST_ID_METADATA = "x-request-id"
 Targets = Sequence[str] | WorkflowFilter
 
 
@@ -53,28 +49,9 @@ class OperatorClient:
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     ) -> None:
         self.channel = channel
-        self.timeout = timeout
-        self.retry_delays = retry_delays
-        self._stub = op_grpc.WorkflowOperatorStub(channel)
-
-    async def _read(self, name: str, request: Any) -> Any:
-        method = getattr(self._stub, name)
-        attempt = 0
-        while True:
-            try:
-                return await method(request, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= len(self.retry_delays):
-                    raise error_from_rpc(exc) from None
-                await asyncio.sleep(self.retry_delays[attempt])
-                attempt += 1
-
-    async def _write(self, name: str, request: Any) -> Any:
-        metadata = ((REQUEST_ID_METADATA, uuid.uuid4().hex),)
-        try:
-            return await getattr(self._stub, name)(request, timeout=self.timeout, metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from None
+        self._operator = op_grpc.WorkflowOperatorStub(channel)
+        # GrpcBackend's call helper: the same retries, idempotency key and errors.
+        self._call = GrpcBackend(channel, timeout=timeout, retry_delays=retry_delays)._call
 
     # -- reads ---------------------------------------------------------------
 
@@ -85,7 +62,7 @@ class OperatorClient:
         request = op_pb.ListWorkflowsRequest(
             filter=oc.filter_to_proto(where or WorkflowFilter()), page_size=limit, after_instance_id=after or ""
         )
-        response = await self._read("ListWorkflows", request)
+        response = await self._call(self._operator.ListWorkflows, request, retry=Retry.SAFE)
         return Page([oc.summary_from_proto(w) for w in response.workflows], response.next_after_instance_id or None)
 
     async def iter_workflows(
@@ -101,7 +78,9 @@ class OperatorClient:
             after = page.after
 
     async def describe_workflow(self, instance_id: str) -> WorkflowDescription:
-        response = await self._read("DescribeWorkflow", op_pb.DescribeWorkflowRequest(instance_id=instance_id))
+        response = await self._call(
+            self._operator.DescribeWorkflow, op_pb.DescribeWorkflowRequest(instance_id=instance_id), retry=Retry.SAFE
+        )
         return oc.description_from_proto(response)
 
     async def workflow_history(
@@ -110,7 +89,7 @@ class OperatorClient:
         request = op_pb.ListWorkflowHistoryRequest(
             instance_id=instance_id, page_size=limit, after_version=after_version
         )
-        response = await self._read("ListWorkflowHistory", request)
+        response = await self._call(self._operator.ListWorkflowHistory, request, retry=Retry.SAFE)
         return Page([oc.history_from_proto(v) for v in response.versions], response.next_after_version or None)
 
     async def iter_history(
@@ -128,7 +107,7 @@ class OperatorClient:
     async def workflow_version(self, instance_id: str, version: int) -> tuple[HistoryEntry, WorkflowSnapshot]:
         """One history version, decoded (its completed tasks carry no outputs: blobs keep none)."""
         request = op_pb.GetWorkflowVersionRequest(instance_id=instance_id, version=version)
-        response = await self._read("GetWorkflowVersion", request)
+        response = await self._call(self._operator.GetWorkflowVersion, request, retry=Retry.SAFE)
         return oc.history_from_proto(response.version), convert.snapshot_from_proto(response.snapshot)
 
     async def list_claims(
@@ -142,7 +121,7 @@ class OperatorClient:
         request = op_pb.ListClaimsRequest(
             worker_id=worker_id or "", expired_only=expired_only, page_size=limit, after_instance_id=after or ""
         )
-        response = await self._read("ListClaims", request)
+        response = await self._call(self._operator.ListClaims, request, retry=Retry.SAFE)
         return Page([oc.claim_from_proto(c) for c in response.claims], response.next_after_instance_id or None)
 
     async def iter_claims(
@@ -173,14 +152,7 @@ class OperatorClient:
         A filter is worked through batch by batch (one call each); the
         counts are summed. A dry run only counts.
         """
-        params = params or ActionParams()
-        template = op_pb.ActOnWorkflowsRequest(action=oc.ACTION_TO_PROTO[action], dry_run=dry_run)
-        if params.reason is not None:
-            template.reason = params.reason
-        if params.requested_by is not None:
-            template.requested_by = params.requested_by
-        template.signal_name = params.signal_name
-        template.payload = params.payload
+        template = oc.action_request(action, params or ActionParams(), dry_run)
         total = ActionResult()
         if isinstance(targets, WorkflowFilter):
             template.filter.CopyFrom(oc.filter_to_proto(targets))
@@ -188,7 +160,7 @@ class OperatorClient:
             after = ""
             while True:
                 template.after_instance_id = after
-                response = await self._write("ActOnWorkflows", template)
+                response = await self._call(self._operator.ActOnWorkflows, template, retry=Retry.NEVER)
                 total += oc.result_from_proto(response)
                 after = response.next_after_instance_id
                 if not after:
@@ -196,7 +168,7 @@ class OperatorClient:
         ids = list(targets)
         for start in range(0, len(ids), oc.MAX_NAMED_INSTANCES):
             template.instances.CopyFrom(op_pb.InstanceIds(instance_ids=ids[start : start + oc.MAX_NAMED_INSTANCES]))
-            total += oc.result_from_proto(await self._write("ActOnWorkflows", template))
+            total += oc.result_from_proto(await self._call(self._operator.ActOnWorkflows, template, retry=Retry.NEVER))
         return total
 
     async def cancel(
@@ -225,7 +197,9 @@ class OperatorClient:
 
     async def release_claim(self, instance_id: str) -> ClaimInfo:
         """Force-release the claim on `instance_id`; NotFoundError when there is none."""
-        response = await self._write("ReleaseClaim", op_pb.ReleaseClaimRequest(instance_id=instance_id))
+        response = await self._call(
+            self._operator.ReleaseClaim, op_pb.ReleaseClaimRequest(instance_id=instance_id), retry=Retry.NEVER
+        )
         return oc.claim_from_proto(response.claim)
 
     async def close(self) -> None:

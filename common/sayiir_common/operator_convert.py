@@ -7,14 +7,12 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
+from sayiir_common.checks import InvalidField, check_instance_id, check_text
 from sayiir_common.convert import (
     PROTO_TO_SIGNAL_KIND,
     PROTO_TO_STATUS,
     SIGNAL_KIND_TO_PROTO,
     STATUS_TO_PROTO,
-    InvalidField,
-    check_instance_id,
-    check_text,
 )
 from sayiir_common.ids import HASH_LEN, DefinitionHash, TaskId
 from sayiir_common.model import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS, SignalKind
@@ -305,6 +303,18 @@ def claim_from_proto(message: op_pb.ClaimSummary) -> ClaimInfo:
 
 
 # -- actions -----------------------------------------------------------------
+
+
+def action_request(action: WorkflowAction, params: ActionParams, dry_run: bool) -> op_pb.ActOnWorkflowsRequest:
+    """An ActOnWorkflows request without its target (the caller sets instances or a filter)."""
+    request = op_pb.ActOnWorkflowsRequest(
+        action=ACTION_TO_PROTO[action], dry_run=dry_run, signal_name=params.signal_name, payload=params.payload
+    )
+    if params.reason is not None:
+        request.reason = params.reason
+    if params.requested_by is not None:
+        request.requested_by = params.requested_by
+    return request
 
 
 def action_from_proto(value: int) -> WorkflowAction:

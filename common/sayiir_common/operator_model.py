@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sayiir_common.convert import MAX_SIGNAL_NAME_BYTES, MAX_TAG_BYTES, InvalidField, check_text
+from sayiir_common.checks import MAX_SIGNAL_NAME_BYTES, MAX_SIGNAL_TEXT_BYTES, MAX_TAG_BYTES, InvalidField, check_text
 from sayiir_common.ids import HASH_LEN, DefinitionHash, TaskId
 from sayiir_common.model import STATUS_NAMES, TERMINAL_STATUSES
 
 MAX_ERROR_FILTER_BYTES = 1024
-MAX_REASON_BYTES = 4096
 
 # "InProgress", "inprogress", "in_progress", "IN-PROGRESS" all name one status.
 _STATUS_BY_KEY = {name.lower(): name for name in STATUS_NAMES}
@@ -116,7 +115,7 @@ class ActionParams:
     def check(self, action: WorkflowAction) -> None:
         for name, value in (("reason", self.reason), ("requested_by", self.requested_by)):
             if value is not None:
-                check_text(name, value, max_bytes=MAX_REASON_BYTES)
+                check_text(name, value, max_bytes=MAX_SIGNAL_TEXT_BYTES)
         if action is WorkflowAction.SEND_EVENT:
             check_text("signal_name", self.signal_name, required=True, max_bytes=MAX_SIGNAL_NAME_BYTES)
 

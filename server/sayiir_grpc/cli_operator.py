@@ -18,8 +18,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from sayiir_client.operator import OperatorClient, connect_operator
-from sayiir_common.convert import InvalidField
+from sayiir_common.checks import InvalidField
 from sayiir_common.errors import BackendError, InvalidArgumentError, NotFoundError
 from sayiir_common.ids import DefinitionHash, TaskId
 from sayiir_common.operator_model import (
@@ -36,6 +35,7 @@ from sayiir_common.operator_model import (
     parse_time,
     rfc3339,
 )
+from sayiir_grpc.cli_calls import OperatorCalls, operator_calls
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LIMIT = 100
@@ -290,7 +290,7 @@ def report(result: ActionResult, *, named: bool) -> None:
 # -- the commands ----------------------------------------------------------------
 
 
-async def _list(ops: OperatorClient, args: argparse.Namespace) -> None:
+async def _list(ops: OperatorCalls, args: argparse.Namespace) -> None:
     where = workflow_filter(args)
     if args.limit < 1:
         raise UsageError(f"--limit: must be 1 or more, got {args.limit}")
@@ -305,11 +305,11 @@ async def _list(ops: OperatorClient, args: argparse.Namespace) -> None:
     print_workflows(items, args.json)
 
 
-async def _describe(ops: OperatorClient, args: argparse.Namespace) -> None:
+async def _describe(ops: OperatorCalls, args: argparse.Namespace) -> None:
     print_description(await ops.describe_workflow(args.instance_id), args.json)
 
 
-async def _history(ops: OperatorClient, args: argparse.Namespace) -> None:
+async def _history(ops: OperatorCalls, args: argparse.Namespace) -> None:
     print_history([v async for v in ops.iter_history(args.instance_id)], args.json)
 
 
@@ -326,14 +326,14 @@ def _confirm(action: WorkflowAction, matched: int) -> bool:
     return answer.strip().lower() in {"y", "yes"}
 
 
-async def _act(ops: OperatorClient, args: argparse.Namespace) -> None:
+async def _act(ops: OperatorCalls, args: argparse.Namespace) -> None:
     action = ACTIONS[args.operator_command]
     params = ActionParams(reason=getattr(args, "reason", None), requested_by=getattr(args, "requested_by", None))
     params.check(action)
     if args.instance_ids:
         if has_filter(args):
             raise UsageError("give workflow ids or filters, not both")
-        result = await ops.act(action, args.instance_ids, params=params, dry_run=args.dry_run)
+        result = await ops.act(action, list(dict.fromkeys(args.instance_ids)), params=params, dry_run=args.dry_run)
         report(result, named=True)
         return
     where = workflow_filter(args)
@@ -349,18 +349,18 @@ async def _act(ops: OperatorClient, args: argparse.Namespace) -> None:
     report(await ops.act(action, where, params=params), named=False)
 
 
-async def _send_event(ops: OperatorClient, args: argparse.Namespace) -> None:
+async def _send_event(ops: OperatorCalls, args: argparse.Namespace) -> None:
     params = ActionParams(signal_name=args.signal_name, payload=args.payload.encode())
     params.check(WorkflowAction.SEND_EVENT)
     report(await ops.act(WorkflowAction.SEND_EVENT, [args.instance_id], params=params), named=True)
 
 
-async def _claims_list(ops: OperatorClient, args: argparse.Namespace) -> None:
-    items = [c async for c in ops.iter_claims(worker_id=args.worker, expired_only=args.expired, page_size=PAGE_SIZE)]
+async def _claims_list(ops: OperatorCalls, args: argparse.Namespace) -> None:
+    items = [c async for c in ops.iter_claims(worker_id=args.worker, expired_only=args.expired)]
     print_claims(items, args.json)
 
 
-async def _claims_release(ops: OperatorClient, args: argparse.Namespace) -> None:
+async def _claims_release(ops: OperatorCalls, args: argparse.Namespace) -> None:
     try:
         await ops.release_claim(args.instance_id)
     except NotFoundError:
@@ -369,7 +369,7 @@ async def _claims_release(ops: OperatorClient, args: argparse.Namespace) -> None
         report(ActionResult(matched=1, applied=1), named=True)
 
 
-COMMANDS: dict[tuple[str, str], Callable[[OperatorClient, argparse.Namespace], Awaitable[None]]] = {
+COMMANDS: dict[tuple[str, str], Callable[[OperatorCalls, argparse.Namespace], Awaitable[None]]] = {
     ("workflows", "list"): _list,
     ("workflows", "describe"): _describe,
     ("workflows", "history"): _history,
@@ -392,7 +392,7 @@ async def _run(args: argparse.Namespace) -> None:
         raise UsageError("--tls-cert and --tls-key go together")
     target = args.target or os.environ.get("SAYIIR_TARGET") or DEFAULT_TARGET
     token = args.token or os.environ.get("SAYIIR_TOKEN") or None
-    async with connect_operator(
+    async with operator_calls(
         target, token=token, root_certificates=root, certificate_chain=chain, private_key=key
     ) as ops:
         await command(ops, args)

@@ -19,8 +19,8 @@ import jinja2
 from aiohttp import web
 from multidict import MultiMapping
 
+from sayiir_common.checks import InvalidField
 from sayiir_common.codec import SnapshotCodec
-from sayiir_common.convert import InvalidField
 from sayiir_common.errors import BackendError, NotFoundError
 from sayiir_common.ids import DefinitionHash, TaskId
 from sayiir_common.model import STATUS_NAMES

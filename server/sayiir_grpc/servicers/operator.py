@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from sayiir_common import convert
+from sayiir_common import checks, convert
 from sayiir_common import operator_convert as oc
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.proto.sayiir.v1 import operator_pb2 as op_pb
@@ -33,17 +33,17 @@ class WorkflowOperatorServicer(op_grpc.WorkflowOperatorServicer):
     async def DescribeWorkflow(
         self, request: op_pb.DescribeWorkflowRequest, context: Context
     ) -> op_pb.DescribeWorkflowResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
         return oc.description_to_proto(await queries.describe_workflow(self.db, self.codec, instance_id))
 
     @rpc
     async def ListWorkflowHistory(
         self, request: op_pb.ListWorkflowHistoryRequest, context: Context
     ) -> op_pb.ListWorkflowHistoryResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
         limit = oc.page_size("page_size", request.page_size)
         if request.after_version < 0:
-            raise convert.InvalidField("after_version", f"must not be negative, got {request.after_version}")
+            raise checks.InvalidField("after_version", f"must not be negative, got {request.after_version}")
         page = await queries.list_history(self.db, self.codec, instance_id, request.after_version, limit)
         return op_pb.ListWorkflowHistoryResponse(
             versions=[oc.history_to_proto(v) for v in page.items], next_after_version=page.after or 0
@@ -53,9 +53,9 @@ class WorkflowOperatorServicer(op_grpc.WorkflowOperatorServicer):
     async def GetWorkflowVersion(
         self, request: op_pb.GetWorkflowVersionRequest, context: Context
     ) -> op_pb.GetWorkflowVersionResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
         if request.version < 1:
-            raise convert.InvalidField("version", f"must be 1 or more, got {request.version}")
+            raise checks.InvalidField("version", f"must be 1 or more, got {request.version}")
         entry, snapshot = await queries.get_version(self.db, self.codec, instance_id, request.version)
         response = op_pb.GetWorkflowVersionResponse(version=oc.history_to_proto(entry))
         convert.fill_snapshot(response.snapshot, snapshot)
@@ -73,7 +73,7 @@ class WorkflowOperatorServicer(op_grpc.WorkflowOperatorServicer):
             result = await actions.act_on_instances(self.db, self.codec, action, ids, params, request.dry_run)
             return oc.result_to_proto(result)
         if target != "filter":
-            raise convert.InvalidField("target", "name the instances or give a filter")
+            raise checks.InvalidField("target", "name the instances or give a filter")
         value = oc.filter_from_proto(request.filter)
         batch = oc.page_size("batch_size", request.batch_size, oc.DEFAULT_BATCH_SIZE, oc.MAX_BATCH_SIZE)
         after = oc.cursor("after_instance_id", request.after_instance_id)
@@ -84,7 +84,7 @@ class WorkflowOperatorServicer(op_grpc.WorkflowOperatorServicer):
 
     @rpc
     async def ListClaims(self, request: op_pb.ListClaimsRequest, context: Context) -> op_pb.ListClaimsResponse:
-        worker = convert.check_text("worker_id", request.worker_id, max_bytes=256) or None
+        worker = checks.check_text("worker_id", request.worker_id, max_bytes=256) or None
         limit = oc.page_size("page_size", request.page_size)
         after = oc.cursor("after_instance_id", request.after_instance_id)
         page = await queries.list_claims(self.db, worker, request.expired_only, after, limit)
@@ -94,6 +94,6 @@ class WorkflowOperatorServicer(op_grpc.WorkflowOperatorServicer):
 
     @rpc
     async def ReleaseClaim(self, request: op_pb.ReleaseClaimRequest, context: Context) -> op_pb.ReleaseClaimResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
         claim = await actions.release_claim(self.db, instance_id)
         return op_pb.ReleaseClaimResponse(claim=oc.claim_to_proto(claim))
