@@ -23,9 +23,11 @@ from sayiir_common.proto.sayiir.v1 import (
     task_claim_store_pb2_grpc,
 )
 from sayiir_grpc import migrate
+from sayiir_grpc.backlog import backlog_loop
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
+from sayiir_grpc.retention import retention_loop
 from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_credentials
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
@@ -89,6 +91,12 @@ class RunningServer:
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health-probe"))
         self._tasks.append(asyncio.create_task(self._pool_loop(), name="pool-metrics"))
+        settings, db, metrics = self.settings, self.db, self.metrics
+        self._tasks.append(asyncio.create_task(backlog_loop(db, metrics, settings.gauge_interval), name="backlog"))
+        if settings.retention is not None:
+            purged = metrics.count_purged
+            retention = retention_loop(db, settings.retention, settings.retention_interval, purged)
+            self._tasks.append(asyncio.create_task(retention, name="retention"))
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new work, end the streams, let calls finish, close."""

@@ -1,4 +1,4 @@
-"""The `sayiir-grpc` command: `serve` and `migrate`."""
+"""The `sayiir-grpc` command: `serve`, `migrate`, `healthcheck`, `check` and `purge`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from sayiir_grpc import config, migrate
+from sayiir_grpc import config, migrate, purge_command
 from sayiir_grpc.log_setup import configure
 from sayiir_grpc.security import SecurityConfigError
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print each violation, exit 0 when none, 1 when some, 2 when the check cannot run.",
     )
     invariants.add_argument("--database-url", default=None, help="PostgreSQL URL [env SAYIIR_DATABASE_URL]")
+    purge_command.add_parser(commands)
     return parser
 
 
@@ -108,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "healthcheck":
         target = args.listen or os.environ.get("SAYIIR_LISTEN") or "127.0.0.1:50051"
         return 0 if asyncio.run(_healthcheck(target, args.timeout)) else 1
+    if args.command == "purge":
+        return purge_command.run(args)
     if args.command == "check":
         url = args.database_url or os.environ.get("SAYIIR_DATABASE_URL")
         if not url:
