@@ -38,6 +38,18 @@ DASHBOARD_METRICS = (
     "sayiir_grpc_claims_granted_total",
     "sayiir_grpc_claims_lost_total",
     "sayiir_grpc_transient_retries_total",
+    "sayiir_grpc_purged_total",
+    "sayiir_grpc_workflows",
+    "sayiir_grpc_runnable_tasks",
+    "sayiir_grpc_oldest_runnable_task_age_seconds",
+    "sayiir_grpc_expired_claims",
+)
+# The backlog gauges describe the whole database: every replica reports the same value.
+DATABASE_WIDE = (
+    "sayiir_grpc_workflows",
+    "sayiir_grpc_runnable_tasks",
+    "sayiir_grpc_oldest_runnable_task_age_seconds",
+    "sayiir_grpc_expired_claims",
 )
 METRIC_NAME = re.compile(r"\bsayiir_grpc_[a-z0-9_]+\b")
 
@@ -245,9 +257,67 @@ def test_every_dashboard_panel_plots_a_service_metric(dashboard: dict[str, Any])
     assert plotted == set(DASHBOARD_METRICS)
 
 
-def test_dashboard_metrics_are_the_ones_the_service_exports() -> None:
+def _exported() -> set[str]:
     exported: set[str] = set()
     for family in Metrics().registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         exported |= {family.name + suffix for suffix in suffixes}
-    assert set(DASHBOARD_METRICS) <= exported, set(DASHBOARD_METRICS) - exported
+    return exported
+
+
+def test_dashboard_metrics_are_the_ones_the_service_exports() -> None:
+    assert set(DASHBOARD_METRICS) <= _exported(), set(DASHBOARD_METRICS) - _exported()
+
+
+def _max_of(metric: str, expr: str) -> bool:
+    """`max(metric...)` or `max by (labels) (metric...)`."""
+    return re.search(rf"\bmax(\s+by\s*\([^)]*\))?\s*\(\s*{metric}\b", expr) is not None
+
+
+def test_database_wide_gauges_are_never_summed_over_replicas(dashboard: dict[str, Any]) -> None:
+    for title, expressions in _expressions(dashboard):
+        for expr in expressions:
+            for name in set(METRIC_NAME.findall(expr)) & set(DATABASE_WIDE):
+                assert _max_of(name, expr), (title, expr)
+
+
+# -- Prometheus alert rules ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alert_rules() -> dict[str, dict[str, Any]]:
+    config = _yaml(DEPLOY / "prometheus.yml")
+    (rule_file,) = config["rule_files"]
+    # Prometheus reads the file where docker-compose mounts deploy/prometheus-rules.yml.
+    mounts = dict(
+        v.rsplit(":", 2)[:2] for v in _yaml(DEPLOY / "docker-compose.yml")["services"]["prometheus"]["volumes"]
+    )
+    assert mounts.get("./prometheus-rules.yml") == rule_file
+    rules = [rule for group in _yaml(DEPLOY / "prometheus-rules.yml")["groups"] for rule in group["rules"]]
+    by_name = {rule["alert"]: rule for rule in rules}
+    assert len(by_name) == len(rules), "alert names repeat"
+    return by_name
+
+
+def test_alert_examples_cover_backlog_age_database_down_and_claims_lost(alert_rules: dict[str, dict[str, Any]]) -> None:
+    wanted = {
+        "SayiirBacklogAge": "sayiir_grpc_oldest_runnable_task_age_seconds",
+        "SayiirDatabaseDown": "sayiir_grpc_database_up",
+        "SayiirClaimsLost": "sayiir_grpc_claims_lost_total",
+    }
+    for alert, metric in wanted.items():
+        assert metric in METRIC_NAME.findall(alert_rules[alert]["expr"]), alert
+
+
+def test_every_alert_is_well_formed_and_names_exported_metrics(alert_rules: dict[str, dict[str, Any]]) -> None:
+    duration = re.compile(r"^\d+[smhd]$")
+    for name, rule in alert_rules.items():
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+        assert "for" not in rule or duration.match(rule["for"]), name
+        expr = rule["expr"]
+        assert expr.count("(") == expr.count(")"), name
+        assert set(METRIC_NAME.findall(expr)) <= _exported(), name
+        for metric in set(METRIC_NAME.findall(expr)) & set(DATABASE_WIDE):
+            assert _max_of(metric, expr), (name, expr)
