@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from sayiir_client.tracing import outgoing_metadata
 from sayiir_common import convert
 from sayiir_common.errors import error_from_rpc
 from sayiir_common.ids import DefinitionHash, TaskId
@@ -143,7 +144,7 @@ class GrpcBackend:
         attempt = 0
         while True:
             try:
-                return await method(request, timeout=self.timeout)
+                return await method(request, timeout=self.timeout, metadata=outgoing_metadata())
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if attempt > 0 and policy is DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:

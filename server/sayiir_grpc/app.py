@@ -32,6 +32,7 @@ from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_crede
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
+from sayiir_grpc.tracing import Tracing
 from sayiir_grpc.wakeup import WakeupHub
 
 log = structlog.get_logger(__name__)
@@ -56,6 +57,7 @@ class RunningServer:
     metrics: Metrics
     settings: Settings
     metrics_port: int | None = None
+    tracing: Tracing | None = None
     draining: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -111,6 +113,8 @@ class RunningServer:
         await self.hub.stop()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.db.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
 
 def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -138,12 +142,16 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     hub = WakeupHub(settings.listener_database_url or database_url)
     hub.on_sent = metrics.hints_sent.inc
     hub.on_dropped = metrics.hints_dropped.inc
+    tracing = None
     try:
+        tracing = Tracing.from_environment()
         async with db.connection() as conn:
             for step in await migrate.migrate(conn):
                 log.info("migration", step=step)
         await hub.start()
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
+        if tracing is not None:  # outermost: the span covers everything the call does
+            interceptors.insert(0, tracing.interceptor())
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
         server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings))
@@ -170,8 +178,10 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     except BaseException:
         await hub.stop()
         await db.close()
+        if tracing is not None:
+            tracing.shutdown()
         raise
-    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port)
+    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port, tracing)
     await running.set_health(SERVING)
     running.start_background()
     return running

@@ -148,7 +148,8 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return uuid.uuid4().hex
 
 
-def _code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+def call_status(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The name of the status code a finished call ended with."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -231,7 +232,7 @@ def _record(
     started: float,
 ) -> None:
     elapsed = time.perf_counter() - started
-    code = _code(context, error)
+    code = call_status(context, error)
     metrics.calls.labels(method, code).inc()
     metrics.latency.labels(method).observe(elapsed)
     log.info(

