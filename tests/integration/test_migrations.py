@@ -13,7 +13,6 @@ import pytest
 
 from sayiir_grpc.migrate import ENGINE_SCHEMA_VERSION, MigrationError, available_migrations, migrate, sqlx_lock_id
 
-SERVICE_INDEX_PREFIX = "idx_sayiir_grpc_"
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 
 
@@ -46,7 +45,7 @@ async def test_concurrent_first_starts_migrate_once(make_database: Callable[[], 
 
 
 async def test_schema_is_identical_to_the_engines(make_database: Callable[[], Awaitable[str]]) -> None:
-    from fixtures.schema_describe import describe_schema
+    from fixtures.schema_describe import describe_schema, without_service_indexes
 
     url = await make_database()
     await _migrated(url)
@@ -55,8 +54,7 @@ async def test_schema_is_identical_to_the_engines(make_database: Callable[[], Aw
     # Our own bookkeeping table is one addition; the indexes of our own
     # migrations (named idx_sayiir_grpc_*, never read by the engine) the others.
     assert ours["tables"].pop("sayiir_grpc_schema_migrations")
-    for table in ours["tables"].values():
-        table["indexes"] = [i for i in table["indexes"] if not i["name"].startswith(SERVICE_INDEX_PREFIX)]
+    without_service_indexes(ours)
     # Column comments are free text (ours describe the columns in our words).
     for description in (ours, engine):
         for table in description["tables"].values():
