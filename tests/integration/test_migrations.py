@@ -52,7 +52,7 @@ async def test_schema_is_identical_to_the_engines(make_database: Callable[[], Aw
     ours = await describe_schema(url)
     engine = json.loads((GOLDEN / "engine_schema.json").read_text())
     # Our own bookkeeping table is one addition; the indexes of our own
-    # migrations (named idx_sayiir_grpc_*, never read by the engine) the others.
+    # migrations (named sayiir_grpc_*, never read by the engine) the others.
     assert ours["tables"].pop("sayiir_grpc_schema_migrations")
     without_service_indexes(ours)
     # Column comments are free text (ours describe the columns in our words).

@@ -22,7 +22,7 @@ sys.exit(main(sys.argv[1:]))
 def test_no_database_and_no_embedded_extra_is_one_clear_line(command: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAYIIR_")}
     result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_EMBEDDED, command, "--listen", "127.0.0.1:0", "--metrics-listen", "off"],
+        [sys.executable, "-c", WITHOUT_EMBEDDED, command],
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,6 +5,6 @@
 -- workflow gauge counts the rows of every status but InProgress (which
 -- idx_snapshots_inprogress counts). Partial: in-progress rows, whose
 -- updated_at moves at every save, never touch it.
-CREATE INDEX IF NOT EXISTS idx_sayiir_grpc_not_in_progress_updated
+CREATE INDEX IF NOT EXISTS sayiir_grpc_not_in_progress_by_update
     ON sayiir_workflow_snapshots (status, updated_at)
     WHERE status IN ('Completed', 'Failed', 'Cancelled', 'Paused');

@@ -1,11 +1,11 @@
 """The backlog: one read-only statement behind the workflow and dispatch gauges.
 
 "Runnable" is exactly what dispatch would offer an untagged worker now
-(`task_claim_store`'s dispatchable and eligible fragments): in progress at a
-task or at a delay that is over, no live claim, no pending cancel or pause.
-Every count is served by an index: the in-progress partial index, the
-partial index of migration 0005 for the other statuses, and the claims'
-primary key (claims are few: one per running task).
+(the fragments of `stores.dispatch`): in progress at a task or at a delay
+that is over, no live claim, no pending cancel or pause. The in-progress
+counts read partial indexes (the engine's and migration 0003's); counting
+the finished ones reads them all (see the README); claims are few (one per
+running task).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from sayiir_common.model import STATUS_NAMES
 from sayiir_grpc.db import Database
-from sayiir_grpc.stores.task_claim_store import _DISPATCHABLE, ELIGIBLE
+from sayiir_grpc.stores.dispatch import _AT_TASK, _DUE_DELAY, ELIGIBLE
+from sayiir_grpc.stores.history import LIVE_CLAIM
 
 # Dispatch binds $2 to the worker's tags; NULL is an untagged worker, who takes every task.
-_RUNNABLE = f"{_DISPATCHABLE.replace('$2::text[]', 'NULL::text[]')} AND {ELIGIBLE}"
+_RUNNABLE = f"(({_AT_TASK}) OR ({_DUE_DELAY})) AND {ELIGIBLE}".replace("$2::text[]", "NULL::text[]")
 
 BACKLOG = f"""
 WITH runnable AS (
@@ -37,8 +38,7 @@ SELECT (SELECT coalesce(array_agg(status), '{{}}') FROM by_status) AS statuses,
        (SELECT coalesce(array_agg(n), '{{}}') FROM by_status) AS counts,
        (SELECT count(*) FROM runnable) AS runnable,
        (SELECT coalesce(extract(epoch FROM now() - min(since)), 0) FROM runnable)::float8 AS oldest_age,
-       (SELECT count(*) FROM sayiir_workflow_claims WHERE expires_at IS NOT NULL AND expires_at <= now())
-           AS expired_claims
+       (SELECT count(*) FROM sayiir_workflow_claims c WHERE NOT {LIVE_CLAIM}) AS expired_claims
 """
 
 
