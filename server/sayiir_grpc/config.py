@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sayiir_grpc.db import PoolOptions
+from sayiir_grpc.retention import RetentionPolicy, parse_policy
 
 
 class ConfigError(ValueError):
@@ -173,6 +174,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Prometheus /metrics address, HOST:PORT, or off.",
     ),
     Setting(
+        "console_listen",
+        "SAYIIR_CONSOLE_LISTEN",
+        _metrics_listen,
+        "off",
+        "Web console address, HOST:PORT, or off (served over TLS when the service is).",
+    ),
+    Setting(
         "shutdown_grace",
         "SAYIIR_SHUTDOWN_GRACE",
         _positive_float,
@@ -217,6 +225,28 @@ SETTINGS: tuple[Setting, ...] = (
         "File of bearer tokens, one per line: every call but health must present one.",
     ),
     Setting("auth_tokens", "SAYIIR_AUTH_TOKENS", _text, None, "Bearer tokens, comma-separated (as the file)."),
+    Setting(
+        "retention",
+        "SAYIIR_RETENTION",
+        parse_policy,
+        None,
+        "How long finished workflows are kept, per status, e.g. Completed=7d,Cancelled=7d,Failed=30d "
+        "(units s, m, h, d). Unset: kept forever. In-progress and paused workflows are never purged.",
+    ),
+    Setting(
+        "retention_interval",
+        "SAYIIR_RETENTION_INTERVAL",
+        _positive_float,
+        60.0,
+        "Seconds between two retention rounds of this process (with SAYIIR_RETENTION).",
+    ),
+    Setting(
+        "gauge_interval",
+        "SAYIIR_GAUGE_INTERVAL",
+        _positive_float,
+        15.0,
+        "Seconds between two refreshes of the backlog gauges (one query).",
+    ),
     Setting("log_level", "SAYIIR_LOG_LEVEL", _level, "INFO", "debug, info, warning or error."),
     Setting(
         "log_format",
@@ -244,6 +274,7 @@ class Settings:
     statement_timeout_ms: int = 30_000
     idle_in_transaction_timeout_ms: int = 60_000
     metrics_listen: str = "127.0.0.1:9464"
+    console_listen: str = "off"
     shutdown_grace: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
     idempotency_key_retention: float = 3600.0
@@ -253,6 +284,9 @@ class Settings:
     tls_client_ca_file: str | None = None
     auth_tokens_file: str | None = None
     auth_tokens: str | None = None
+    retention: RetentionPolicy | None = None
+    retention_interval: float = 60.0
+    gauge_interval: float = 15.0
     log_level: str = "INFO"
     log_format: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -275,8 +309,13 @@ class Settings:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for setting in SETTINGS:
+def _chosen(names: Collection[str] | None) -> tuple[Setting, ...]:
+    return SETTINGS if names is None else tuple(s for s in SETTINGS if s.name in names)
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:
+    """A flag for each setting (or each of `names`)."""
+    for setting in _chosen(names):
         default = "unset" if setting.default is None else setting.default
         parser.add_argument(
             setting.flag,
@@ -287,11 +326,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags, then the environment, then defaults."""
+def load(
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    names: Collection[str] | None = None,
+) -> Settings:
+    """Settings from flags, then the environment, then defaults.
+
+    With `names`, only those settings are read; the others keep their
+    defaults (a command is not stopped by a variable it does not use).
+    """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
+    for setting in _chosen(names):
         raw = getattr(args, setting.name, None) if args is not None else None
         source = setting.flag
         if raw is None and env.get(setting.env, "") != "":

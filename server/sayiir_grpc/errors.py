@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import asyncpg
 import grpc
 
-from sayiir_common.convert import InvalidField
+from sayiir_common.checks import InvalidField
 from sayiir_common.errors import (
     ERROR_KIND_METADATA,
     STATUS_DETAILS_METADATA,

@@ -35,7 +35,7 @@ import asyncpg
 import grpc
 import structlog
 
-from sayiir_common.convert import InvalidField
+from sayiir_common.checks import InvalidField
 from sayiir_common.errors import OutcomeUnknownError, UnavailableError
 from sayiir_grpc.db import RETRY_DELAYS, Database
 from sayiir_grpc.errors import is_transient

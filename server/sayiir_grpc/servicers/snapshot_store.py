@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sayiir_common import convert
+from sayiir_common import checks, convert
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
@@ -15,6 +15,7 @@ from sayiir_grpc.db import Database
 from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import snapshot_store as store
+from sayiir_grpc.tracing import adopt_caller_trace
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
@@ -22,22 +23,16 @@ MAX_PAGE_SIZE = 10_000
 MAX_STATUSES = len(pb.SnapshotStatus.values())
 
 
-def require_snapshot(request: rpc_pb.SaveSnapshotRequest) -> pb.WorkflowSnapshot:
-    if not request.HasField("snapshot"):
-        raise convert.InvalidField("snapshot", "is required")
-    return request.snapshot
-
-
 def statuses_filter(values: Sequence[int]) -> list[str]:
     """The stored statuses to list; empty means any (as does SNAPSHOT_STATUS_UNSPECIFIED)."""
     if len(values) > MAX_STATUSES:
-        raise convert.InvalidField("statuses", f"at most {MAX_STATUSES} values, got {len(values)}")
+        raise checks.InvalidField("statuses", f"at most {MAX_STATUSES} values, got {len(values)}")
     statuses = []
     for index, value in enumerate(values):
         if value == pb.SNAPSHOT_STATUS_UNSPECIFIED:
             return []
         if value not in convert.PROTO_TO_STATUS:
-            raise convert.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
+            raise checks.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
         statuses.append(convert.PROTO_TO_STATUS[value])
     return statuses
 
@@ -50,7 +45,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
     @rpc
     @idempotent(rpc_pb.SaveSnapshotResponse)
     async def SaveSnapshot(self, request: rpc_pb.SaveSnapshotRequest, context: Context) -> rpc_pb.SaveSnapshotResponse:
-        snapshot = convert.snapshot_from_proto(require_snapshot(request))
+        snapshot = adopt_caller_trace(convert.snapshot_from_proto(checks.require(request, "snapshot")), context)
         written, version = await store.save_snapshot(self.db, self.codec, snapshot)
         return rpc_pb.SaveSnapshotResponse(written=written, history_version=version)
 
@@ -59,14 +54,14 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
     async def SaveTaskResult(
         self, request: rpc_pb.SaveTaskResultRequest, context: Context
     ) -> rpc_pb.SaveTaskResultResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
-        task_id = convert.task_id_from("task_id", request.task_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
+        task_id = checks.task_id_from("task_id", request.task_id)
         version = await store.save_task_result(self.db, self.codec, instance_id, task_id, request.output)
         return rpc_pb.SaveTaskResultResponse(history_version=version)
 
     @rpc
     async def LoadSnapshot(self, request: rpc_pb.LoadSnapshotRequest, context: Context) -> rpc_pb.LoadSnapshotResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
         loaded = await store.load_snapshot(self.db, self.codec, instance_id)
         response = rpc_pb.LoadSnapshotResponse(
             status=convert.STATUS_TO_PROTO.get(loaded.status, pb.SNAPSHOT_STATUS_UNSPECIFIED),
@@ -80,7 +75,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
     async def DeleteSnapshot(
         self, request: rpc_pb.DeleteSnapshotRequest, context: Context
     ) -> rpc_pb.DeleteSnapshotResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
         await store.delete_snapshot(self.db, instance_id)
         return rpc_pb.DeleteSnapshotResponse()
 
@@ -89,9 +84,9 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         self, request: rpc_pb.ListSnapshotsRequest, context: Context
     ) -> rpc_pb.ListSnapshotsResponse:
         if request.page_size > MAX_PAGE_SIZE:
-            raise convert.InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}")
+            raise checks.InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}")
         limit = request.page_size or DEFAULT_PAGE_SIZE
-        after = convert.check_text("after_instance_id", request.after_instance_id) or None
+        after = checks.check_text("after_instance_id", request.after_instance_id) or None
         statuses = statuses_filter(request.statuses)
         ids = await store.list_snapshots(self.db, after, limit, statuses)
         fit = limits.fitting(len(i.encode()) for i in ids)
