@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from sayiir_common.errors import InvalidArgumentError
 from sayiir_grpc.errors import abort
+from sayiir_grpc.security import unparsed
 
 log = structlog.get_logger("sayiir_grpc.calls")
 
@@ -124,7 +125,9 @@ SMALL_REQUEST_BYTES = 64 * 1024
 def _lenient(deserialize: Callable[[bytes], Any] | None, method: str = "") -> Callable[[bytes], Any] | None:
     if deserialize is None:
         return None
-    small = bool(method) and method not in PAYLOAD_METHODS
+    # A call refused by the token check is never parsed anyway, and must be
+    # answered UNAUTHENTICATED whatever its size.
+    small = bool(method) and method not in PAYLOAD_METHODS and deserialize is not unparsed
 
     def parse(data: bytes) -> Any:
         if small and len(data) > SMALL_REQUEST_BYTES:

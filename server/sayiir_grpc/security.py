@@ -233,7 +233,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(details)
 
 
-def _unread(data: bytes) -> None:
+def unparsed(data: bytes) -> None:
     """The deserializer of a refused call: the body is never parsed."""
     return None
 
@@ -258,11 +258,11 @@ def _deny(handler: Any, code: grpc.StatusCode, message: str) -> Any:
         return None
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=_unread, response_serializer=handler.response_serializer
+            unary, request_deserializer=unparsed, response_serializer=handler.response_serializer
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            stream, request_deserializer=_unread, response_serializer=handler.response_serializer
+            stream, request_deserializer=unparsed, response_serializer=handler.response_serializer
         )
     if handler.stream_stream is not None:
 
@@ -271,6 +271,6 @@ def _deny(handler: Any, code: grpc.StatusCode, message: str) -> Any:
             yield None  # pragma: no cover
 
         return grpc.stream_stream_rpc_method_handler(
-            bidi, request_deserializer=_unread, response_serializer=handler.response_serializer
+            bidi, request_deserializer=unparsed, response_serializer=handler.response_serializer
         )
     return None
