@@ -493,5 +493,5 @@ async def test_unspecified_status_means_any_and_the_filter_is_capped(
         after_instance_id=after, page_size=10, statuses=[pb.SNAPSHOT_STATUS_COMPLETED]
     )
     assert instance_id not in (await raw_stub.ListSnapshots(only_done)).instance_ids
-    huge = rpc_pb.ListSnapshotsRequest(statuses=[pb.SNAPSHOT_STATUS_COMPLETED] * 1_000_000)
-    await _expect_invalid(raw_stub.ListSnapshots(huge), "statuses")
+    seven = rpc_pb.ListSnapshotsRequest(statuses=[pb.SNAPSHOT_STATUS_COMPLETED] * 7)
+    await _expect_invalid(raw_stub.ListSnapshots(seven), "statuses")
