@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 
 from sayiir_common.codec import codec_by_name
 from sayiir_common.proto.sayiir.v1 import (
+    operator_pb2,
+    operator_pb2_grpc,
     signal_store_pb2,
     signal_store_pb2_grpc,
     snapshot_store_pb2,
@@ -25,10 +27,12 @@ from sayiir_common.proto.sayiir.v1 import (
 from sayiir_grpc import migrate
 from sayiir_grpc.backlog import backlog_loop
 from sayiir_grpc.config import Settings
+from sayiir_grpc.console import ConsoleServer, tls_context
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
 from sayiir_grpc.retention import retention_loop
 from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_credentials
+from sayiir_grpc.servicers.operator import WorkflowOperatorServicer
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
@@ -42,6 +46,7 @@ SERVICE_NAMES = (
     signal_store_pb2.DESCRIPTOR.services_by_name["SignalStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskClaimStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
+    operator_pb2.DESCRIPTOR.services_by_name["WorkflowOperator"].full_name,
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -57,6 +62,7 @@ class RunningServer:
     metrics: Metrics
     settings: Settings
     metrics_port: int | None = None
+    console: ConsoleServer | None = None
     tracing: Tracing | None = None
     draining: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -109,6 +115,8 @@ class RunningServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.console is not None:
+            await asyncio.to_thread(self.console.stop)
         # Ending the wakeup streams first leaves only unary calls to drain.
         await self.hub.stop()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
@@ -161,6 +169,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             TaskClaimStoreServicer(db, codec, hub, metrics), server
         )
         task_claim_store_pb2_grpc.add_TaskResultStoreServicer_to_server(TaskResultStoreServicer(db, codec), server)
+        operator_pb2_grpc.add_WorkflowOperatorServicer_to_server(WorkflowOperatorServicer(db, codec), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -175,13 +184,23 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             raise OSError(f"cannot listen on {settings.listen}")
         metrics_port = None if settings.metrics_listen == "off" else metrics.serve(settings.metrics_listen)
         await server.start()
+        console = None
+        if settings.console_listen != "off":
+            console = ConsoleServer(
+                settings.console_listen,
+                database_url,
+                codec,
+                tokens,
+                tls_context(settings.tls_cert_file, settings.tls_key_file),
+            )
+            await asyncio.to_thread(console.start)
     except BaseException:
         await hub.stop()
         await db.close()
         if tracing is not None:
             tracing.shutdown()
         raise
-    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port, tracing)
+    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port, console, tracing)
     await running.set_health(SERVING)
     running.start_background()
     return running
@@ -195,6 +214,10 @@ async def serve(settings: Settings, database_url: str) -> None:
     if running.metrics_port is not None:
         metrics_host = settings.metrics_listen.rpartition(":")[0]
         print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
+    if running.console is not None:
+        scheme = "https" if running.console.tls is not None else "http"
+        console_host = settings.console_listen.rpartition(":")[0]
+        print(f"console on {scheme}://{console_host}:{running.console.port}/", flush=True)
     log.info("serving", listen=f"{host}:{running.port}", codec=settings.codec, metrics_port=running.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

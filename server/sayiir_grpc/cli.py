@@ -1,4 +1,5 @@
-"""The `sayiir-grpc` command: `serve`, `migrate`, `healthcheck`, `check` and `purge`."""
+"""The `sayiir-grpc` command: `serve`, `migrate`, `healthcheck`, `check`, `purge`, and
+the operator's `workflows` and `claims` (`cli_operator`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import asyncio
 import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import structlog
 
-from sayiir_grpc import config, migrate, purge_command
+from sayiir_grpc import cli_operator, config, migrate, purge_command
 from sayiir_grpc.embedded import embedded_available
 from sayiir_grpc.log_setup import configure
 from sayiir_grpc.security import SecurityConfigError
@@ -24,8 +25,15 @@ from sayiir_grpc.tracing import TracingConfigError
 MIGRATE_SETTINGS = ("database_url", "data_dir", "log_level", "log_format")
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit status 2 (subcommands inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sayiir-grpc", description="gRPC persistence service for Sayiir workflows.")
+    parser = OneLineArgumentParser(prog="sayiir-grpc", description="gRPC persistence service for Sayiir workflows.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="Run the gRPC service (migrates first).")
     config.add_arguments(serve)
@@ -44,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print each violation, exit 0 when none, 1 when some, 2 when the check cannot run.",
     )
     invariants.add_argument("--database-url", default=None, help="PostgreSQL URL [env SAYIIR_DATABASE_URL]")
+    cli_operator.add_commands(commands)
     purge_command.add_parser(commands)
     return parser
 
@@ -124,6 +133,8 @@ def _with_database(settings: config.Settings, run: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("workflows", "claims"):
+        return cli_operator.main(args)
     if args.command == "healthcheck":
         target = local_target(args.listen or os.environ.get("SAYIIR_LISTEN") or "127.0.0.1:50051")
         return 0 if asyncio.run(_healthcheck(target, args.timeout)) else 1

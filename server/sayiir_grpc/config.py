@@ -174,6 +174,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Prometheus /metrics address, HOST:PORT, or off.",
     ),
     Setting(
+        "console_listen",
+        "SAYIIR_CONSOLE_LISTEN",
+        _metrics_listen,
+        "off",
+        "Web console address, HOST:PORT, or off (served over TLS when the service is).",
+    ),
+    Setting(
         "shutdown_grace",
         "SAYIIR_SHUTDOWN_GRACE",
         _positive_float,
@@ -260,6 +267,7 @@ class Settings:
     statement_timeout_ms: int = 30_000
     idle_in_transaction_timeout_ms: int = 60_000
     metrics_listen: str = "127.0.0.1:9464"
+    console_listen: str = "off"
     shutdown_grace: float = 10.0
     max_message_bytes: int = 16 * 1024 * 1024
     health_probe_interval: float = 2.0
