@@ -56,16 +56,18 @@ def test_quick_scale_bench_writes_its_report(tmp_path: Path) -> None:
 
     report = json.loads((tmp_path / "scale.json").read_text())
     levels = report["levels"]
-    assert [row["level"] for row in levels] == [0, 300, 3000]
-    largest = levels[-1]
+    assert [(row["level"], row["running"]) for row in levels] == [(0, True), (300, True), (3000, True), (3000, False)]
+    largest = levels[-2]
     assert largest["counts"] == {"sig": 3000, "delay": 600, "run": 30, "done": 3000}
+    assert levels[-1]["counts"] == {"sig": 3000, "delay": 600, "run": 0, "done": 3000}
     snapshots = largest["tables"]["sayiir_workflow_snapshots"]
     assert snapshots["table_mb"] > 0 and snapshots["indexes_mb"] > 0
     for row in levels:
         assert set(row["calls"]) == CALLS
         assert all(call["p50_ms"] > 0 for call in row["calls"].values())
-        assert row["rss_mb"] is None or row["rss_mb"] > 0
+        assert row["rss_mb_before"] > 0 and row["rss_mb"] > 0
     assert set(report["summary"]["ratio_to_empty"]) == CALLS
+    assert set(report["summary"]["ratio_to_empty_none_running"]) == CALLS
     plans = (tmp_path / "scale_explain.txt").read_text()
     for statement in ("FIND_CANDIDATES", "CLAIM_AVAILABLE", "FIND_HINTED", "DUE_DELAYS", "IDLE_SIGNALLED"):
         assert statement in plans
