@@ -85,6 +85,8 @@ def _not_running(row: str) -> str:
     SELECT c.instance_id FROM sayiir_workflow_claims c WHERE {LIVE_CLAIM} LIMIT {_RUNNING_HASH_CAP})"""
 
 
+# The two positions dispatch offers, on row s (the backlog gauge counts with them too).
+_AT_TASK = _at_task("s")
 _DUE_DELAY = f"s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_at <= now() AND {_tags('s')}"
 
 # While every ready row has the same priority (the usual case) the
