@@ -48,30 +48,39 @@ export const DEFAULT_RETRY_DELAYS_MS: readonly number[] = [100, 200, 400, 800];
 /** The idempotency key of a logical call; one per call, the same on its retries. */
 export const REQUEST_ID_METADATA = "x-request-id";
 
-type RetryRule = "safe" | "done-if-not-found" | "never";
+export type RetryRule = "safe" | "done-if-not-found" | "never";
 
-// As the Python client. Retried on UNAVAILABLE: reads, and writes whose
-// repetition changes nothing (saves write the same state again; a claim by
-// the same worker for the same task returns the claim it holds). Delete and
-// release are retried too, and NOT_FOUND on a retry means the first attempt
-// did it. Never retried: calls a repeat would double or hide (sendEvent,
-// consumeEvent, the checkAnd* composites, unpause, the fast path).
-const RETRY_RULES: Record<string, RetryRule> = {
+// As the Python client: every unary RPC is listed (a test checks). Retried
+// on UNAVAILABLE: reads, and writes whose repetition changes nothing (saves
+// write the same state again; a claim by the same worker for the same task
+// returns the claim it holds). Delete and release are retried too, and
+// NOT_FOUND on a retry means the first attempt did it. Never retried: calls
+// a repeat would double or hide (sendEvent, consumeEvent, the checkAnd*
+// composites, unpause, the fast path).
+export const RETRY_RULES: Readonly<Record<string, RetryRule>> = {
   SaveSnapshot: "safe",
   SaveTaskResult: "safe",
   LoadSnapshot: "safe",
   ListSnapshots: "safe",
+  DeleteSnapshot: "done-if-not-found",
   StoreSignal: "safe",
   GetSignal: "safe",
   ClearSignal: "safe",
+  SendEvent: "never",
+  ConsumeEvent: "never",
+  CheckAndCancel: "never",
+  CheckAndPause: "never",
+  CheckControlSignals: "never",
+  Unpause: "never",
   ClaimTask: "safe",
+  ReleaseTaskClaim: "done-if-not-found",
   ExtendTaskClaim: "safe",
   FindAvailableTasks: "safe",
   FindHintedTask: "safe",
   SaveSnapshotFenced: "safe",
+  ClaimAvailableTasks: "never",
+  CompleteTask: "never",
   LoadTaskResult: "safe",
-  DeleteSnapshot: "done-if-not-found",
-  ReleaseTaskClaim: "done-if-not-found",
 };
 
 export function retryRule(path: string): RetryRule {

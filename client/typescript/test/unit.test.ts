@@ -27,13 +27,14 @@ import {
   UnauthenticatedError,
   UnavailableError,
   unixNanos,
-  type SayiirClient,
+  SayiirClient,
   type WorkflowSnapshot,
 } from "../src/index.js";
 import { snapshotFromProto, snapshotToProto } from "../src/convert.js";
 import { SignalStoreService } from "../src/gen/sayiir/v1/signal_store.js";
 import { SnapshotStoreService } from "../src/gen/sayiir/v1/snapshot_store.js";
-import { retryRule } from "../src/transport.js";
+import { TaskClaimStoreService, TaskResultStoreService } from "../src/gen/sayiir/v1/task_claim_store.js";
+import { RETRY_RULES, retryRule } from "../src/transport.js";
 
 function statusDetails(code: number, reason: string, domain: string, metadata: Record<string, string>): Buffer {
   const info = new BinaryWriter().tag(1, WireType.LengthDelimited).string(reason).tag(2, WireType.LengthDelimited).string(domain);
@@ -211,6 +212,18 @@ describe("retries and idempotency keys", () => {
     client?.close();
     token?.close();
     server?.forceShutdown();
+  });
+
+  test("every RPC of the contract has a client method and a retry decision", () => {
+    const services = [SnapshotStoreService, SignalStoreService, TaskClaimStoreService, TaskResultStoreService];
+    for (const service of services) {
+      for (const [name, method] of Object.entries(service)) {
+        assert.equal(typeof (SayiirClient.prototype as unknown as Record<string, unknown>)[name], "function", `SayiirClient.${name}`);
+        if (method.responseStream) continue; // streams are reopened by the caller, never retried
+        const rpc = method.path.slice(method.path.lastIndexOf("/") + 1);
+        assert.ok(rpc in RETRY_RULES, `no retry decision for ${method.path}`);
+      }
+    }
   });
 
   test("the rules follow the Python client", () => {
