@@ -107,13 +107,22 @@ export class Transport {
     this.timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
     this.retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
     this.#token = options.token;
-    this.client = new Client(target, channelCredentials(options.tls), {
+    const credentials = channelCredentials(options.tls);
+    try {
+      this.client = this.#open(target, credentials, options.channelOptions);
+    } catch (error) {
+      throw new InvalidArgumentError(`target: ${(error as Error).message}`);
+    }
+  }
+
+  #open(target: string, credentials: ReturnType<typeof channelCredentials>, channelOptions: ChannelOptions = {}): Client {
+    return new Client(target, credentials, {
       // Reconnect quickly after the service restarts, so retried calls land.
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 2000,
       // The service's default message limit (SAYIIR_MAX_MESSAGE_BYTES).
       "grpc.max_receive_message_length": 16 * 1024 * 1024,
-      ...options.channelOptions,
+      ...channelOptions,
     });
   }
 
