@@ -81,6 +81,13 @@ export const RETRY_RULES: Readonly<Record<string, RetryRule>> = {
   ClaimAvailableTasks: "never",
   CompleteTask: "never",
   LoadTaskResult: "safe",
+  ListWorkflows: "safe",
+  DescribeWorkflow: "safe",
+  ListWorkflowHistory: "safe",
+  GetWorkflowVersion: "safe",
+  ListClaims: "safe",
+  ActOnWorkflows: "never",
+  ReleaseClaim: "never",
 };
 
 export function retryRule(path: string): RetryRule {

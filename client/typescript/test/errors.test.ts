@@ -17,7 +17,9 @@ import {
   DeadlineExceededError,
   FailedPreconditionError,
   InvalidArgumentError,
+  connectOperator,
   NotFoundError,
+  PermissionDeniedError,
   ResourceExhaustedError,
   SerializationError,
   taskId,
@@ -169,5 +171,22 @@ test("UNAUTHENTICATED without the token; TLS with a bearer token works", async (
     authorized.close();
     await secure.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("PERMISSION_DENIED: PermissionDeniedError for a call the token's role does not allow", async () => {
+  const reader = "ts-client-reader-token-0123456789";
+  const roles = await startService(databaseUrl, "--auth-tokens", `${reader} reader`);
+  const client = await connect(roles.target, { token: reader });
+  const ops = await connectOperator(roles.target, { token: reader });
+  try {
+    await assert.rejects(seedAtTask(client, uniqueId("by-reader")), expectError(PermissionDeniedError, Status.PERMISSION_DENIED));
+    await assert.rejects(ops.cancel(["anything"]), expectError(PermissionDeniedError, Status.PERMISSION_DENIED));
+    await assert.rejects(client.loadSnapshot("no-such-instance"), NotFoundError, "reads are allowed");
+    assert.ok(Array.isArray((await ops.listWorkflows({}, { limit: 1 })).workflows));
+  } finally {
+    client.close();
+    ops.close();
+    await roles.stop();
   }
 });
