@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
-from sayiir_client.tracing import outgoing_metadata
 from sayiir_common import convert
 from sayiir_common.errors import error_from_rpc
 from sayiir_common.ids import TaskId
@@ -80,6 +79,30 @@ def _task_id(value: TaskId | bytes | str) -> bytes:
     return TaskId.coerce(value).as_bytes()
 
 
+async def call_rpc(
+    method: Any, request: Any, *, retry: Retry, timeout: float | None, retry_delays: Sequence[float]
+) -> Any:
+    """Call one unary RPC (a stub method), retrying on UNAVAILABLE as `retry` says.
+
+    The call helper of every client class. Every attempt carries the same
+    `x-request-id`. Returns None when a DONE_IF_NOT_FOUND call's repeat found
+    nothing left to do.
+    """
+    metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())),)
+    attempt = 0
+    while True:
+        try:
+            return await method(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if attempt > 0 and retry is Retry.DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
+                return None
+            if code != grpc.StatusCode.UNAVAILABLE or retry is Retry.NEVER or attempt >= len(retry_delays):
+                raise error_from_rpc(exc) from None
+            await asyncio.sleep(retry_delays[attempt])
+            attempt += 1
+
+
 class GrpcBackend:
     """A remote Sayiir backend.
 
@@ -108,24 +131,7 @@ class GrpcBackend:
         self._wakeup_task: asyncio.Task[None] | None = None
 
     async def _call(self, method: Any, request: Any, *, retry: Retry) -> Any:
-        """Call one unary RPC (a stub method), retrying on UNAVAILABLE as `retry` says.
-
-        Every attempt carries the same `x-request-id`. Returns None when a
-        DONE_IF_NOT_FOUND call's repeat found nothing left to do.
-        """
-        metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())), *outgoing_metadata())
-        attempt = 0
-        while True:
-            try:
-                return await method(request, timeout=self.timeout, metadata=metadata)
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if attempt > 0 and retry is Retry.DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
-                    return None
-                if code != grpc.StatusCode.UNAVAILABLE or retry is Retry.NEVER or attempt >= len(self.retry_delays):
-                    raise error_from_rpc(exc) from None
-                await asyncio.sleep(self.retry_delays[attempt])
-                attempt += 1
+        return await call_rpc(method, request, retry=retry, timeout=self.timeout, retry_delays=self.retry_delays)
 
     def _stream(self, method: Any, request: Any) -> Any:
         """Open one server-streaming RPC (a stub method).

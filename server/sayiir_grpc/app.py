@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -27,7 +28,6 @@ from sayiir_common.proto.sayiir.v1 import (
 from sayiir_grpc import limits, listen, memory, migrate, offload
 from sayiir_grpc.backlog import backlog_loop
 from sayiir_grpc.config import Settings
-from sayiir_grpc.console import ConsoleServer, tls_context
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
 from sayiir_grpc.retention import retention_loop
@@ -39,6 +39,9 @@ from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskR
 from sayiir_grpc.stores import idempotency as idempotency_store
 from sayiir_grpc.tracing import Tracing
 from sayiir_grpc.wakeup import WakeupHub
+
+if TYPE_CHECKING:
+    from sayiir_grpc.console import ConsoleServer
 
 log = structlog.get_logger(__name__)
 
@@ -219,6 +222,9 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
         await server.start()
         console = None
         if settings.console_listen != "off":
+            # Imported here: aiohttp and Jinja2 cost a service without a console nothing at start.
+            from sayiir_grpc.console import ConsoleServer, tls_context
+
             console = ConsoleServer(
                 settings.console_listen,
                 database_url,

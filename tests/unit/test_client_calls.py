@@ -21,7 +21,7 @@ from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
 
 # The client modules that call RPCs: GrpcBackend (the stores) and
-# OperatorClient (WorkflowOperator, through GrpcBackend's call helper).
+# OperatorClient (WorkflowOperator, through the same call helper, call_rpc).
 CLIENT_SOURCES = [Path(module.__file__).read_text() for module in (backend_module, operator_module)]
 
 
