@@ -42,8 +42,10 @@ timestamps = st.builds(
     st.integers(-62_135_596_800, 253_402_300_799),
     st.sampled_from([0, 1, 999, 1_000, 123_000, 1_000_000, 500_000_000, 999_999_999]) | st.integers(0, 999_999_999),
 ).filter(
-    lambda t: not (t.seconds == -62_135_596_800 and t.nanos < 1_000)
-    and not (t.seconds == 253_402_300_799 and t.nanos >= 999_999_000)
+    lambda t: (
+        not (t.seconds == -62_135_596_800 and t.nanos < 1_000)
+        and not (t.seconds == 253_402_300_799 and t.nanos >= 999_999_000)
+    )
 )
 durations = st.builds(Duration, st.integers(0, 10**6), st.integers(0, 999_999_999))
 outputs = st.binary(max_size=16)
