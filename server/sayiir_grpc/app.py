@@ -169,14 +169,15 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
     `reuse_port` lets the processes of one service share its address; a
     service of its own leaves it off, so an address in use stops the start.
     """
-    if not reuse_port:
-        listen.ensure_free(settings.listen, listen.LISTEN_SETTING)
-    if settings.metrics_listen != "off":
-        listen.ensure_free(settings.metrics_listen, listen.METRICS_SETTING)
     codec = codec_by_name(settings.codec)
     limits.set_max_reply_bytes(settings.max_message_bytes)
     tokens = load_tokens(settings.auth_tokens_file, settings.auth_tokens)
     credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    # After the settings' own checks, before anything starts.
+    if not reuse_port:
+        listen.ensure_free(settings.listen, listen.LISTEN_SETTING)
+    if settings.metrics_listen != "off":
+        listen.ensure_free(settings.metrics_listen, listen.METRICS_SETTING)
     metrics = Metrics()
     db = await Database.connect(database_url, settings.pool_options())
     db.on_retry = lambda op: metrics.transient_retries.labels(op).inc()
