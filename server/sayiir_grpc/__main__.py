@@ -1,3 +1,5 @@
 from sayiir_grpc.cli import main
 
-raise SystemExit(main())
+# Guarded: the processes of `serve --workers N` are spawned and import this module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

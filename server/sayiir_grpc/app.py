@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -105,8 +106,10 @@ class RunningServer:
         await self.db.close()
 
 
-def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
+def _grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
     return [
+        # Shared only among the processes of one `serve --workers N`.
+        ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Detect dead peers (and their wakeup streams) within a minute.
@@ -117,7 +120,7 @@ def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start(settings: Settings, database_url: str) -> RunningServer:
+async def start(settings: Settings, database_url: str, reuse_port: bool = False) -> RunningServer:
     """Connect, migrate, and start serving; returns once the port is bound."""
     codec = codec_by_name(settings.codec)
     tokens = load_tokens(settings.auth_tokens_file, settings.auth_tokens)
@@ -138,7 +141,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
-        server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings))
+        server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings, reuse_port))
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
         signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
         task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(
@@ -169,11 +172,22 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     return running
 
 
-async def serve(settings: Settings, database_url: str) -> None:
-    """Serve until SIGTERM or SIGINT, then drain within the grace period."""
-    running = await start(settings, database_url)
+async def serve(
+    settings: Settings,
+    database_url: str,
+    reuse_port: bool = False,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain within the grace period.
+
+    `on_ready(port)` replaces the "listening on" line (a supervised process
+    reports to its supervisor, which announces the service once)."""
+    running = await start(settings, database_url, reuse_port)
     host = settings.listen.rpartition(":")[0]
-    print(f"sayiir-grpc listening on {host}:{running.port}", flush=True)
+    if on_ready is not None:
+        on_ready(running.port)
+    else:
+        print(f"sayiir-grpc listening on {host}:{running.port}", flush=True)
     if running.metrics_port is not None:
         metrics_host = settings.metrics_listen.rpartition(":")[0]
         print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)

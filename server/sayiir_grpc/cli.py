@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -15,6 +15,8 @@ import structlog
 from sayiir_grpc import config, migrate
 from sayiir_grpc.log_setup import configure
 from sayiir_grpc.security import SecurityConfigError
+
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,18 +91,27 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def _with_database(settings: config.Settings, run: object) -> None:
-    """Run `run(url)` against the configured database or an embedded one."""
-    assert callable(run)
+def _with_database(settings: config.Settings, run: Callable[[str], T]) -> T:
+    """`run(url)` against the configured database or an embedded one (started once, here)."""
     if settings.database_url:
-        run_event_loop(run(settings.database_url))
-        return
+        return run(settings.database_url)
     from sayiir_grpc.embedded import EmbeddedPostgres
 
     data_dir = settings.embedded_data_dir()
     with EmbeddedPostgres(data_dir) as embedded:
         print(f"embedded PostgreSQL at {embedded.url} (data in {data_dir})", flush=True)
-        run_event_loop(run(embedded.url))
+        return run(embedded.url)
+
+
+def _serve(settings: config.Settings, url: str) -> int:
+    if settings.workers > 1:
+        from sayiir_grpc import supervisor
+
+        return supervisor.run(settings, url)
+    from sayiir_grpc.app import serve
+
+    run_event_loop(serve(settings, url))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,11 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = structlog.get_logger("sayiir_grpc")
     try:
         if args.command == "migrate":
-            _with_database(settings, _migrate)
+            _with_database(settings, lambda url: run_event_loop(_migrate(url)))
         else:
-            from sayiir_grpc.app import serve
-
-            _with_database(settings, lambda url: serve(settings, url))
+            return _with_database(settings, lambda url: _serve(settings, url))
     except KeyboardInterrupt:
         return 130
     except (migrate.MigrationError, OSError, asyncpg.PostgresError, SecurityConfigError) as exc:

@@ -77,6 +77,13 @@ def _text(text: str) -> str:
     return text
 
 
+def _workers(text: str) -> int:
+    """A process count, or `auto`: one per core."""
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _positive_int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str  # attribute of Settings; flag is --name-with-dashes
@@ -114,6 +121,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Prepared statements cached per connection; 0 for poolers in transaction mode.",
     ),
     Setting("listen", "SAYIIR_LISTEN", _listen, "127.0.0.1:50051", "gRPC listen address, HOST:PORT."),
+    Setting(
+        "workers",
+        "SAYIIR_WORKERS",
+        _workers,
+        1,
+        "Server processes sharing the listen address (SO_REUSEPORT), or auto (one per core); "
+        "the pool size limit is shared out among them.",
+    ),
     Setting(
         "data_dir",
         "SAYIIR_DATA_DIR",
@@ -227,6 +242,7 @@ class Settings:
     listener_database_url: str | None = None
     statement_cache_size: int = 100
     listen: str = "127.0.0.1:50051"
+    workers: int = 1
     data_dir: str | None = None
     codec: str = "json"
     pool_max_connections: int = 20

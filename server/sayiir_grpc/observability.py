@@ -37,10 +37,22 @@ class Metrics:
         self.latency = Histogram(
             "sayiir_grpc_call_duration_seconds", "gRPC call latency.", ["method"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.in_flight = Gauge("sayiir_grpc_calls_in_flight", "gRPC calls being served.", registry=r)
-        self.pool_size = Gauge("sayiir_grpc_pool_connections", "Connections open in the pool.", registry=r)
-        self.pool_in_use = Gauge("sayiir_grpc_pool_connections_in_use", "Pool connections checked out.", registry=r)
-        self.pool_max = Gauge("sayiir_grpc_pool_connections_max", "Pool size limit.", registry=r)
+        # Gauges say how processes of `serve --workers N` add up (multiprocess mode; ignored otherwise).
+        self.in_flight = Gauge(
+            "sayiir_grpc_calls_in_flight", "gRPC calls being served.", registry=r, multiprocess_mode="livesum"
+        )
+        self.pool_size = Gauge(
+            "sayiir_grpc_pool_connections", "Connections open in the pool.", registry=r, multiprocess_mode="livesum"
+        )
+        self.pool_in_use = Gauge(
+            "sayiir_grpc_pool_connections_in_use",
+            "Pool connections checked out.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.pool_max = Gauge(
+            "sayiir_grpc_pool_connections_max", "Pool size limit.", registry=r, multiprocess_mode="livesum"
+        )
         self.pool_wait = Histogram(
             "sayiir_grpc_pool_acquire_wait_seconds",
             "Time waiting for a pool connection.",
@@ -53,7 +65,9 @@ class Metrics:
             "Wakeup hints dropped for slow streams (wakeup_drops_total).",
             registry=r,
         )
-        self.wakeup_streams = Gauge("sayiir_grpc_wakeup_streams", "Open wakeup streams.", registry=r)
+        self.wakeup_streams = Gauge(
+            "sayiir_grpc_wakeup_streams", "Open wakeup streams.", registry=r, multiprocess_mode="livesum"
+        )
         self.claims_granted = Counter("sayiir_grpc_claims_granted", "Task claims granted.", registry=r)
         self.claims_lost = Counter(
             "sayiir_grpc_claims_lost", "Claims found lost: ClaimLost answers and fenced saves refused.", registry=r
@@ -65,7 +79,10 @@ class Metrics:
             registry=r,
         )
         self.database_up = Gauge(
-            "sayiir_grpc_database_up", "1 while the database answers the health probe.", registry=r
+            "sayiir_grpc_database_up",
+            "1 while the database answers the health probe (every process's probe, when several).",
+            registry=r,
+            multiprocess_mode="livemin",
         )
 
     def serve(self, listen: str) -> int:
