@@ -16,6 +16,7 @@ from sayiir_common.errors import error_from_rpc
 from sayiir_common.ids import DefinitionHash, TaskId
 from sayiir_common.model import (
     AvailableTask,
+    ClaimedTask,
     ControlSignal,
     SignalKind,
     SignalRequest,
@@ -69,6 +70,12 @@ def _kind(kind: SignalKind | str) -> sig_pb.SignalKind:
 Seconds = timedelta | float | int
 
 
+def _seconds(value: Seconds | None) -> float:
+    if value is None:
+        return 0.0
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 def _duration(value: Seconds) -> Any:
     from google.protobuf import duration_pb2
 
@@ -85,6 +92,17 @@ def _available(message: claim_pb.AvailableTask) -> AvailableTask:
         workflow_definition_hash=DefinitionHash(message.workflow_definition_hash),
         trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
         snapshot=convert.snapshot_from_proto(message.snapshot),
+    )
+
+
+def _claimed(message: claim_pb.AvailableTask) -> ClaimedTask:
+    return ClaimedTask(
+        instance_id=message.instance_id,
+        task_id=TaskId(message.task_id),
+        input=message.input if message.HasField("input") else None,
+        workflow_definition_hash=DefinitionHash(message.workflow_definition_hash),
+        trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
+        version=message.version,
     )
 
 
@@ -127,7 +145,7 @@ class GrpcBackend:
         self._wakeup_queue: asyncio.Queue[TaskWakeupHint] | None = None
         self._wakeup_task: asyncio.Task[None] | None = None
 
-    async def _call(self, name: str, request: Any) -> Any:
+    async def _call(self, name: str, request: Any, extra_time: float = 0.0) -> Any:
         """Call one RPC, retrying on UNAVAILABLE only where that is safe.
 
         Retried: reads, and writes whose repetition changes nothing (saves
@@ -143,7 +161,8 @@ class GrpcBackend:
         attempt = 0
         while True:
             try:
-                return await method(request, timeout=self.timeout)
+                timeout = None if self.timeout is None else self.timeout + extra_time
+                return await method(request, timeout=timeout)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if attempt > 0 and policy is DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
@@ -329,15 +348,52 @@ class GrpcBackend:
         ttl: Seconds | None = 30.0,
         aging_interval: Seconds = timedelta(minutes=5),
         worker_tags: Sequence[str] = (),
+        *,
+        wait: Seconds | None = None,
     ) -> list[AvailableTask]:
-        """Fast path: find ready tasks and claim them for `worker_id` in one call."""
+        """Fast path: find ready tasks and claim them for `worker_id` in one call.
+
+        With `wait`, a call that finds nothing waits on the server (long
+        poll) up to that long for a task, then claims and returns it."""
+        request = self._claim_request(worker_id, limit, ttl, aging_interval, worker_tags, wait)
+        response = await self._call("ClaimAvailableTasks", request, extra_time=_seconds(wait))
+        return [_available(t) for t in response.tasks]
+
+    async def claim_tasks(
+        self,
+        worker_id: str,
+        limit: int = 10,
+        ttl: Seconds | None = 30.0,
+        *,
+        wait: Seconds | None = None,
+        aging_interval: Seconds = timedelta(minutes=5),
+        worker_tags: Sequence[str] = (),
+    ) -> list[ClaimedTask]:
+        """`claim_available_tasks` in the light form a worker loop needs: no
+        snapshots are sent or decoded (task id, input, definition hash,
+        trace parent, version)."""
+        request = self._claim_request(worker_id, limit, ttl, aging_interval, worker_tags, wait)
+        request.omit_snapshot = True
+        response = await self._call("ClaimAvailableTasks", request, extra_time=_seconds(wait))
+        return [_claimed(t) for t in response.tasks]
+
+    def _claim_request(
+        self,
+        worker_id: str,
+        limit: int,
+        ttl: Seconds | None,
+        aging_interval: Seconds,
+        worker_tags: Sequence[str],
+        wait: Seconds | None,
+    ) -> claim_pb.ClaimAvailableTasksRequest:
         request = claim_pb.ClaimAvailableTasksRequest(
             worker_id=worker_id, limit=limit, aging_interval=_duration(aging_interval), worker_tags=list(worker_tags)
         )
         if ttl is not None:
             request.ttl.CopyFrom(_duration(ttl))
-        response = await self._call("ClaimAvailableTasks", request)
-        return [_available(t) for t in response.tasks]
+        if wait is not None:
+            request.wait.CopyFrom(_duration(wait))
+        return request
 
     async def complete_task(
         self,
@@ -369,6 +425,43 @@ class GrpcBackend:
         if final_output is not None:
             request.final_output = bytes(final_output)
         return bool((await self._call("CompleteTask", request)).completed)
+
+    async def complete_task_and_continue(
+        self,
+        instance_id: str,
+        task_id: TaskId | bytes | str,
+        worker_id: str,
+        output: bytes,
+        next_task_id: TaskId | bytes | str,
+        ttl: Seconds = 30.0,
+        *,
+        next_task_priority: int | None = None,
+        next_task_tags: Sequence[str] = (),
+        aging_interval: Seconds = timedelta(minutes=5),
+    ) -> tuple[bool, ClaimedTask | None]:
+        """`complete_task`, keeping the workflow: the claim moves to
+        `next_task_id` (lifetime `ttl`) in the same transaction.
+
+        Returns (completed, the next task claimed for this worker). The next
+        task is None when the service gives the turn to a ready task of
+        another workflow that outranks it (the claim is then released and
+        the task dispatched as usual), or when the claim was lost (completed
+        False, nothing written)."""
+        request = claim_pb.CompleteTaskRequest(
+            instance_id=instance_id,
+            task_id=TaskId.coerce(task_id).as_bytes(),
+            worker_id=worker_id,
+            output=bytes(output),
+            next_task_id=TaskId.coerce(next_task_id).as_bytes(),
+            next_task_tags=list(next_task_tags),
+            claim_next_ttl=_duration(ttl),
+            aging_interval=_duration(aging_interval),
+        )
+        if next_task_priority is not None:
+            request.next_task_priority = next_task_priority
+        response = await self._call("CompleteTask", request)
+        following = _claimed(response.next) if response.HasField("next") else None
+        return bool(response.completed), following
 
     async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
         request = claim_pb.FindHintedTaskRequest(

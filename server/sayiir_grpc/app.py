@@ -31,6 +31,7 @@ from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_crede
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
+from sayiir_grpc.stores import task_claim_store
 from sayiir_grpc.wakeup import WakeupHub
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,7 @@ SERVICE_NAMES = (
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskClaimStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
 )
+SWEEP_BATCH = 100
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -87,9 +89,24 @@ class RunningServer:
             self.metrics.pool_in_use.set(size - idle)
             await asyncio.sleep(1.0)
 
+    async def _sweep_loop(self) -> None:
+        """Idle signals and due delays, off the claim path: each sweep handles
+        at most SWEEP_BATCH of each and runs again at once while batches are
+        full, so a backlog drains without one long transaction."""
+        codec = codec_by_name(self.settings.codec)
+        while True:
+            try:
+                while await task_claim_store.sweep(self.db, codec, SWEEP_BATCH) >= SWEEP_BATCH:
+                    pass
+            except Exception as exc:  # a database outage: the health loop reports it; try again later
+                log.warning("background sweep failed", error=str(exc))
+            await asyncio.sleep(self.settings.sweep_interval)
+
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health-probe"))
         self._tasks.append(asyncio.create_task(self._pool_loop(), name="pool-metrics"))
+        if self.settings.sweep_interval > 0:
+            self._tasks.append(asyncio.create_task(self._sweep_loop(), name="sweeper"))
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new work, end the streams, let calls finish, close."""
@@ -145,7 +162,7 @@ async def start(settings: Settings, database_url: str, reuse_port: bool = False)
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
         signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
         task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(
-            TaskClaimStoreServicer(db, codec, hub, metrics), server
+            TaskClaimStoreServicer(db, codec, hub, metrics, sweep_in_claims=settings.sweep_interval == 0), server
         )
         task_claim_store_pb2_grpc.add_TaskResultStoreServicer_to_server(TaskResultStoreServicer(db, codec), server)
         health_servicer = health.aio.HealthServicer()

@@ -43,6 +43,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
 def _listen(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -202,6 +209,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest gRPC message accepted or sent; larger ones get RESOURCE_EXHAUSTED.",
     ),
     Setting(
+        "sweep_interval",
+        "SAYIIR_SWEEP_INTERVAL",
+        _non_negative_float,
+        0.5,
+        "Seconds between each process's background sweeps (pending cancel/pause of idle workflows, "
+        "due delays); 0 runs them in every ClaimAvailableTasks call instead.",
+    ),
+    Setting(
         "health_probe_interval",
         "SAYIIR_HEALTH_PROBE_INTERVAL",
         _positive_float,
@@ -255,6 +270,7 @@ class Settings:
     metrics_listen: str = "127.0.0.1:9464"
     shutdown_grace: float = 10.0
     max_message_bytes: int = 16 * 1024 * 1024
+    sweep_interval: float = 0.5
     health_probe_interval: float = 2.0
     tls_cert_file: str | None = None
     tls_key_file: str | None = None

@@ -29,6 +29,13 @@ from sayiir_grpc.wakeup import WakeupHint, WakeupHub
 MAX_LIMIT = 1000
 DEFAULT_AGING_S = 300.0
 MAX_TTL_S = 366 * 86_400.0
+MAX_WAIT_S = 300.0
+# A long poll looks again this often even without a hint: hints are best
+# effort, and a claim that expires wakes nobody.
+LONG_POLL_RECHECK_S = 1.0
+# A long poll answers this long before the call's deadline, so the answer
+# (and any task claimed) reaches the worker instead of a DEADLINE_EXCEEDED.
+DEADLINE_MARGIN_S = 0.05
 
 
 def worker_id_from(value: str) -> str:
@@ -44,6 +51,21 @@ def positive_seconds(field: str, value: duration_pb2.Duration) -> float:
     return seconds
 
 
+def wait_seconds(request: rpc_pb.ClaimAvailableTasksRequest, context: Context) -> float:
+    """How long a claim call may wait for a task: its `wait`, cut to the deadline."""
+    if not request.HasField("wait"):
+        return 0.0
+    wait = request.wait.seconds + request.wait.nanos / 1e9
+    if wait < 0:
+        raise convert.InvalidField("wait", "must not be negative")
+    if wait > MAX_WAIT_S:
+        raise convert.InvalidField("wait", f"must be at most {int(MAX_WAIT_S)} seconds")
+    remaining = context.time_remaining()
+    if remaining is not None:
+        wait = min(wait, remaining - DEADLINE_MARGIN_S)
+    return max(wait, 0.0)
+
+
 def tags_from(field: str, values: list[str]) -> list[str]:
     if len(values) > convert.MAX_TAGS:
         raise convert.InvalidField(field, f"at most {convert.MAX_TAGS} tags")
@@ -53,17 +75,19 @@ def tags_from(field: str, values: list[str]) -> list[str]:
     ]
 
 
-def available_to_proto(task: store.AvailableTask) -> rpc_pb.AvailableTask:
+def available_to_proto(task: store.AvailableTask, with_snapshot: bool = True) -> rpc_pb.AvailableTask:
     message = rpc_pb.AvailableTask(
         instance_id=task.instance_id,
         task_id=task.task_id.as_bytes(),
         workflow_definition_hash=task.snapshot.definition_hash.as_bytes(),
+        version=task.version,
     )
     if task.input is not None:
         message.input = task.input
     if task.snapshot.trace_parent is not None:
         message.trace_parent = task.snapshot.trace_parent
-    convert.fill_snapshot(message.snapshot, task.snapshot)
+    if with_snapshot:
+        convert.fill_snapshot(message.snapshot, task.snapshot)
     return message
 
 
@@ -77,11 +101,20 @@ def hint_to_proto(hint: WakeupHint) -> rpc_pb.TaskWakeupHint:
 
 
 class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
-    def __init__(self, db: Database, codec: SnapshotCodec, hub: WakeupHub, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        codec: SnapshotCodec,
+        hub: WakeupHub,
+        metrics: Metrics | None = None,
+        sweep_in_claims: bool = True,
+    ) -> None:
         self.db = db
         self.codec = codec
         self.hub = hub
         self.metrics = metrics
+        # False when this process sweeps in the background (app.Sweeper).
+        self.sweep_in_claims = sweep_in_claims
 
     @rpc
     async def ClaimTask(self, request: rpc_pb.ClaimTaskRequest, context: Context) -> rpc_pb.ClaimTaskResponse:
@@ -183,10 +216,28 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             else DEFAULT_AGING_S
         )
         tags = tags_from("worker_tags", list(request.worker_tags))
-        tasks = await store.claim_available_tasks(self.db, self.codec, worker_id, request.limit, ttl, aging, tags)
+        wait = wait_seconds(request, context)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            # Registered before the claim: a hint committed meanwhile still wakes us.
+            waiter = self.hub.wait_for_task(tags) if wait > 0 else None
+            try:
+                tasks = await store.claim_available_tasks(
+                    self.db, self.codec, worker_id, request.limit, ttl, aging, tags, self.sweep_in_claims
+                )
+                left = deadline - loop.time()
+                if tasks or waiter is None or left <= 0 or self.hub.stopping:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.woken.wait(), min(left, LONG_POLL_RECHECK_S))
+            finally:
+                if waiter is not None:
+                    self.hub.stop_waiting(waiter)
         if self.metrics is not None and tasks:
             self.metrics.claims_granted.inc(len(tasks))
-        return rpc_pb.ClaimAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
+        with_snapshot = not request.omit_snapshot
+        return rpc_pb.ClaimAvailableTasksResponse(tasks=[available_to_proto(t, with_snapshot) for t in tasks])
 
     @rpc
     async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
@@ -201,12 +252,28 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             tags = tags_from("next_task_tags", list(request.next_task_tags))
             next_task = (convert.task_id_from("next_task_id", request.next_task_id), priority, tags)
         final = request.final_output if request.HasField("final_output") else None
-        completed = await store.complete_task(
-            self.db, self.codec, instance_id, task_id, worker_id, request.output, next_task, final
+        claim_next = None
+        if request.HasField("claim_next_ttl"):
+            if next_task is None:
+                raise convert.InvalidField("claim_next_ttl", "needs next_task_id")
+            aging = (
+                positive_seconds("aging_interval", request.aging_interval)
+                if request.HasField("aging_interval")
+                else DEFAULT_AGING_S
+            )
+            claim_next = (positive_seconds("claim_next_ttl", request.claim_next_ttl), aging)
+        completed, following = await store.complete_task(
+            self.db, self.codec, instance_id, task_id, worker_id, request.output, next_task, final, claim_next
         )
-        if not completed and self.metrics is not None:
-            self.metrics.claims_lost.inc()
-        return rpc_pb.CompleteTaskResponse(completed=completed)
+        if self.metrics is not None:
+            if not completed:
+                self.metrics.claims_lost.inc()
+            elif following is not None:
+                self.metrics.claims_granted.inc()
+        response = rpc_pb.CompleteTaskResponse(completed=completed)
+        if following is not None:
+            response.next.CopyFrom(available_to_proto(following, with_snapshot=False))
+        return response
 
     async def WatchWakeups(
         self, request: rpc_pb.WatchWakeupsRequest, context: Context

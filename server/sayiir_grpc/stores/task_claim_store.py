@@ -191,6 +191,7 @@ class AvailableTask:
     task_id: TaskId
     input: bytes | None
     snapshot: WorkflowSnapshot
+    version: int = 0
 
 
 def _epoch(value: datetime | None) -> int | None:
@@ -433,6 +434,27 @@ WHERE s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_a
 LIMIT $1
 """
 
+# "Continue where you are" is fair when no ready, claimable task of another
+# workflow outranks the continued one: a better priority, where waiting
+# promotes a task one level per aging interval (the dispatch order at the
+# granularity of priority levels), so a backlog is never starved by workers
+# that keep their workflows.
+CONTINUE_IS_FAIR = f"""
+SELECT NOT EXISTS (
+    SELECT 1 FROM sayiir_workflow_snapshots s
+    WHERE s.status = 'InProgress' AND s.position_kind = 'AtTask' AND s.instance_id <> $1
+      AND s.task_priority - floor(extract(epoch FROM now() - s.updated_at) / $3::float8) < $2
+      AND {ELIGIBLE}
+)
+"""
+
+# The continued claim: same row, moved to the next task, a fresh lifetime.
+MOVE_CLAIM = """
+UPDATE sayiir_workflow_claims
+SET task_id = $3, claimed_at = now(), expires_at = now() + make_interval(secs => $4::float8)
+WHERE instance_id = $1 AND worker_id = $2
+"""
+
 RELEASE_MANY = "DELETE FROM sayiir_workflow_claims WHERE instance_id = ANY($1::text[]) AND worker_id = $2"
 
 
@@ -445,6 +467,16 @@ async def _reread(db: Database, instance_id: str, history_version: int) -> async
     return row
 
 
+async def sweep(db: Database, codec: SnapshotCodec, limit: int) -> int:
+    """Apply the pending signals of idle workflows and advance due delays, at
+    most `limit` of each; returns the larger count (a full batch: run again)."""
+    signalled = await apply_idle_signals(db, codec, limit)
+    due = await db.run("due_delays", lambda c: c.fetch(DUE_DELAYS, limit), transaction=False)
+    for row in due:
+        await _advance_due_delay(db, codec, row["instance_id"])
+    return max(signalled, len(due))
+
+
 async def claim_available_tasks(
     db: Database,
     codec: SnapshotCodec,
@@ -453,12 +485,14 @@ async def claim_available_tasks(
     ttl_s: float | None,
     aging_interval_s: float,
     worker_tags: list[str],
+    sweep_first: bool = True,
 ) -> list[AvailableTask]:
-    """Find and claim up to `limit` ready tasks for `worker_id`."""
-    await apply_idle_signals(db, codec, limit)
-    due = await db.run("due_delays", lambda c: c.fetch(DUE_DELAYS, limit), transaction=False)
-    for row in due:
-        await _advance_due_delay(db, codec, row["instance_id"])
+    """Find and claim up to `limit` ready tasks for `worker_id`.
+
+    `sweep_first=False` when a background sweeper applies idle signals and
+    due delays instead (two statements fewer per call)."""
+    if sweep_first:
+        await sweep(db, codec, limit)
     tags = worker_tags or None
     rows = await db.run(
         "claim_available_tasks",
@@ -485,7 +519,9 @@ async def claim_available_tasks(
         if task_id is None:
             not_runnable.append(snapshot.instance_id)
             continue
-        claimed.append(AvailableTask(snapshot.instance_id, task_id, task_input(snapshot), snapshot))
+        claimed.append(
+            AvailableTask(snapshot.instance_id, task_id, task_input(snapshot), snapshot, row["history_version"])
+        )
     if not_runnable:
         # Done already or backing off: give them back at once.
         await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)
@@ -501,33 +537,53 @@ async def complete_task(
     output: bytes,
     next_task: tuple[TaskId, int | None, list[str]] | None,
     final_output: bytes | None,
-) -> bool:
+    claim_next: tuple[float, float] | None = None,
+) -> tuple[bool, AvailableTask | None]:
     """Record the output, advance (or complete), release the claim: one transaction.
 
-    False, with nothing written, when the worker does not hold the live claim.
+    (False, None), with nothing written, when the worker does not hold the
+    live claim. `claim_next` = (ttl, aging interval) in seconds: keep the
+    claim, moved to the next task, unless another ready task outranks it
+    (CONTINUE_IS_FAIR); the claimed next task is returned.
     """
 
-    async def body(conn: asyncpg.Connection) -> bool:
+    async def body(conn: asyncpg.Connection) -> tuple[bool, AvailableTask | None]:
         locked = await lock_for_mutation(conn, codec, instance_id, claim=(worker_id, task_id))
         if locked is None:
             raise NotFoundError(f"workflow instance not found: {instance_id}")
         if not locked.claim_held:
-            return False
+            return False, None
         snapshot = locked.snapshot
         if not isinstance(snapshot.state, InProgress) or snapshot.current_task_id() != task_id:
             # The workflow moved on (cancelled, or another path advanced it):
             # nothing to complete; the stale claim is simply dropped.
             await conn.execute(RELEASE_MANY, [instance_id], worker_id)
-            return False
+            return False, None
         snapshot.mark_task_completed(task_id, output)
         snapshot.clear_retry_state(task_id)
+        keep = False
         if next_task is not None:
             next_id, priority, tags = next_task
             snapshot.update_position(AtTask(next_id))
             snapshot.set_task_hint(priority, tags)
+            if claim_next is not None:
+                keep = await conn.fetchval(
+                    CONTINUE_IS_FAIR, instance_id, snapshot.current_task_priority(), claim_next[1]
+                )
         else:
             snapshot.mark_completed(output if final_output is None else final_output)
-        await write_mutation(conn, codec, locked, task_output=(task_id, output), release_claim_of=worker_id)
-        return True
+        version = await write_mutation(
+            conn,
+            codec,
+            locked,
+            task_output=(task_id, output),
+            release_claim_of=None if keep else worker_id,
+            # A task kept by this worker is nobody else's to wake up for.
+            notify=not keep,
+        )
+        if not keep or claim_next is None or next_task is None:
+            return True, None
+        await conn.execute(MOVE_CLAIM, instance_id, worker_id, next_task[0].as_bytes(), claim_next[0])
+        return True, AvailableTask(instance_id, next_task[0], task_input(snapshot), snapshot, version)
 
     return await db.run("complete_task", body, repeatable=False)
