@@ -9,6 +9,7 @@ service's own, served on its own port.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -232,6 +233,8 @@ def _record(
     code = _code(context, error)
     metrics.calls.labels(method, code).inc()
     metrics.latency.labels(method).observe(elapsed)
+    if not log.is_enabled_for(logging.INFO):
+        return  # below the level: skip building the line (a uuid, metadata lookups)
     log.info(
         "call",
         method=method,

@@ -434,25 +434,24 @@ WHERE s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_a
 LIMIT $1
 """
 
-# "Continue where you are" is fair when no ready, claimable task of another
-# workflow outranks the continued one: a better priority, where waiting
-# promotes a task one level per aging interval (the dispatch order at the
-# granularity of priority levels), so a backlog is never starved by workers
-# that keep their workflows.
-CONTINUE_IS_FAIR = f"""
-SELECT NOT EXISTS (
-    SELECT 1 FROM sayiir_workflow_snapshots s
-    WHERE s.status = 'InProgress' AND s.position_kind = 'AtTask' AND s.instance_id <> $1
-      AND s.task_priority - floor(extract(epoch FROM now() - s.updated_at) / $3::float8) < $2
-      AND {ELIGIBLE}
-)
-"""
-
-# The continued claim: same row, moved to the next task, a fresh lifetime.
-MOVE_CLAIM = """
+# "Continue where you are": the worker's claim row moves to the next task
+# with a fresh lifetime, in the transaction that completes the current one,
+# unless a ready, claimable task of another workflow outranks the next task:
+# a better priority, where waiting promotes a task one level per aging
+# interval (the dispatch order at the granularity of priority levels), so a
+# backlog is never starved by workers that keep their workflows. One
+# statement; a row comes back when the claim moved.
+MOVE_CLAIM_IF_FAIR = f"""
 UPDATE sayiir_workflow_claims
 SET task_id = $3, claimed_at = now(), expires_at = now() + make_interval(secs => $4::float8)
 WHERE instance_id = $1 AND worker_id = $2
+  AND NOT EXISTS (
+    SELECT 1 FROM sayiir_workflow_snapshots s
+    WHERE s.status = 'InProgress' AND s.position_kind = 'AtTask' AND s.instance_id <> $1
+      AND s.task_priority - floor(extract(epoch FROM now() - s.updated_at) / $6::float8) < $5
+      AND {ELIGIBLE}
+  )
+RETURNING 1
 """
 
 RELEASE_MANY = "DELETE FROM sayiir_workflow_claims WHERE instance_id = ANY($1::text[]) AND worker_id = $2"
@@ -567,9 +566,17 @@ async def complete_task(
             snapshot.update_position(AtTask(next_id))
             snapshot.set_task_hint(priority, tags)
             if claim_next is not None:
-                keep = await conn.fetchval(
-                    CONTINUE_IS_FAIR, instance_id, snapshot.current_task_priority(), claim_next[1]
+                ttl, aging = claim_next
+                moved = await conn.fetchval(
+                    MOVE_CLAIM_IF_FAIR,
+                    instance_id,
+                    worker_id,
+                    next_id.as_bytes(),
+                    ttl,
+                    snapshot.current_task_priority(),
+                    aging,
                 )
+                keep = moved is not None
         else:
             snapshot.mark_completed(output if final_output is None else final_output)
         version = await write_mutation(
@@ -581,9 +588,8 @@ async def complete_task(
             # A task kept by this worker is nobody else's to wake up for.
             notify=not keep,
         )
-        if not keep or claim_next is None or next_task is None:
+        if not keep or next_task is None:
             return True, None
-        await conn.execute(MOVE_CLAIM, instance_id, worker_id, next_task[0].as_bytes(), claim_next[0])
         return True, AvailableTask(instance_id, next_task[0], task_input(snapshot), snapshot, version)
 
     return await db.run("complete_task", body, repeatable=False)
