@@ -225,6 +225,13 @@ def _fleet_table(runs: dict[str, Any]) -> list[str]:
             f"| {_n(roles.get('server'), 2)} | {_n(roles.get('workers'), 2)} | {_n(roles.get('submitter'), 2)} "
             f"| {_n(roles.get('postgres'), 2)} | {probe} |"
         )
+    floor = runs.get("floor")
+    if _ok(floor):
+        lines.append(
+            f"| floor: {floor['label']} ({floor['rpcs_per_wf']} RPCs, {floor['statements_per_wf']} statements "  # type: ignore[index]
+            f"per workflow) | {_n(floor['wf_per_s'])} | – | {_n(floor['server_cpu_ms_per_wf'], 2)} "  # type: ignore[index]
+            f"| {_n(floor['client_cpu_ms_per_wf'], 2)} (all 6 calls) | – | – | – |"  # type: ignore[index]
+        )
     for key in ("engine_32", "fleet_32"):
         run = runs.get(key)
         cpu, pg = _engine_split(run)

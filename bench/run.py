@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 
 import engine  # noqa: E402
 import fleet  # noqa: E402
+import floor  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
 
@@ -396,6 +397,17 @@ class Bench:
         self.runs[f"fleet_{key}"] = result
         return result
 
+    async def floor_run(self) -> dict[str, Any]:
+        duration = self.scale.fleet
+        bar = self.progress("floor: bare grpc.aio + asyncpg", self.scale.warmup + duration)
+        result: dict[str, Any] = await asyncio.to_thread(
+            floor.measure, self.admin, MAIN_INFLIGHT, self.scale.warmup, duration
+        )
+        bar.close(f"{result['wf_per_s']:.0f} wf/s")
+        result["system"] = result["label"]
+        self.runs["floor"] = result
+        return result
+
     # -- pgbench --------------------------------------------------------------
 
     async def pgbench(self, duration: float, clients: int = 16) -> dict[str, Any]:
@@ -669,6 +681,7 @@ async def run_all(bench: Bench) -> None:
     # Issue 14: every system as separate processes, CPU per workflow by role.
     for key in fleet.SYSTEMS:
         add(f"fleet_{key}", lambda key=key: bench.fleet_run(key))
+    add("floor", lambda: bench.floor_run())
 
     only = [o.strip() for o in bench.args.only.split(",")] if bench.args.only else None
     for name, fn in steps:
