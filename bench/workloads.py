@@ -149,9 +149,9 @@ def client_has_fast_path() -> bool:
 
 
 def store_has_fast_path() -> bool:
-    from sayiir_grpc.stores import task_claim_store
+    from sayiir_grpc.stores import dispatch, task_claim_store
 
-    return hasattr(task_claim_store, "claim_available_tasks") and hasattr(task_claim_store, "complete_task")
+    return hasattr(dispatch, "claim_available_tasks") and hasattr(task_claim_store, "complete_task")
 
 
 class GrpcOps(Ops):
@@ -253,10 +253,10 @@ class StoreOps(Ops):
     async def open(self, worker_ids: list[str]) -> None:
         from sayiir_grpc import migrate
         from sayiir_grpc.db import Database, PoolOptions
-        from sayiir_grpc.stores import signal_store, snapshot_store, task_claim_store
+        from sayiir_grpc.stores import dispatch, signal_store, snapshot_store, task_claim_store
         from sayiir_grpc.wakeup import WakeupHub
 
-        self.ss, self.tcs, self.sig = snapshot_store, task_claim_store, signal_store
+        self.ss, self.tcs, self.dispatch, self.sig = snapshot_store, task_claim_store, dispatch, signal_store
         self.codec = JsonCodec()
         self.db = await Database.connect(self.url, PoolOptions())
         async with self.db.connection() as conn:
@@ -279,7 +279,7 @@ class StoreOps(Ops):
     async def claim(self, wid: str, limit: int) -> list[Task]:
         if not self.fast:
             return await self._standard_claim(wid, limit)
-        fn = self.tcs.claim_available_tasks
+        fn = self.dispatch.claim_available_tasks
         values = self._values(
             worker_id=wid,
             limit=limit,
@@ -328,7 +328,7 @@ class StoreOps(Ops):
             queue.get_nowait()
 
     async def _find(self, wid: str, limit: int) -> list[Any]:
-        return list(await self.tcs.find_available_tasks(self.db, self.codec, wid, limit, AGING_S, []))
+        return list(await self.dispatch.find_available_tasks(self.db, self.codec, wid, limit, AGING_S, []))
 
     async def _claim_one(self, wid: str, instance_id: str, task_id: TaskId) -> Any:
         return await self.tcs.claim_task(self.db, instance_id, task_id, wid, CLAIM_TTL_S)

@@ -7,11 +7,15 @@ with a random name and drops it at the end, so runs never share state.
 When that server is unreachable: under CI (CI=true) or with
 SAYIIR_TEST_PG_URL set, the run stops at once with the reason; on a
 developer machine with no PostgreSQL at all, the suite starts an embedded
-PostgreSQL of its own for the run instead.
+PostgreSQL of its own for the run instead. A server that answers but
+refuses is reported as it is ("refused the connection: ..."), never as
+unreachable; when it is only busy ("too many clients already") the setup
+first waits up to BUSY_RETRY_S for a free slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import uuid
@@ -41,11 +45,49 @@ def admin_url() -> str:
     return _admin_url[0] if _admin_url else ADMIN_URL
 
 
+# How long a busy server ("too many clients already": the machine's
+# connection slots are shared) is retried before the run gives up on it.
+BUSY_RETRY_S = 30.0
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Nothing answered at the address (refused, timed out, no such host), as
+    opposed to a server that answered and refused (busy, auth, no database)."""
+    return isinstance(exc, (OSError, TimeoutError)) and not isinstance(exc, asyncpg.PostgresError)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """The server answered but has no connection slot free right now."""
+    return isinstance(exc, (asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError))
+
+
+def connection_failure(url: str, exc: BaseException) -> str:
+    """The reason a connection to `url` failed, as the run reports it."""
+    if is_unreachable(exc):
+        return f"PostgreSQL is unreachable at {url}: {type(exc).__name__}: {exc}"
+    return f"PostgreSQL at {url} refused the connection: {type(exc).__name__}: {exc}"
+
+
+async def connect_admin(url: str, busy_retry_s: float = BUSY_RETRY_S) -> asyncpg.Connection:
+    """A connection to `url`, waiting out a busy server for up to `busy_retry_s`."""
+    deadline = asyncio.get_running_loop().time() + busy_retry_s
+    delay = 0.2
+    while True:
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(url, timeout=10)
+            return conn
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            if not is_busy(exc) or asyncio.get_running_loop().time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 async def create_database(prefix: str = "sayiir_test") -> str:
     try:
-        admin = await asyncpg.connect(admin_url(), timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.exit(f"PostgreSQL is unreachable at {admin_url()}: {exc}", returncode=3)
+        admin = await connect_admin(admin_url())
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        pytest.exit(connection_failure(admin_url(), exc), returncode=3)
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -54,23 +96,28 @@ async def create_database(prefix: str = "sayiir_test") -> str:
     return _with_database(admin_url(), name)
 
 
-async def _reachable(url: str) -> bool:
+async def connection_error(url: str) -> BaseException | None:
+    """None when a connection to `url` opens (a busy server is waited for); else why not."""
     try:
-        conn = await asyncpg.connect(url, timeout=5)
-    except (OSError, asyncpg.PostgresError):
-        return False
+        conn = await connect_admin(url)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return exc
     await conn.close()
-    return True
+    return None
 
 
 @pytest.fixture(scope="session", autouse=True)
 async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """The PostgreSQL server of this run (see the module docstring)."""
-    if await _reachable(ADMIN_URL):
+    error = await connection_error(ADMIN_URL)
+    if error is None:
         yield ADMIN_URL
         return
+    if not is_unreachable(error):
+        # A server is there but refused: an embedded one would not help.
+        pytest.exit(connection_failure(ADMIN_URL, error), returncode=3)
     if os.environ.get("CI") == "true" or "SAYIIR_TEST_PG_URL" in os.environ:
-        pytest.exit(f"PostgreSQL is unreachable at {ADMIN_URL}; it must be running for this run", returncode=3)
+        pytest.exit(f"{connection_failure(ADMIN_URL, error)}; it must be running for this run", returncode=3)
     from sayiir_grpc.embedded import EmbeddedPostgres
 
     embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg") / "data")
@@ -84,7 +131,7 @@ async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
 
 async def drop_database(url: str) -> None:
     name = url.rpartition("/")[2]
-    admin = await asyncpg.connect(admin_url(), timeout=10)
+    admin = await connect_admin(admin_url())
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

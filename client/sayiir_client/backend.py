@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 
 from sayiir_common import convert
 from sayiir_common.errors import error_from_rpc
-from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.ids import TaskId
 from sayiir_common.model import (
     AvailableTask,
     ClaimedTask,
@@ -22,7 +25,6 @@ from sayiir_common.model import (
     SignalRequest,
     TaskClaim,
     TaskWakeupHint,
-    Timestamp,
     WorkflowSnapshot,
 )
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
@@ -37,30 +39,25 @@ DEFAULT_TIMEOUT_S = 30.0
 WAKEUP_BUFFER = 10_000
 # Back-off between attempts of a retried call (about 1.5 s in all).
 DEFAULT_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8)
+# The idempotency key of one logical call, the same on each of its retries,
+# so the server can tell a retry from a new call.
+REQUEST_ID_METADATA = "x-request-id"
 
-SAFE, DONE_IF_NOT_FOUND, NEVER = "safe", "done-if-not-found", "never"
-RETRY_POLICY: dict[str, str] = {
-    **{
-        name: SAFE
-        for name in (
-            "SaveSnapshot",
-            "SaveTaskResult",
-            "LoadSnapshot",
-            "ListSnapshots",
-            "StoreSignal",
-            "GetSignal",
-            "ClearSignal",
-            "ClaimTask",
-            "ExtendTaskClaim",
-            "FindAvailableTasks",
-            "FindHintedTask",
-            "SaveSnapshotFenced",
-            "LoadTaskResult",
-        )
-    },
-    "DeleteSnapshot": DONE_IF_NOT_FOUND,
-    "ReleaseTaskClaim": DONE_IF_NOT_FOUND,
-}
+
+class Retry(enum.Enum):
+    """Whether a call is repeated after UNAVAILABLE (the answer was lost or never came)."""
+
+    # Repeating it changes nothing: reads, and writes of the same state
+    # (saves; a claim by the same worker for the same task returns the claim
+    # it already holds).
+    SAFE = "safe"
+    # Repeated, and a NOT_FOUND answer to a repeat means the first attempt
+    # did it (delete, release).
+    DONE_IF_NOT_FOUND = "done-if-not-found"
+    # A repeat would double or hide an effect (send_event, consume_event, the
+    # check_and_* composites, unpause, the fast path's claim and complete):
+    # UNAVAILABLE reaches the caller, who knows what to do.
+    NEVER = "never"
 
 
 def _kind(kind: SignalKind | str) -> sig_pb.SignalKind:
@@ -70,46 +67,18 @@ def _kind(kind: SignalKind | str) -> sig_pb.SignalKind:
 Seconds = timedelta | float | int
 
 
+def _duration(value: Seconds) -> duration_pb2.Duration:
+    return convert.duration_to_proto(value.total_seconds() if isinstance(value, timedelta) else float(value))
+
+
 def _seconds(value: Seconds | None) -> float:
     if value is None:
         return 0.0
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def _duration(value: Seconds) -> Any:
-    from google.protobuf import duration_pb2
-
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    whole = int(seconds // 1)
-    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
-
-
-def _available(message: claim_pb.AvailableTask) -> AvailableTask:
-    return AvailableTask(
-        instance_id=message.instance_id,
-        task_id=TaskId(message.task_id),
-        input=message.input if message.HasField("input") else None,
-        workflow_definition_hash=DefinitionHash(message.workflow_definition_hash),
-        trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
-        snapshot=convert.snapshot_from_proto(message.snapshot),
-    )
-
-
-def _claimed(message: claim_pb.AvailableTask) -> ClaimedTask:
-    return ClaimedTask(
-        instance_id=message.instance_id,
-        task_id=TaskId(message.task_id),
-        input=message.input if message.HasField("input") else None,
-        workflow_definition_hash=DefinitionHash(message.workflow_definition_hash),
-        trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
-        version=message.version,
-    )
-
-
-def _hint(message: claim_pb.TaskWakeupHint) -> TaskWakeupHint:
-    return TaskWakeupHint(
-        message.instance_id, TaskId(message.task_id), DefinitionHash(message.definition_hash), tuple(message.tags)
-    )
+def _task_id(value: TaskId | bytes | str) -> bytes:
+    return TaskId.coerce(value).as_bytes()
 
 
 class GrpcBackend:
@@ -135,42 +104,39 @@ class GrpcBackend:
         self._signals = sig_grpc.SignalStoreStub(channel)
         self._claims = claim_grpc.TaskClaimStoreStub(channel)
         self._results = claim_grpc.TaskResultStoreStub(channel)
-        self._methods: dict[str, Any] = {
-            name: getattr(stub, name)
-            for stub in (self._snapshots, self._signals, self._claims, self._results)
-            for name in dir(stub)
-            if name[:1].isupper()
-        }
         self.retry_delays = retry_delays
         self._wakeup_queue: asyncio.Queue[TaskWakeupHint] | None = None
         self._wakeup_task: asyncio.Task[None] | None = None
 
-    async def _call(self, name: str, request: Any, extra_time: float = 0.0) -> Any:
-        """Call one RPC, retrying on UNAVAILABLE only where that is safe.
+    async def _call(self, method: Any, request: Any, *, retry: Retry, extra_time: float = 0.0) -> Any:
+        """Call one unary RPC (a stub method), retrying on UNAVAILABLE as `retry` says.
 
-        Retried: reads, and writes whose repetition changes nothing (saves
-        write the same state again; a claim by the same worker for the same
-        task returns the claim it already holds). Delete and release are
-        retried too, and a NOT_FOUND answer to a retry means the first
-        attempt did it. Never retried: calls whose effect a repeat would
-        double or hide (send_event, consume_event, the check_and_* composites,
-        unpause): their UNAVAILABLE reaches the caller, who knows what to do.
+        Every attempt carries the same `x-request-id`. Returns None when a
+        DONE_IF_NOT_FOUND call's repeat found nothing left to do. `extra_time`
+        lengthens the deadline (a long poll may wait that long on the server).
         """
-        method = self._methods[name]
-        policy = RETRY_POLICY.get(name, NEVER)
+        metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())),)
         attempt = 0
         while True:
             try:
                 timeout = None if self.timeout is None else self.timeout + extra_time
-                return await method(request, timeout=timeout)
+                return await method(request, timeout=timeout, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if attempt > 0 and policy is DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
+                if attempt > 0 and retry is Retry.DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
                     return None
-                if code != grpc.StatusCode.UNAVAILABLE or policy is NEVER or attempt >= len(self.retry_delays):
+                if code != grpc.StatusCode.UNAVAILABLE or retry is Retry.NEVER or attempt >= len(self.retry_delays):
                     raise error_from_rpc(exc) from None
                 await asyncio.sleep(self.retry_delays[attempt])
                 attempt += 1
+
+    def _stream(self, method: Any, request: Any) -> Any:
+        """Open one server-streaming RPC (a stub method).
+
+        Never retried here: a broken stream ends `wakeups()` with
+        `UnavailableError`, and the next `wait_for_wakeup` opens a new one.
+        """
+        return method(request)
 
     # -- SnapshotStore -------------------------------------------------------
 
@@ -180,21 +146,21 @@ class GrpcBackend:
     async def save_snapshot_written(self, snapshot: WorkflowSnapshot) -> bool:
         """Like `save_snapshot`; False when the stored snapshot was terminal and kept."""
         request = rpc_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(snapshot))
-        response = await self._call("SaveSnapshot", request)
+        response = await self._call(self._snapshots.SaveSnapshot, request, retry=Retry.SAFE)
         return bool(response.written)
 
     async def save_task_result(self, instance_id: str, task_id: TaskId | bytes | str, output: bytes) -> None:
-        request = rpc_pb.SaveTaskResultRequest(
-            instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes(), output=bytes(output)
-        )
-        await self._call("SaveTaskResult", request)
+        request = rpc_pb.SaveTaskResultRequest(instance_id=instance_id, task_id=_task_id(task_id), output=bytes(output))
+        await self._call(self._snapshots.SaveTaskResult, request, retry=Retry.SAFE)
 
     async def load_snapshot(self, instance_id: str) -> WorkflowSnapshot:
-        response = await self._call("LoadSnapshot", rpc_pb.LoadSnapshotRequest(instance_id=instance_id))
+        request = rpc_pb.LoadSnapshotRequest(instance_id=instance_id)
+        response = await self._call(self._snapshots.LoadSnapshot, request, retry=Retry.SAFE)
         return convert.snapshot_from_proto(response.snapshot)
 
     async def delete_snapshot(self, instance_id: str) -> None:
-        await self._call("DeleteSnapshot", rpc_pb.DeleteSnapshotRequest(instance_id=instance_id))
+        request = rpc_pb.DeleteSnapshotRequest(instance_id=instance_id)
+        await self._call(self._snapshots.DeleteSnapshot, request, retry=Retry.DONE_IF_NOT_FOUND)
 
     async def list_snapshots(self) -> list[str]:
         ids: list[str] = []
@@ -214,7 +180,7 @@ class GrpcBackend:
             page_size=limit,
             statuses=[convert.STATUS_TO_PROTO[s] for s in statuses],
         )
-        response = await self._call("ListSnapshots", request)
+        response = await self._call(self._snapshots.ListSnapshots, request, retry=Retry.SAFE)
         return list(response.instance_ids), (response.next_after_instance_id or None)
 
     # -- SignalStore ---------------------------------------------------------
@@ -223,65 +189,54 @@ class GrpcBackend:
         self, instance_id: str, kind: SignalKind | str, request: SignalRequest | None = None
     ) -> None:
         """Record a cancel or pause request (replaces an earlier one of that kind)."""
-        request = request or SignalRequest()
-        message = sig_pb.SignalRequest()
-        if request.reason is not None:
-            message.reason = request.reason
-        if request.requested_by is not None:
-            message.requested_by = request.requested_by
-        await self._call(
-            "StoreSignal",
-            sig_pb.StoreSignalRequest(instance_id=instance_id, kind=_kind(kind), request=message),
-        )
+        message = convert.signal_request_to_proto(request or SignalRequest())
+        store = sig_pb.StoreSignalRequest(instance_id=instance_id, kind=_kind(kind), request=message)
+        await self._call(self._signals.StoreSignal, store, retry=Retry.SAFE)
 
     async def get_signal(self, instance_id: str, kind: SignalKind | str) -> SignalRequest | None:
-        response = await self._call("GetSignal", sig_pb.GetSignalRequest(instance_id=instance_id, kind=_kind(kind)))
+        request = sig_pb.GetSignalRequest(instance_id=instance_id, kind=_kind(kind))
+        response = await self._call(self._signals.GetSignal, request, retry=Retry.SAFE)
         if not response.HasField("request"):
             return None
-        r = response.request
-        return SignalRequest(
-            r.reason if r.HasField("reason") else None,
-            r.requested_by if r.HasField("requested_by") else None,
-            Timestamp(r.requested_at.seconds, r.requested_at.nanos),
-        )
+        return convert.signal_request_from_proto(response.request, "request")
 
     async def clear_signal(self, instance_id: str, kind: SignalKind | str) -> None:
-        await self._call("ClearSignal", sig_pb.ClearSignalRequest(instance_id=instance_id, kind=_kind(kind)))
+        request = sig_pb.ClearSignalRequest(instance_id=instance_id, kind=_kind(kind))
+        await self._call(self._signals.ClearSignal, request, retry=Retry.SAFE)
 
     async def send_event(self, instance_id: str, signal_name: str, payload: bytes) -> bool:
         """Deliver an event; True when it resumed a workflow parked at that signal."""
-        response = await self._call(
-            "SendEvent",
-            sig_pb.SendEventRequest(instance_id=instance_id, signal_name=signal_name, payload=bytes(payload)),
-        )
+        request = sig_pb.SendEventRequest(instance_id=instance_id, signal_name=signal_name, payload=bytes(payload))
+        response = await self._call(self._signals.SendEvent, request, retry=Retry.NEVER)
         return bool(response.resumed)
 
     async def consume_event(self, instance_id: str, signal_name: str) -> bytes | None:
-        response = await self._call(
-            "ConsumeEvent", sig_pb.ConsumeEventRequest(instance_id=instance_id, signal_name=signal_name)
-        )
+        request = sig_pb.ConsumeEventRequest(instance_id=instance_id, signal_name=signal_name)
+        response = await self._call(self._signals.ConsumeEvent, request, retry=Retry.NEVER)
         return response.payload if response.HasField("payload") else None
 
     async def check_and_cancel(self, instance_id: str, interrupted_at_task: TaskId | bytes | str | None = None) -> bool:
         request = sig_pb.CheckAndCancelRequest(instance_id=instance_id)
         if interrupted_at_task is not None:
-            request.interrupted_at_task = TaskId.coerce(interrupted_at_task).as_bytes()
-        return bool((await self._call("CheckAndCancel", request)).cancelled)
+            request.interrupted_at_task = _task_id(interrupted_at_task)
+        return bool((await self._call(self._signals.CheckAndCancel, request, retry=Retry.NEVER)).cancelled)
 
     async def check_and_pause(self, instance_id: str) -> bool:
-        response = await self._call("CheckAndPause", sig_pb.CheckAndPauseRequest(instance_id=instance_id))
-        return bool(response.paused)
+        request = sig_pb.CheckAndPauseRequest(instance_id=instance_id)
+        return bool((await self._call(self._signals.CheckAndPause, request, retry=Retry.NEVER)).paused)
 
     async def check_control_signals(
         self, instance_id: str, interrupted_at_task: TaskId | bytes | str | None = None
     ) -> ControlSignal | None:
         request = sig_pb.CheckControlSignalsRequest(instance_id=instance_id)
         if interrupted_at_task is not None:
-            request.interrupted_at_task = TaskId.coerce(interrupted_at_task).as_bytes()
-        return convert.PROTO_TO_CONTROL_SIGNAL[(await self._call("CheckControlSignals", request)).signal]
+            request.interrupted_at_task = _task_id(interrupted_at_task)
+        response = await self._call(self._signals.CheckControlSignals, request, retry=Retry.NEVER)
+        return convert.PROTO_TO_CONTROL_SIGNAL[response.signal]
 
     async def unpause(self, instance_id: str) -> WorkflowSnapshot:
-        response = await self._call("Unpause", sig_pb.UnpauseRequest(instance_id=instance_id))
+        request = sig_pb.UnpauseRequest(instance_id=instance_id)
+        response = await self._call(self._signals.Unpause, request, retry=Retry.NEVER)
         return convert.snapshot_from_proto(response.snapshot)
 
     # -- TaskClaimStore --------------------------------------------------------
@@ -290,43 +245,25 @@ class GrpcBackend:
         self, instance_id: str, task_id: TaskId | bytes | str, worker_id: str, ttl: Seconds | None = None
     ) -> TaskClaim | None:
         """Claim the current task; None when someone else holds it or it is not current."""
-        request = claim_pb.ClaimTaskRequest(
-            instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes(), worker_id=worker_id
-        )
+        request = claim_pb.ClaimTaskRequest(instance_id=instance_id, task_id=_task_id(task_id), worker_id=worker_id)
         if ttl is not None:
             request.ttl.CopyFrom(_duration(ttl))
-        response = await self._call("ClaimTask", request)
-        if not response.HasField("claim"):
-            return None
-        c = response.claim
-        return TaskClaim(
-            c.instance_id,
-            TaskId(c.task_id),
-            c.worker_id,
-            c.claimed_at,
-            c.expires_at if c.HasField("expires_at") else None,
-        )
+        response = await self._call(self._claims.ClaimTask, request, retry=Retry.SAFE)
+        return convert.task_claim_from_proto(response.claim) if response.HasField("claim") else None
 
     async def release_task_claim(self, instance_id: str, task_id: TaskId | bytes | str, worker_id: str) -> None:
-        await self._call(
-            "ReleaseTaskClaim",
-            claim_pb.ReleaseTaskClaimRequest(
-                instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes(), worker_id=worker_id
-            ),
+        request = claim_pb.ReleaseTaskClaimRequest(
+            instance_id=instance_id, task_id=_task_id(task_id), worker_id=worker_id
         )
+        await self._call(self._claims.ReleaseTaskClaim, request, retry=Retry.DONE_IF_NOT_FOUND)
 
     async def extend_task_claim(
         self, instance_id: str, task_id: TaskId | bytes | str, worker_id: str, ttl: Seconds
     ) -> None:
-        await self._call(
-            "ExtendTaskClaim",
-            claim_pb.ExtendTaskClaimRequest(
-                instance_id=instance_id,
-                task_id=TaskId.coerce(task_id).as_bytes(),
-                worker_id=worker_id,
-                ttl=_duration(ttl),
-            ),
+        request = claim_pb.ExtendTaskClaimRequest(
+            instance_id=instance_id, task_id=_task_id(task_id), worker_id=worker_id, ttl=_duration(ttl)
         )
+        await self._call(self._claims.ExtendTaskClaim, request, retry=Retry.SAFE)
 
     async def find_available_tasks(
         self,
@@ -338,8 +275,8 @@ class GrpcBackend:
         request = claim_pb.FindAvailableTasksRequest(
             worker_id=worker_id, limit=limit, aging_interval=_duration(aging_interval), worker_tags=list(worker_tags)
         )
-        response = await self._call("FindAvailableTasks", request)
-        return [_available(t) for t in response.tasks]
+        response = await self._call(self._claims.FindAvailableTasks, request, retry=Retry.SAFE)
+        return [convert.available_task_from_proto(t) for t in response.tasks]
 
     async def claim_available_tasks(
         self,
@@ -356,8 +293,10 @@ class GrpcBackend:
         With `wait`, a call that finds nothing waits on the server (long
         poll) up to that long for a task, then claims and returns it."""
         request = self._claim_request(worker_id, limit, ttl, aging_interval, worker_tags, wait)
-        response = await self._call("ClaimAvailableTasks", request, extra_time=_seconds(wait))
-        return [_available(t) for t in response.tasks]
+        response = await self._call(
+            self._claims.ClaimAvailableTasks, request, retry=Retry.NEVER, extra_time=_seconds(wait)
+        )
+        return [convert.available_task_from_proto(t) for t in response.tasks]
 
     async def claim_tasks(
         self,
@@ -374,11 +313,13 @@ class GrpcBackend:
         trace parent, version)."""
         request = self._claim_request(worker_id, limit, ttl, aging_interval, worker_tags, wait)
         request.omit_snapshot = True
-        response = await self._call("ClaimAvailableTasks", request, extra_time=_seconds(wait))
-        return [_claimed(t) for t in response.tasks]
+        response = await self._call(
+            self._claims.ClaimAvailableTasks, request, retry=Retry.NEVER, extra_time=_seconds(wait)
+        )
+        return [convert.claimed_task_from_proto(t) for t in response.tasks]
 
+    @staticmethod
     def _claim_request(
-        self,
         worker_id: str,
         limit: int,
         ttl: Seconds | None,
@@ -413,18 +354,18 @@ class GrpcBackend:
         """
         request = claim_pb.CompleteTaskRequest(
             instance_id=instance_id,
-            task_id=TaskId.coerce(task_id).as_bytes(),
+            task_id=_task_id(task_id),
             worker_id=worker_id,
             output=bytes(output),
             next_task_tags=list(next_task_tags),
         )
         if next_task_id is not None:
-            request.next_task_id = TaskId.coerce(next_task_id).as_bytes()
+            request.next_task_id = _task_id(next_task_id)
         if next_task_priority is not None:
             request.next_task_priority = next_task_priority
         if final_output is not None:
             request.final_output = bytes(final_output)
-        return bool((await self._call("CompleteTask", request)).completed)
+        return bool((await self._call(self._claims.CompleteTask, request, retry=Retry.NEVER)).completed)
 
     async def complete_task_and_continue(
         self,
@@ -449,40 +390,33 @@ class GrpcBackend:
         False, nothing written)."""
         request = claim_pb.CompleteTaskRequest(
             instance_id=instance_id,
-            task_id=TaskId.coerce(task_id).as_bytes(),
+            task_id=_task_id(task_id),
             worker_id=worker_id,
             output=bytes(output),
-            next_task_id=TaskId.coerce(next_task_id).as_bytes(),
+            next_task_id=_task_id(next_task_id),
             next_task_tags=list(next_task_tags),
             claim_next_ttl=_duration(ttl),
             aging_interval=_duration(aging_interval),
         )
         if next_task_priority is not None:
             request.next_task_priority = next_task_priority
-        response = await self._call("CompleteTask", request)
-        following = _claimed(response.next) if response.HasField("next") else None
+        response = await self._call(self._claims.CompleteTask, request, retry=Retry.NEVER)
+        following = convert.claimed_task_from_proto(response.next) if response.HasField("next") else None
         return bool(response.completed), following
 
     async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
-        request = claim_pb.FindHintedTaskRequest(
-            hint=claim_pb.TaskWakeupHint(
-                instance_id=hint.instance_id,
-                task_id=hint.task_id.as_bytes(),
-                definition_hash=hint.definition_hash.as_bytes(),
-                tags=list(hint.tags),
-            )
-        )
-        response = await self._call("FindHintedTask", request)
-        return _available(response.task) if response.HasField("task") else None
+        request = claim_pb.FindHintedTaskRequest(hint=convert.wakeup_hint_to_proto(hint))
+        response = await self._call(self._claims.FindHintedTask, request, retry=Retry.SAFE)
+        return convert.available_task_from_proto(response.task) if response.HasField("task") else None
 
     async def save_snapshot_fenced(
         self, snapshot: WorkflowSnapshot, task_id: TaskId | bytes | str, worker_id: str
     ) -> bool:
         """Save only while `worker_id` holds the live claim; False when fenced off."""
         request = claim_pb.SaveSnapshotFencedRequest(
-            snapshot=convert.snapshot_to_proto(snapshot), task_id=TaskId.coerce(task_id).as_bytes(), worker_id=worker_id
+            snapshot=convert.snapshot_to_proto(snapshot), task_id=_task_id(task_id), worker_id=worker_id
         )
-        return bool((await self._call("SaveSnapshotFenced", request)).written)
+        return bool((await self._call(self._claims.SaveSnapshotFenced, request, retry=Retry.SAFE)).written)
 
     async def wakeups(self, worker_tags: Sequence[str] = ()) -> AsyncIterator[TaskWakeupHint]:
         """Task-ready hints as they happen, for tasks these tags allow.
@@ -490,11 +424,11 @@ class GrpcBackend:
         Ends when the server shuts down; raises `UnavailableError` if the
         connection breaks. Hints are best effort: poll now and then too.
         """
-        call = self._claims.WatchWakeups(claim_pb.WatchWakeupsRequest(worker_tags=list(worker_tags)))
+        call = self._stream(self._claims.WatchWakeups, claim_pb.WatchWakeupsRequest(worker_tags=list(worker_tags)))
         try:
             async for event in call:
                 if event.HasField("hint"):
-                    yield _hint(event.hint)
+                    yield convert.wakeup_hint_from_proto(event.hint)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         finally:
@@ -551,7 +485,7 @@ class GrpcBackend:
             await asyncio.wait_for(ready.wait(), ready_timeout)
 
     async def _collect_wakeups(self, queue: asyncio.Queue[TaskWakeupHint], ready: asyncio.Event) -> None:
-        call = self._claims.WatchWakeups(claim_pb.WatchWakeupsRequest())
+        call = self._stream(self._claims.WatchWakeups, claim_pb.WatchWakeupsRequest())
         try:
             async for event in call:
                 if event.HasField("subscribed"):
@@ -559,7 +493,7 @@ class GrpcBackend:
                     continue
                 if queue.full():  # keep the newest hints; the oldest are the stalest
                     queue.get_nowait()
-                queue.put_nowait(_hint(event.hint))
+                queue.put_nowait(convert.wakeup_hint_from_proto(event.hint))
         except grpc.aio.AioRpcError:
             pass  # the next wait_for_wakeup starts a new stream
         finally:
@@ -577,10 +511,8 @@ class GrpcBackend:
 
     async def load_task_result(self, instance_id: str, task_id: TaskId | bytes | str) -> bytes | None:
         """The stored output of a task; None for unknown tasks or instances."""
-        response = await self._call(
-            "LoadTaskResult",
-            claim_pb.LoadTaskResultRequest(instance_id=instance_id, task_id=TaskId.coerce(task_id).as_bytes()),
-        )
+        request = claim_pb.LoadTaskResultRequest(instance_id=instance_id, task_id=_task_id(task_id))
+        response = await self._call(self._results.LoadTaskResult, request, retry=Retry.SAFE)
         return response.output if response.HasField("output") else None
 
     async def close(self) -> None:

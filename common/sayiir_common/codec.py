@@ -11,7 +11,6 @@ blobs; use JSON on a database the engine shares.
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
 import math
@@ -23,6 +22,7 @@ from typing import Any
 import orjson
 
 from sayiir_common import convert
+from sayiir_common.checks import InvalidField
 from sayiir_common.errors import SerializationError
 from sayiir_common.ids import DefinitionHash, TaskId
 from sayiir_common.model import (
@@ -556,7 +556,7 @@ class ProtobufCodec(SnapshotCodec):
             raise SerializationError(f"snapshot payload is not a valid protobuf: {exc}") from exc
         try:
             return convert.snapshot_from_proto(message)
-        except convert.InvalidField as exc:
+        except InvalidField as exc:
             raise SerializationError(f"stored protobuf snapshot is invalid: {exc}") from exc
 
 
@@ -568,32 +568,3 @@ def codec_by_name(name: str) -> SnapshotCodec:
         return CODECS[name]
     except KeyError:
         raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}") from None
-
-
-def wakeup_hint_payload(snapshot: WorkflowSnapshot) -> str | None:
-    """The `sayiir_task_ready` NOTIFY payload the engine's listeners decode.
-
-    Only an in-progress snapshot at a task is worth a wakeup. Layout: a version
-    byte (2), then nanoserde's binary form of (instance_id: String, task_id:
-    [u8; 32], definition_hash: [u8; 32], tags: Vec<String>), where strings and
-    vectors carry a little-endian u64 length; base64 without padding.
-    """
-    task_id = snapshot.current_task_id()
-    if task_id is None:
-        return None
-    return encode_wakeup_hint(snapshot.instance_id, task_id, snapshot.definition_hash, snapshot.task_tags)
-
-
-def encode_wakeup_hint(instance_id: str, task_id: TaskId, definition_hash: DefinitionHash, tags: list[str]) -> str:
-    def string(value: str) -> bytes:
-        raw = value.encode("utf-8")
-        return struct.pack("<Q", len(raw)) + raw
-
-    body = bytearray(b"\x02")
-    body += string(instance_id)
-    body += task_id.as_bytes()
-    body += definition_hash.as_bytes()
-    body += struct.pack("<Q", len(tags))
-    for tag in tags:
-        body += string(tag)
-    return base64.b64encode(bytes(body)).decode("ascii").rstrip("=")

@@ -14,6 +14,18 @@ from collections.abc import Iterable
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from sayiir_common.checks import (
+    MAX_SIGNAL_NAME_BYTES,
+    MAX_SIGNAL_TEXT_BYTES,
+    MAX_TRACE_PARENT_BYTES,
+    InvalidField,
+    check_instance_id,
+    check_priority,
+    check_tags,
+    check_text,
+    optional_task_id,
+    task_id_from,
+)
 from sayiir_common.ids import HASH_LEN, DefinitionHash, TaskId
 from sayiir_common.model import (
     MAX_TIMESTAMP_SECONDS,
@@ -24,7 +36,9 @@ from sayiir_common.model import (
     AtJoin,
     AtSignal,
     AtTask,
+    AvailableTask,
     Cancelled,
+    ClaimedTask,
     Completed,
     ControlSignal,
     Duration,
@@ -36,25 +50,20 @@ from sayiir_common.model import (
     Paused,
     RetryPolicy,
     SignalKind,
+    SignalRequest,
+    TaskClaim,
     TaskDeadline,
     TaskResult,
     TaskRetryState,
+    TaskWakeupHint,
     Timestamp,
     WorkflowSnapshot,
     WorkflowSnapshotState,
 )
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
 from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
 
-MAX_INSTANCE_ID_BYTES = 1024
-# Tags and the instance id travel in the wakeup NOTIFY payload, which
-# PostgreSQL caps at 8000 bytes: 1024 + 32 x 128 bytes stays below it after
-# base64, so every valid snapshot can be saved.
-MAX_TAG_BYTES = 128
-MAX_TAGS = 32
-# Events are keyed by signal name in a btree index; past this the index
-# entry outgrows PostgreSQL's limit.
-MAX_SIGNAL_NAME_BYTES = 1024
 U32_MAX = 2**32 - 1
 
 
@@ -80,45 +89,10 @@ CONTROL_SIGNAL_TO_PROTO: dict[ControlSignal | None, sig_pb.ControlSignal] = {
 PROTO_TO_CONTROL_SIGNAL: dict[int, ControlSignal | None] = {v: k for k, v in CONTROL_SIGNAL_TO_PROTO.items()}
 
 
-class InvalidField(ValueError):
-    """A request field fails validation; `field` is its dotted path."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-# --------------------------------------------------------------------------
-# Validation helpers (also used by the server for scalar request fields)
-# --------------------------------------------------------------------------
-
-
-def check_text(field: str, value: str, *, required: bool = False, max_bytes: int | None = None) -> str:
-    """A string PostgreSQL TEXT can hold: no NUL, within `max_bytes`."""
-    if required and not value:
-        raise InvalidField(field, "must not be empty")
-    if "\x00" in value:
-        raise InvalidField(field, "must not contain NUL characters")
-    if max_bytes is not None and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise InvalidField(field, f"must be at most {max_bytes} bytes")
-    return value
-
-
-def check_instance_id(field: str, value: str) -> str:
-    return check_text(field, value, required=True, max_bytes=MAX_INSTANCE_ID_BYTES)
-
-
-def task_id_from(field: str, raw: bytes) -> TaskId:
+def _definition_hash(field: str, raw: bytes) -> DefinitionHash:
     if len(raw) != HASH_LEN:
         raise InvalidField(field, f"must be {HASH_LEN} bytes, got {len(raw)}")
-    return TaskId(raw)
-
-
-def _optional_task_id(message: object, name: str, path: str) -> TaskId | None:
-    if not message.HasField(name):  # type: ignore[attr-defined]
-        return None
-    return task_id_from(f"{path}.{name}", getattr(message, name))
+    return DefinitionHash(raw)
 
 
 def _timestamp(field: str, message: timestamp_pb2.Timestamp) -> Timestamp:
@@ -194,7 +168,7 @@ def position_from_proto(path: str, message: pb.ExecutionPosition) -> ExecutionPo
             task_id_from(f"{p}.delay_id", d.delay_id),
             _required_timestamp(d, "entered_at", p),
             _required_timestamp(d, "wake_at", p),
-            _optional_task_id(d, "next_task_id", p),
+            optional_task_id(d, "next_task_id", p),
         )
     if kind == "at_signal":
         s = message.at_signal
@@ -202,12 +176,10 @@ def position_from_proto(path: str, message: pb.ExecutionPosition) -> ExecutionPo
             task_id_from(f"{p}.signal_id", s.signal_id),
             check_text(f"{p}.signal_name", s.signal_name, required=True, max_bytes=MAX_SIGNAL_NAME_BYTES),
             _timestamp(f"{p}.wake_at", s.wake_at) if s.HasField("wake_at") else None,
-            _optional_task_id(s, "next_task_id", p),
+            optional_task_id(s, "next_task_id", p),
         )
     loop = message.in_loop
-    return InLoop(
-        task_id_from(f"{p}.loop_id", loop.loop_id), loop.iteration, _optional_task_id(loop, "next_task_id", p)
-    )
+    return InLoop(task_id_from(f"{p}.loop_id", loop.loop_id), loop.iteration, optional_task_id(loop, "next_task_id", p))
 
 
 def state_from_proto(path: str, message: pb.WorkflowSnapshotState) -> WorkflowSnapshotState:
@@ -222,7 +194,7 @@ def state_from_proto(path: str, message: pb.WorkflowSnapshotState) -> WorkflowSn
         return InProgress(
             position_from_proto(f"{p}.position", m.position),
             _task_results(f"{p}.completed_tasks", m.completed_tasks),
-            _optional_task_id(m, "last_completed_task_id", p),
+            optional_task_id(m, "last_completed_task_id", p),
         )
     if kind == "completed":
         return Completed(message.completed.final_output)
@@ -235,7 +207,7 @@ def state_from_proto(path: str, message: pb.WorkflowSnapshotState) -> WorkflowSn
             check_text(f"{p}.cancelled_by", c.cancelled_by) if c.HasField("cancelled_by") else None,
             _required_timestamp(c, "cancelled_at", p),
             _task_results(f"{p}.completed_tasks", c.completed_tasks),
-            _optional_task_id(c, "interrupted_at_task", p),
+            optional_task_id(c, "interrupted_at_task", p),
         )
     z = message.paused
     if not z.HasField("position"):
@@ -246,15 +218,14 @@ def state_from_proto(path: str, message: pb.WorkflowSnapshotState) -> WorkflowSn
         _required_timestamp(z, "paused_at", p),
         _task_results(f"{p}.completed_tasks", z.completed_tasks),
         position_from_proto(f"{p}.position", z.position),
-        _optional_task_id(z, "last_completed_task_id", p),
+        optional_task_id(z, "last_completed_task_id", p),
     )
 
 
 def snapshot_from_proto(message: pb.WorkflowSnapshot, path: str = "snapshot") -> WorkflowSnapshot:
     """Validate and convert a snapshot message; raises `InvalidField`."""
     instance_id = check_instance_id(f"{path}.instance_id", message.instance_id)
-    if len(message.definition_hash) != HASH_LEN:
-        raise InvalidField(f"{path}.definition_hash", f"must be {HASH_LEN} bytes, got {len(message.definition_hash)}")
+    definition_hash = _definition_hash(f"{path}.definition_hash", message.definition_hash)
     if not message.HasField("state"):
         raise InvalidField(f"{path}.state", "is required")
     state = state_from_proto(f"{path}.state", message.state)
@@ -302,21 +273,14 @@ def snapshot_from_proto(message: pb.WorkflowSnapshot, path: str = "snapshot") ->
         loops[lid] = loop.iteration
     priority = None
     if message.HasField("task_priority"):
-        priority = message.task_priority
-        if not 1 <= priority <= 5:
-            raise InvalidField(f"{path}.task_priority", f"must be 1 (critical) to 5 (minimal), got {priority}")
-    if len(message.task_tags) > MAX_TAGS:
-        raise InvalidField(f"{path}.task_tags", f"at most {MAX_TAGS} tags")
-    tags = [
-        check_text(f"{path}.task_tags[{i}]", t, required=True, max_bytes=MAX_TAG_BYTES)
-        for i, t in enumerate(message.task_tags)
-    ]
+        priority = check_priority(f"{path}.task_priority", message.task_priority)
+    tags = check_tags(f"{path}.task_tags", list(message.task_tags))
     trace_parent = None
     if message.HasField("trace_parent"):
-        trace_parent = check_text(f"{path}.trace_parent", message.trace_parent, max_bytes=1024)
+        trace_parent = check_text(f"{path}.trace_parent", message.trace_parent, max_bytes=MAX_TRACE_PARENT_BYTES)
     return WorkflowSnapshot(
         instance_id=instance_id,
-        definition_hash=DefinitionHash(message.definition_hash),
+        definition_hash=definition_hash,
         state=state,
         created_at=message.created_at,
         updated_at=message.updated_at,
@@ -471,3 +435,126 @@ def snapshot_to_proto(snapshot: WorkflowSnapshot) -> pb.WorkflowSnapshot:
     message = pb.WorkflowSnapshot()
     fill_snapshot(message, snapshot)
     return message
+
+
+# --------------------------------------------------------------------------
+# The other messages of the RPCs, both ways
+# --------------------------------------------------------------------------
+
+
+def duration_to_proto(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds // 1)
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+
+
+def signal_kind_from(field: str, value: int) -> SignalKind:
+    if value not in PROTO_TO_SIGNAL_KIND:
+        raise InvalidField(field, f"must be SIGNAL_KIND_CANCEL or SIGNAL_KIND_PAUSE, got {value}")
+    return PROTO_TO_SIGNAL_KIND[value]
+
+
+def signal_request_to_proto(request: SignalRequest) -> sig_pb.SignalRequest:
+    message = sig_pb.SignalRequest()
+    if request.reason is not None:
+        message.reason = request.reason
+    if request.requested_by is not None:
+        message.requested_by = request.requested_by
+    _set_ts(message.requested_at, request.requested_at)
+    return message
+
+
+def signal_request_from_proto(message: sig_pb.SignalRequest, path: str) -> SignalRequest:
+    """The request's texts, checked; `requested_at` is the server's to set, so
+    a time a StoreSignal sends is ignored rather than checked."""
+    reason = message.reason if message.HasField("reason") else None
+    by = message.requested_by if message.HasField("requested_by") else None
+    for field, value in ((f"{path}.reason", reason), (f"{path}.requested_by", by)):
+        if value is not None:
+            check_text(field, value, max_bytes=MAX_SIGNAL_TEXT_BYTES)
+    at = message.requested_at
+    try:
+        requested_at = Timestamp(at.seconds, at.nanos) if message.HasField("requested_at") else Timestamp.now()
+    except ValueError:
+        requested_at = Timestamp.now()
+    return SignalRequest(reason, by, requested_at)
+
+
+def task_claim_to_proto(claim: TaskClaim) -> claim_pb.TaskClaim:
+    message = claim_pb.TaskClaim(
+        instance_id=claim.instance_id,
+        task_id=claim.task_id.as_bytes(),
+        worker_id=claim.worker_id,
+        claimed_at=claim.claimed_at,
+    )
+    if claim.expires_at is not None:
+        message.expires_at = claim.expires_at
+    return message
+
+
+def task_claim_from_proto(message: claim_pb.TaskClaim) -> TaskClaim:
+    return TaskClaim(
+        message.instance_id,
+        task_id_from("claim.task_id", message.task_id),
+        message.worker_id,
+        message.claimed_at,
+        message.expires_at if message.HasField("expires_at") else None,
+    )
+
+
+def available_task_to_proto(task: AvailableTask, with_snapshot: bool = True) -> claim_pb.AvailableTask:
+    """`with_snapshot=False`: the light form (omit_snapshot, a continued claim)."""
+    message = claim_pb.AvailableTask(
+        instance_id=task.instance_id,
+        task_id=task.task_id.as_bytes(),
+        workflow_definition_hash=task.workflow_definition_hash.as_bytes(),
+        version=task.version,
+    )
+    if task.input is not None:
+        message.input = task.input
+    if task.trace_parent is not None:
+        message.trace_parent = task.trace_parent
+    if with_snapshot:
+        fill_snapshot(message.snapshot, task.snapshot)
+    return message
+
+
+def claimed_task_from_proto(message: claim_pb.AvailableTask, path: str = "task") -> ClaimedTask:
+    """The light form of an AvailableTask: its snapshot, if any, is not decoded."""
+    return ClaimedTask(
+        instance_id=message.instance_id,
+        task_id=task_id_from(f"{path}.task_id", message.task_id),
+        input=message.input if message.HasField("input") else None,
+        workflow_definition_hash=_definition_hash(f"{path}.workflow_definition_hash", message.workflow_definition_hash),
+        trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
+        version=message.version,
+    )
+
+
+def available_task_from_proto(message: claim_pb.AvailableTask, path: str = "task") -> AvailableTask:
+    return AvailableTask(
+        instance_id=message.instance_id,
+        task_id=task_id_from(f"{path}.task_id", message.task_id),
+        input=message.input if message.HasField("input") else None,
+        workflow_definition_hash=_definition_hash(f"{path}.workflow_definition_hash", message.workflow_definition_hash),
+        trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
+        snapshot=snapshot_from_proto(message.snapshot, f"{path}.snapshot"),
+        version=message.version,
+    )
+
+
+def wakeup_hint_to_proto(hint: TaskWakeupHint) -> claim_pb.TaskWakeupHint:
+    return claim_pb.TaskWakeupHint(
+        instance_id=hint.instance_id,
+        task_id=hint.task_id.as_bytes(),
+        definition_hash=hint.definition_hash.as_bytes(),
+        tags=list(hint.tags),
+    )
+
+
+def wakeup_hint_from_proto(message: claim_pb.TaskWakeupHint, path: str = "hint") -> TaskWakeupHint:
+    return TaskWakeupHint(
+        check_instance_id(f"{path}.instance_id", message.instance_id),
+        task_id_from(f"{path}.task_id", message.task_id),
+        _definition_hash(f"{path}.definition_hash", message.definition_hash),
+        tuple(check_tags(f"{path}.tags", list(message.tags))),
+    )

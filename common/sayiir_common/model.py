@@ -14,6 +14,7 @@ Maps keep insertion order for the same reason.
 
 from __future__ import annotations
 
+import base64
 import enum
 import struct
 import time
@@ -875,6 +876,7 @@ class AvailableTask:
     workflow_definition_hash: DefinitionHash
     trace_parent: str | None
     snapshot: WorkflowSnapshot
+    version: int = 0  # the snapshot's history version the task was read at (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -890,11 +892,85 @@ class ClaimedTask:
     version: int  # the snapshot's history version the task was read at
 
 
+class HintFormatError(ValueError):
+    """A notification payload that is not a task-ready hint."""
+
+
+# The engine's wakeup payload layout version (the first byte).
+HINT_WIRE_VERSION = 2
+# More tags than this in a payload means it is not a hint.
+MAX_HINT_TAGS = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class TaskWakeupHint:
-    """A task became claimable (Rust `TaskWakeupHint`)."""
+    """A task became claimable (Rust `TaskWakeupHint`).
+
+    `encode` and `decode` are the `sayiir_task_ready` NOTIFY payload the
+    engine's listeners read: a version byte (2), then nanoserde's binary form
+    of (instance_id: String, task_id: [u8; 32], definition_hash: [u8; 32],
+    tags: Vec<String>), where strings and vectors carry a little-endian u64
+    length; base64 without padding.
+    """
 
     instance_id: str
     task_id: TaskId
     definition_hash: DefinitionHash
     tags: tuple[str, ...] = ()
+
+    @classmethod
+    def of_snapshot(cls, snapshot: WorkflowSnapshot) -> TaskWakeupHint | None:
+        """The hint a write of `snapshot` sends: only a snapshot at a task is worth one."""
+        task_id = snapshot.current_task_id()
+        if task_id is None:
+            return None
+        return cls(snapshot.instance_id, task_id, snapshot.definition_hash, tuple(snapshot.task_tags))
+
+    def encode(self) -> str:
+        def string(value: str) -> bytes:
+            raw = value.encode("utf-8")
+            return struct.pack("<Q", len(raw)) + raw
+
+        body = bytearray(HINT_WIRE_VERSION.to_bytes(1, "little"))
+        body += string(self.instance_id)
+        body += self.task_id.as_bytes()
+        body += self.definition_hash.as_bytes()
+        body += struct.pack("<Q", len(self.tags))
+        for tag in self.tags:
+            body += string(tag)
+        return base64.b64encode(bytes(body)).decode("ascii").rstrip("=")
+
+    @classmethod
+    def decode(cls, payload: str) -> TaskWakeupHint:
+        """Parse a payload; raises `HintFormatError` when it is not a hint."""
+        try:
+            raw = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+        except ValueError as exc:
+            raise HintFormatError(f"not base64: {exc}") from None
+        if not raw or raw[0] != HINT_WIRE_VERSION:
+            raise HintFormatError(f"unsupported hint version {raw[:1]!r}")
+        offset = 1
+
+        def take(size: int) -> bytes:
+            nonlocal offset
+            if offset + size > len(raw):
+                raise HintFormatError("truncated hint")
+            chunk = raw[offset : offset + size]
+            offset += size
+            return chunk
+
+        def string() -> str:
+            (length,) = struct.unpack("<Q", take(8))
+            try:
+                return take(length).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise HintFormatError(f"invalid UTF-8 in hint: {exc}") from None
+
+        instance_id = string()
+        task_id = TaskId(take(32))
+        definition_hash = DefinitionHash(take(32))
+        (count,) = struct.unpack("<Q", take(8))
+        if count > MAX_HINT_TAGS:
+            raise HintFormatError("too many tags in hint")
+        tags = tuple(string() for _ in range(count))
+        return cls(instance_id, task_id, definition_hash, tags)

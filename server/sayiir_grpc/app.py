@@ -31,7 +31,7 @@ from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_crede
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
-from sayiir_grpc.stores import task_claim_store
+from sayiir_grpc.stores import dispatch
 from sayiir_grpc.wakeup import WakeupHub
 
 log = structlog.get_logger(__name__)
@@ -96,7 +96,7 @@ class RunningServer:
         codec = codec_by_name(self.settings.codec)
         while True:
             try:
-                while await task_claim_store.sweep(self.db, codec, SWEEP_BATCH) >= SWEEP_BATCH:
+                while await dispatch.sweep(self.db, codec, SWEEP_BATCH) >= SWEEP_BATCH:
                     pass
             except Exception as exc:  # a database outage: the health loop reports it; try again later
                 log.warning("background sweep failed", error=str(exc))

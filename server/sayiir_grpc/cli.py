@@ -1,4 +1,4 @@
-"""The `sayiir-grpc` command: `serve` and `migrate`."""
+"""The `sayiir-grpc` command: `serve`, `migrate`, `healthcheck` and `check`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ from sayiir_grpc.security import SecurityConfigError
 
 T = TypeVar("T")
 
+# The settings `migrate` uses: where the database is (or the embedded one's
+# data), and how to log. The listen, pool, TLS, token and metrics settings
+# belong to `serve` alone.
+MIGRATE_SETTINGS = ("database_url", "data_dir", "log_level", "log_format")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sayiir-grpc", description="gRPC persistence service for Sayiir workflows.")
@@ -25,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Run the gRPC service (migrates first).")
     config.add_arguments(serve)
     mig = commands.add_parser("migrate", help="Create or adopt the schema, then exit.")
-    config.add_arguments(mig)
+    config.add_arguments(mig, MIGRATE_SETTINGS)
     check = commands.add_parser(
         "healthcheck", help="Exit 0 when the service at --listen reports SERVING (grpc.health.v1), else 1."
     )
@@ -130,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sayiir-grpc: cannot check {url}: {exc}", file=sys.stderr)
             return 2
     try:
-        settings = config.load(args)
+        settings = config.load(args, names=MIGRATE_SETTINGS if args.command == "migrate" else None)
     except config.ConfigError as exc:
         print(f"sayiir-grpc: {exc}", file=sys.stderr)
         return 2

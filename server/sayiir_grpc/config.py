@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,8 +299,13 @@ class Settings:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for setting in SETTINGS:
+def _chosen(names: Collection[str] | None) -> tuple[Setting, ...]:
+    return SETTINGS if names is None else tuple(s for s in SETTINGS if s.name in names)
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:
+    """A flag for each setting (or each of `names`)."""
+    for setting in _chosen(names):
         default = "unset" if setting.default is None else setting.default
         parser.add_argument(
             setting.flag,
@@ -311,11 +316,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags, then the environment, then defaults."""
+def load(
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    names: Collection[str] | None = None,
+) -> Settings:
+    """Settings from flags, then the environment, then defaults.
+
+    With `names`, only those settings are read; the others keep their
+    defaults (a command is not stopped by a variable it does not use).
+    """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
+    for setting in _chosen(names):
         raw = getattr(args, setting.name, None) if args is not None else None
         source = setting.flag
         if raw is None and env.get(setting.env, "") != "":

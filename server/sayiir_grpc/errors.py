@@ -13,7 +13,7 @@ import asyncio
 import asyncpg
 import grpc
 
-from sayiir_common.convert import InvalidField
+from sayiir_common.checks import InvalidField
 from sayiir_common.errors import (
     BackendError,
     InvalidArgumentError,

@@ -12,71 +12,21 @@ fallback poll picks the task up (as in the original, `wakeup_drops_total`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
 
-from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.model import HintFormatError, TaskWakeupHint
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
 log = structlog.get_logger(__name__)
 
-HINT_WIRE_VERSION = 2
 SUBSCRIBER_QUEUE_SIZE = 1024
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class WakeupHint:
-    instance_id: str
-    task_id: TaskId
-    definition_hash: DefinitionHash
-    tags: tuple[str, ...]
-
-
-class HintFormatError(ValueError):
-    """A notification payload that is not a task-ready hint."""
-
-
-def decode_hint(payload: str) -> WakeupHint:
-    """Parse the engine's hint: base64 (no padding) of version 2 + nanoserde fields."""
-    try:
-        raw = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
-    except ValueError as exc:
-        raise HintFormatError(f"not base64: {exc}") from None
-    if not raw or raw[0] != HINT_WIRE_VERSION:
-        raise HintFormatError(f"unsupported hint version {raw[:1]!r}")
-    offset = 1
-
-    def take(size: int) -> bytes:
-        nonlocal offset
-        if offset + size > len(raw):
-            raise HintFormatError("truncated hint")
-        chunk = raw[offset : offset + size]
-        offset += size
-        return chunk
-
-    def string() -> str:
-        (length,) = struct.unpack("<Q", take(8))
-        try:
-            return take(length).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise HintFormatError(f"invalid UTF-8 in hint: {exc}") from None
-
-    instance_id = string()
-    task_id = TaskId(take(32))
-    definition_hash = DefinitionHash(take(32))
-    (count,) = struct.unpack("<Q", take(8))
-    if count > 1024:
-        raise HintFormatError("too many tags in hint")
-    tags = tuple(string() for _ in range(count))
-    return WakeupHint(instance_id, task_id, definition_hash, tags)
 
 
 @dataclass(eq=False)
@@ -84,11 +34,11 @@ class Subscription:
     """One worker's stream: the tags it may run and its bounded queue."""
 
     worker_tags: frozenset[str]
-    queue: asyncio.Queue[WakeupHint | None] = field(
+    queue: asyncio.Queue[TaskWakeupHint | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
     )
 
-    def wants(self, hint: WakeupHint) -> bool:
+    def wants(self, hint: TaskWakeupHint) -> bool:
         # An untagged worker takes everything; otherwise the task's tags
         # must all be the worker's (untagged tasks go to anyone).
         return not self.worker_tags or set(hint.tags) <= self.worker_tags
@@ -101,7 +51,7 @@ class Waiter:
     worker_tags: frozenset[str]
     woken: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def wants(self, hint: WakeupHint) -> bool:
+    def wants(self, hint: TaskWakeupHint) -> bool:
         return not self.worker_tags or set(hint.tags) <= self.worker_tags
 
 
@@ -183,7 +133,7 @@ class WakeupHub:
             except asyncio.QueueFull:
                 subscription.queue.get_nowait()
 
-    def publish(self, hint: WakeupHint) -> None:
+    def publish(self, hint: TaskWakeupHint) -> None:
         self.hints_received += 1
         # One ready task, one waiting call (not a broadcast).
         for waiter in self._waiters:
@@ -208,7 +158,7 @@ class WakeupHub:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
-            hint = decode_hint(payload)
+            hint = TaskWakeupHint.decode(payload)
         except HintFormatError as exc:
             log.warning("ignored malformed wakeup payload", error=str(exc))
             return

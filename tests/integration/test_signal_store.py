@@ -29,6 +29,7 @@ from sayiir_client import (
     SignalKind,
     SignalRequest,
     TaskId,
+    TaskWakeupHint,
     WorkflowSnapshot,
 )
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
@@ -258,11 +259,8 @@ async def test_resumed_workflow_is_dispatchable(backend: GrpcBackend, instance_i
     try:
         await seed_at_signal(backend, instance_id, "go", "downstream")
         await backend.send_event(instance_id, "go", b"x")
-        from sayiir_common.codec import encode_wakeup_hint
-
-        expected = encode_wakeup_hint(
-            instance_id, TaskId.sha256("downstream"), (await backend.load_snapshot(instance_id)).definition_hash, []
-        )
+        definition_hash = (await backend.load_snapshot(instance_id)).definition_hash
+        expected = TaskWakeupHint(instance_id, TaskId.sha256("downstream"), definition_hash).encode()
         received = [await asyncio.wait_for(hints.get(), 5)]
         while not hints.empty():
             received.append(hints.get_nowait())

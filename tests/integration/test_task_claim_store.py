@@ -364,9 +364,7 @@ async def test_notify_only_when_a_task_becomes_claimable(clean_backend: GrpcBack
             await asyncio.wait_for(received.get(), 0.3)
         snapshot.update_position(AtTask(TaskId.sha256("step-1")))
         await clean_backend.save_snapshot(snapshot)
-        from sayiir_grpc.wakeup import decode_hint
-
-        hint = decode_hint(await asyncio.wait_for(received.get(), 2))
+        hint = TaskWakeupHint.decode(await asyncio.wait_for(received.get(), 2))
         assert (hint.instance_id, hint.task_id) == ("wf-notify", TaskId.sha256("step-1"))
         assert hint.definition_hash == snapshot.definition_hash
         await clean_backend.save_task_result("wf-notify", TaskId.sha256("step-1"), b"r")

@@ -8,27 +8,27 @@ from pathlib import Path
 
 import pytest
 
-from sayiir_common.codec import encode_wakeup_hint
 from sayiir_common.ids import DefinitionHash, TaskId
-from sayiir_grpc.wakeup import SUBSCRIBER_QUEUE_SIZE, HintFormatError, WakeupHint, WakeupHub, decode_hint
+from sayiir_common.model import HintFormatError, TaskWakeupHint
+from sayiir_grpc.wakeup import SUBSCRIBER_QUEUE_SIZE, WakeupHub
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "engine_blobs.json").read_text())
 
 
 @pytest.mark.parametrize("payload", [p["payload"] for p in GOLDEN["notify_payloads"]])
 def test_engine_payloads_decode_and_re_encode_identically(payload: str) -> None:
-    hint = decode_hint(payload)
-    assert encode_wakeup_hint(hint.instance_id, hint.task_id, hint.definition_hash, list(hint.tags)) == payload
+    hint = TaskWakeupHint.decode(payload)
+    assert hint.encode() == payload
 
 
 @pytest.mark.parametrize("payload", ["", "!!!", "AQ", "Ag", "AgUAAAAAAAAAYWI"])
 def test_malformed_payloads_are_rejected(payload: str) -> None:
     with pytest.raises(HintFormatError):
-        decode_hint(payload)
+        TaskWakeupHint.decode(payload)
 
 
-def _hint(tags: tuple[str, ...] = ()) -> WakeupHint:
-    return WakeupHint("wf", TaskId.sha256("t"), DefinitionHash.sha256("d"), tags)
+def _hint(tags: tuple[str, ...] = ()) -> TaskWakeupHint:
+    return TaskWakeupHint("wf", TaskId.sha256("t"), DefinitionHash.sha256("d"), tags)
 
 
 async def test_hints_go_only_to_streams_whose_tags_allow_them() -> None:

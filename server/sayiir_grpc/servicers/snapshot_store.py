@@ -3,7 +3,7 @@ DeleteSnapshot, ListSnapshots. Logic and SQL: `sayiir_grpc.stores.snapshot_store
 
 from __future__ import annotations
 
-from sayiir_common import convert
+from sayiir_common import checks, convert
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
@@ -16,12 +16,6 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 
 
-def require_snapshot(request: rpc_pb.SaveSnapshotRequest) -> pb.WorkflowSnapshot:
-    if not request.HasField("snapshot"):
-        raise convert.InvalidField("snapshot", "is required")
-    return request.snapshot
-
-
 class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
     def __init__(self, db: Database, codec: SnapshotCodec) -> None:
         self.db = db
@@ -29,7 +23,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
 
     @rpc
     async def SaveSnapshot(self, request: rpc_pb.SaveSnapshotRequest, context: Context) -> rpc_pb.SaveSnapshotResponse:
-        snapshot = convert.snapshot_from_proto(require_snapshot(request))
+        snapshot = convert.snapshot_from_proto(checks.require(request, "snapshot"))
         written, version = await store.save_snapshot(self.db, self.codec, snapshot)
         return rpc_pb.SaveSnapshotResponse(written=written, history_version=version)
 
@@ -37,14 +31,14 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
     async def SaveTaskResult(
         self, request: rpc_pb.SaveTaskResultRequest, context: Context
     ) -> rpc_pb.SaveTaskResultResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
-        task_id = convert.task_id_from("task_id", request.task_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
+        task_id = checks.task_id_from("task_id", request.task_id)
         version = await store.save_task_result(self.db, self.codec, instance_id, task_id, request.output)
         return rpc_pb.SaveTaskResultResponse(history_version=version)
 
     @rpc
     async def LoadSnapshot(self, request: rpc_pb.LoadSnapshotRequest, context: Context) -> rpc_pb.LoadSnapshotResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
         loaded = await store.load_snapshot(self.db, self.codec, instance_id)
         response = rpc_pb.LoadSnapshotResponse(
             status=convert.STATUS_TO_PROTO.get(loaded.status, pb.SNAPSHOT_STATUS_UNSPECIFIED),
@@ -57,7 +51,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
     async def DeleteSnapshot(
         self, request: rpc_pb.DeleteSnapshotRequest, context: Context
     ) -> rpc_pb.DeleteSnapshotResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
         await store.delete_snapshot(self.db, instance_id)
         return rpc_pb.DeleteSnapshotResponse()
 
@@ -66,13 +60,13 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         self, request: rpc_pb.ListSnapshotsRequest, context: Context
     ) -> rpc_pb.ListSnapshotsResponse:
         if request.page_size > MAX_PAGE_SIZE:
-            raise convert.InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}")
+            raise checks.InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}")
         limit = request.page_size or DEFAULT_PAGE_SIZE
-        after = convert.check_text("after_instance_id", request.after_instance_id) or None
+        after = checks.check_text("after_instance_id", request.after_instance_id) or None
         statuses = []
         for index, value in enumerate(request.statuses):
             if value not in convert.PROTO_TO_STATUS:
-                raise convert.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
+                raise checks.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
             statuses.append(convert.PROTO_TO_STATUS[value])
         ids = await store.list_snapshots(self.db, after, limit, statuses)
         next_after = ids[-1] if len(ids) == limit else ""

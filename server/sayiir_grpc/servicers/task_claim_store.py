@@ -11,9 +11,8 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
-from google.protobuf import duration_pb2
 
-from sayiir_common import convert
+from sayiir_common import checks, convert
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import ClaimLostError
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
@@ -21,83 +20,46 @@ from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc
-from sayiir_grpc.servicers.snapshot_store import require_snapshot
+from sayiir_grpc.stores import dispatch, task_result_store
 from sayiir_grpc.stores import task_claim_store as store
-from sayiir_grpc.stores import task_result_store
-from sayiir_grpc.wakeup import WakeupHint, WakeupHub
+from sayiir_grpc.wakeup import WakeupHub
 
 MAX_LIMIT = 1000
 DEFAULT_AGING_S = 300.0
-MAX_TTL_S = 366 * 86_400.0
 MAX_WAIT_S = 300.0
 # A long poll looks again this often even without a hint: hints are best
 # effort, and a claim that expires wakes nobody.
 LONG_POLL_RECHECK_S = 1.0
 # A long poll answers this long before the call's deadline, so the answer
 # (and any task claimed) reaches the worker instead of a DEADLINE_EXCEEDED.
-DEADLINE_MARGIN_S = 0.05
+DEADLINE_MARGIN_S = 0.25
 
 
-def worker_id_from(value: str) -> str:
-    return convert.check_text("worker_id", value, required=True, max_bytes=256)
+def aging_from(
+    request: rpc_pb.FindAvailableTasksRequest | rpc_pb.ClaimAvailableTasksRequest | rpc_pb.CompleteTaskRequest,
+) -> float:
+    if not request.HasField("aging_interval"):
+        return DEFAULT_AGING_S
+    return checks.positive_seconds("aging_interval", request.aging_interval)
 
 
-def positive_seconds(field: str, value: duration_pb2.Duration) -> float:
-    seconds = value.seconds + value.nanos / 1e9
-    if not seconds > 0:
-        raise convert.InvalidField(field, "must be a positive duration")
-    if seconds > MAX_TTL_S:
-        raise convert.InvalidField(field, f"must be at most {int(MAX_TTL_S)} seconds")
-    return seconds
-
-
-def wait_seconds(request: rpc_pb.ClaimAvailableTasksRequest, context: Context) -> float:
+def wait_from(request: rpc_pb.ClaimAvailableTasksRequest, context: Context) -> float:
     """How long a claim call may wait for a task: its `wait`, cut to the deadline."""
     if not request.HasField("wait"):
         return 0.0
     wait = request.wait.seconds + request.wait.nanos / 1e9
     if wait < 0:
-        raise convert.InvalidField("wait", "must not be negative")
+        raise checks.InvalidField("wait", "must not be negative")
     if wait > MAX_WAIT_S:
-        raise convert.InvalidField("wait", f"must be at most {int(MAX_WAIT_S)} seconds")
+        raise checks.InvalidField("wait", f"must be at most {int(MAX_WAIT_S)} seconds")
     remaining = context.time_remaining()
     if remaining is not None:
         wait = min(wait, remaining - DEADLINE_MARGIN_S)
     return max(wait, 0.0)
 
 
-def tags_from(field: str, values: list[str]) -> list[str]:
-    if len(values) > convert.MAX_TAGS:
-        raise convert.InvalidField(field, f"at most {convert.MAX_TAGS} tags")
-    return [
-        convert.check_text(f"{field}[{i}]", t, required=True, max_bytes=convert.MAX_TAG_BYTES)
-        for i, t in enumerate(values)
-    ]
-
-
-def available_to_proto(task: store.AvailableTask, with_snapshot: bool = True) -> rpc_pb.AvailableTask:
-    message = rpc_pb.AvailableTask(
-        instance_id=task.instance_id,
-        task_id=task.task_id.as_bytes(),
-        workflow_definition_hash=task.snapshot.definition_hash.as_bytes(),
-        version=task.version,
-    )
-    if task.input is not None:
-        message.input = task.input
-    if task.snapshot.trace_parent is not None:
-        message.trace_parent = task.snapshot.trace_parent
-    if with_snapshot:
-        convert.fill_snapshot(message.snapshot, task.snapshot)
-    return message
-
-
-def hint_to_proto(hint: WakeupHint) -> rpc_pb.TaskWakeupHint:
-    return rpc_pb.TaskWakeupHint(
-        instance_id=hint.instance_id,
-        task_id=hint.task_id.as_bytes(),
-        definition_hash=hint.definition_hash.as_bytes(),
-        tags=list(hint.tags),
-    )
+def ttl_from(request: rpc_pb.ClaimTaskRequest | rpc_pb.ClaimAvailableTasksRequest) -> float | None:
+    return checks.positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
 
 
 class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
@@ -113,50 +75,40 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         self.codec = codec
         self.hub = hub
         self.metrics = metrics
-        # False when this process sweeps in the background (app.Sweeper).
+        # False when this process sweeps in the background (RunningServer._sweep_loop).
         self.sweep_in_claims = sweep_in_claims
 
     @rpc
     async def ClaimTask(self, request: rpc_pb.ClaimTaskRequest, context: Context) -> rpc_pb.ClaimTaskResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
-        task_id = convert.task_id_from("task_id", request.task_id)
-        worker_id = worker_id_from(request.worker_id)
-        ttl = positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
-        claim = await store.claim_task(self.db, instance_id, task_id, worker_id, ttl)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
+        task_id = checks.task_id_from("task_id", request.task_id)
+        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        claim = await store.claim_task(self.db, instance_id, task_id, worker_id, ttl_from(request))
         if claim is None:
             return rpc_pb.ClaimTaskResponse()
         if self.metrics is not None:
             self.metrics.claims_granted.inc()
-        message = rpc_pb.TaskClaim(
-            instance_id=claim.instance_id,
-            task_id=claim.task_id.as_bytes(),
-            worker_id=claim.worker_id,
-            claimed_at=claim.claimed_at,
-        )
-        if claim.expires_at is not None:
-            message.expires_at = claim.expires_at
-        return rpc_pb.ClaimTaskResponse(claim=message)
+        return rpc_pb.ClaimTaskResponse(claim=convert.task_claim_to_proto(claim))
 
     @rpc
     async def ReleaseTaskClaim(
         self, request: rpc_pb.ReleaseTaskClaimRequest, context: Context
     ) -> rpc_pb.ReleaseTaskClaimResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
-        task_id = convert.task_id_from("task_id", request.task_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
+        task_id = checks.task_id_from("task_id", request.task_id)
+        worker_id = checks.check_worker_id("worker_id", request.worker_id)
         with self._counting_lost():
-            await store.release_task_claim(self.db, instance_id, task_id, worker_id_from(request.worker_id))
+            await store.release_task_claim(self.db, instance_id, task_id, worker_id)
         return rpc_pb.ReleaseTaskClaimResponse()
 
     @rpc
     async def ExtendTaskClaim(
         self, request: rpc_pb.ExtendTaskClaimRequest, context: Context
     ) -> rpc_pb.ExtendTaskClaimResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
-        task_id = convert.task_id_from("task_id", request.task_id)
-        worker_id = worker_id_from(request.worker_id)
-        if not request.HasField("ttl"):
-            raise convert.InvalidField("ttl", "is required")
-        ttl = positive_seconds("ttl", request.ttl)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
+        task_id = checks.task_id_from("task_id", request.task_id)
+        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        ttl = checks.positive_seconds("ttl", checks.require(request, "ttl"))
         with self._counting_lost():
             await store.extend_task_claim(self.db, instance_id, task_id, worker_id, ttl)
         return rpc_pb.ExtendTaskClaimResponse()
@@ -165,38 +117,30 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def FindAvailableTasks(
         self, request: rpc_pb.FindAvailableTasksRequest, context: Context
     ) -> rpc_pb.FindAvailableTasksResponse:
-        worker_id = worker_id_from(request.worker_id)
-        if not 1 <= request.limit <= MAX_LIMIT:
-            raise convert.InvalidField("limit", f"must be 1 to {MAX_LIMIT}, got {request.limit}")
-        aging = (
-            positive_seconds("aging_interval", request.aging_interval)
-            if request.HasField("aging_interval")
-            else DEFAULT_AGING_S
-        )
-        tags = tags_from("worker_tags", list(request.worker_tags))
-        tasks = await store.find_available_tasks(self.db, self.codec, worker_id, request.limit, aging, tags)
-        return rpc_pb.FindAvailableTasksResponse(tasks=[available_to_proto(t) for t in tasks])
+        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        limit = checks.check_limit("limit", request.limit, MAX_LIMIT)
+        aging = aging_from(request)
+        tags = checks.check_tags("worker_tags", list(request.worker_tags))
+        tasks = await dispatch.find_available_tasks(self.db, self.codec, worker_id, limit, aging, tags)
+        return rpc_pb.FindAvailableTasksResponse(tasks=[convert.available_task_to_proto(t) for t in tasks])
 
     @rpc
     async def FindHintedTask(
         self, request: rpc_pb.FindHintedTaskRequest, context: Context
     ) -> rpc_pb.FindHintedTaskResponse:
-        if not request.HasField("hint"):
-            raise convert.InvalidField("hint", "is required")
-        instance_id = convert.check_instance_id("hint.instance_id", request.hint.instance_id)
-        task_id = convert.task_id_from("hint.task_id", request.hint.task_id)
-        task = await store.find_hinted_task(self.db, self.codec, instance_id, task_id)
+        hint = convert.wakeup_hint_from_proto(checks.require(request, "hint"))
+        task = await dispatch.find_hinted_task(self.db, self.codec, hint.instance_id, hint.task_id)
         if task is None:
             return rpc_pb.FindHintedTaskResponse()
-        return rpc_pb.FindHintedTaskResponse(task=available_to_proto(task))
+        return rpc_pb.FindHintedTaskResponse(task=convert.available_task_to_proto(task))
 
     @rpc
     async def SaveSnapshotFenced(
         self, request: rpc_pb.SaveSnapshotFencedRequest, context: Context
     ) -> rpc_pb.SaveSnapshotFencedResponse:
-        snapshot = convert.snapshot_from_proto(require_snapshot(request))  # type: ignore[arg-type]
-        task_id = convert.task_id_from("task_id", request.task_id)
-        worker_id = worker_id_from(request.worker_id)
+        snapshot = convert.snapshot_from_proto(checks.require(request, "snapshot"))
+        task_id = checks.task_id_from("task_id", request.task_id)
+        worker_id = checks.check_worker_id("worker_id", request.worker_id)
         written = await store.save_snapshot_fenced(self.db, self.codec, snapshot, task_id, worker_id)
         if not written and self.metrics is not None:
             self.metrics.claims_lost.inc()
@@ -206,25 +150,20 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def ClaimAvailableTasks(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
     ) -> rpc_pb.ClaimAvailableTasksResponse:
-        worker_id = worker_id_from(request.worker_id)
-        if not 1 <= request.limit <= MAX_LIMIT:
-            raise convert.InvalidField("limit", f"must be 1 to {MAX_LIMIT}, got {request.limit}")
-        ttl = positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
-        aging = (
-            positive_seconds("aging_interval", request.aging_interval)
-            if request.HasField("aging_interval")
-            else DEFAULT_AGING_S
-        )
-        tags = tags_from("worker_tags", list(request.worker_tags))
-        wait = wait_seconds(request, context)
+        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        limit = checks.check_limit("limit", request.limit, MAX_LIMIT)
+        ttl = ttl_from(request)
+        aging = aging_from(request)
+        tags = checks.check_tags("worker_tags", list(request.worker_tags))
+        wait = wait_from(request, context)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             # Registered before the claim: a hint committed meanwhile still wakes us.
             waiter = self.hub.wait_for_task(tags) if wait > 0 else None
             try:
-                tasks = await store.claim_available_tasks(
-                    self.db, self.codec, worker_id, request.limit, ttl, aging, tags, self.sweep_in_claims
+                tasks = await dispatch.claim_available_tasks(
+                    self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims
                 )
                 left = deadline - loop.time()
                 if tasks or waiter is None or left <= 0 or self.hub.stopping:
@@ -237,31 +176,29 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         if self.metrics is not None and tasks:
             self.metrics.claims_granted.inc(len(tasks))
         with_snapshot = not request.omit_snapshot
-        return rpc_pb.ClaimAvailableTasksResponse(tasks=[available_to_proto(t, with_snapshot) for t in tasks])
+        return rpc_pb.ClaimAvailableTasksResponse(
+            tasks=[convert.available_task_to_proto(t, with_snapshot) for t in tasks]
+        )
 
     @rpc
     async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
-        task_id = convert.task_id_from("task_id", request.task_id)
-        worker_id = worker_id_from(request.worker_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
+        task_id = checks.task_id_from("task_id", request.task_id)
+        worker_id = checks.check_worker_id("worker_id", request.worker_id)
         next_task = None
-        if request.HasField("next_task_id"):
-            priority = request.next_task_priority if request.HasField("next_task_priority") else None
-            if priority is not None and not 1 <= priority <= 5:
-                raise convert.InvalidField("next_task_priority", f"must be 1 to 5, got {priority}")
-            tags = tags_from("next_task_tags", list(request.next_task_tags))
-            next_task = (convert.task_id_from("next_task_id", request.next_task_id), priority, tags)
+        next_id = checks.optional_task_id(request, "next_task_id")
+        if next_id is not None:
+            priority = None
+            if request.HasField("next_task_priority"):
+                priority = checks.check_priority("next_task_priority", request.next_task_priority)
+            tags = checks.check_tags("next_task_tags", list(request.next_task_tags))
+            next_task = (next_id, priority, tags)
         final = request.final_output if request.HasField("final_output") else None
         claim_next = None
         if request.HasField("claim_next_ttl"):
             if next_task is None:
-                raise convert.InvalidField("claim_next_ttl", "needs next_task_id")
-            aging = (
-                positive_seconds("aging_interval", request.aging_interval)
-                if request.HasField("aging_interval")
-                else DEFAULT_AGING_S
-            )
-            claim_next = (positive_seconds("claim_next_ttl", request.claim_next_ttl), aging)
+                raise checks.InvalidField("claim_next_ttl", "needs next_task_id")
+            claim_next = (checks.positive_seconds("claim_next_ttl", request.claim_next_ttl), aging_from(request))
         completed, following = await store.complete_task(
             self.db, self.codec, instance_id, task_id, worker_id, request.output, next_task, final, claim_next
         )
@@ -272,15 +209,15 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
                 self.metrics.claims_granted.inc()
         response = rpc_pb.CompleteTaskResponse(completed=completed)
         if following is not None:
-            response.next.CopyFrom(available_to_proto(following, with_snapshot=False))
+            response.next.CopyFrom(convert.available_task_to_proto(following, with_snapshot=False))
         return response
 
     async def WatchWakeups(
         self, request: rpc_pb.WatchWakeupsRequest, context: Context
     ) -> AsyncIterator[rpc_pb.WakeupEvent]:
         try:
-            tags = tags_from("worker_tags", list(request.worker_tags))
-        except convert.InvalidField as exc:
+            tags = checks.check_tags("worker_tags", list(request.worker_tags))
+        except checks.InvalidField as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
         subscription = self.hub.subscribe(tags)
@@ -290,7 +227,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
                 hint = await subscription.queue.get()
                 if hint is None:  # the server is shutting down
                     return
-                yield rpc_pb.WakeupEvent(hint=hint_to_proto(hint))
+                yield rpc_pb.WakeupEvent(hint=convert.wakeup_hint_to_proto(hint))
         except asyncio.CancelledError:
             return
         finally:
@@ -315,7 +252,7 @@ class TaskResultStoreServicer(rpc_grpc.TaskResultStoreServicer):
     async def LoadTaskResult(
         self, request: rpc_pb.LoadTaskResultRequest, context: Context
     ) -> rpc_pb.LoadTaskResultResponse:
-        instance_id = convert.check_instance_id("instance_id", request.instance_id)
-        task_id = convert.task_id_from("task_id", request.task_id)
+        instance_id = checks.check_instance_id("instance_id", request.instance_id)
+        task_id = checks.task_id_from("task_id", request.task_id)
         output = await task_result_store.load_task_result(self.db, self.codec, instance_id, task_id)
         return rpc_pb.LoadTaskResultResponse() if output is None else rpc_pb.LoadTaskResultResponse(output=output)

@@ -13,10 +13,27 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sayiir_common.codec import SnapshotCodec, wakeup_hint_payload
+from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
-from sayiir_common.model import WorkflowSnapshot
+from sayiir_common.model import TaskWakeupHint, WorkflowSnapshot
 from sayiir_grpc.stores import TASK_READY_CHANNEL
+
+# A claim is live until it expires; one without expiry until it is released.
+# Every statement that asks "does someone hold this instance?" uses this,
+# with the claim row aliased `c`.
+LIVE_CLAIM = "(c.expires_at IS NULL OR c.expires_at > now())"
+
+# "Claimable right now", for a snapshot row aliased `s`: no live claim and no
+# pending cancel or pause. One fragment for the dispatch scan, the hinted
+# lookup and the fairness check of a continued claim, so they never disagree.
+ELIGIBLE = f"""
+NOT EXISTS (SELECT 1 FROM sayiir_workflow_claims c WHERE c.instance_id = s.instance_id AND {LIVE_CLAIM})
+AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_signals sig WHERE sig.instance_id = s.instance_id)
+"""
+
+# The snapshot row lock every read-modify-write and every fenced write takes
+# first: one lock order (snapshot row, then claim or signal rows) everywhere.
+LOCK_SNAPSHOT_ROW = "SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = $1 FOR UPDATE"
 
 
 def stored_outputs(instance: str) -> str:
@@ -51,9 +68,9 @@ WITH s AS (
     FOR UPDATE
 ),
 cl AS (
-    SELECT 1 FROM sayiir_workflow_claims
-    WHERE instance_id = $1 AND worker_id = $2::text AND task_id = $3::bytea
-      AND (expires_at IS NULL OR expires_at > now())
+    SELECT 1 FROM sayiir_workflow_claims c
+    WHERE c.instance_id = $1 AND c.worker_id = $2::text AND c.task_id = $3::bytea
+      AND {LIVE_CLAIM}
     FOR UPDATE
 )
 SELECT s.history_version, s.status, s.trace_parent,
@@ -81,21 +98,18 @@ SELECT
 
 # The write half of every read-modify-write, run while LOCK_AND_READ's lock
 # is held: refresh the row's columns from the mutated snapshot, append the
-# next history version, and optionally record one task output ($14, $15),
-# close the running task ($16: its new status), wake workers ($17) and
-# release the claim of worker $18. One statement, so the row, its history,
-# its tasks and its claim never disagree.
-#
-# $1 instance_id  $2 status  $3 current_task_id  $4 completed count  $5 error
-# $6 position_kind  $7 delay_wake_at  $8 task_priority  $9 task_tags
-# $10 version  $11 data_hash  $12 is terminal  $13 blob
+# next history version ($15), and optionally record one task output ($16,
+# $17), close the running task ($18: its new status), wake workers ($19) and
+# release the claim of worker $20. One statement, so the row, its history,
+# its tasks and its claim never disagree. $1..$14 are the snapshot's row
+# columns and blob, numbered as in SAVE_SNAPSHOT (`snapshot_row_args`).
 WRITE_MUTATION = f"""
 WITH upd AS (
     UPDATE sayiir_workflow_snapshots
-    SET status = $2, current_task_id = $3::bytea, completed_task_count = $4, error = $5,
-        position_kind = $6, delay_wake_at = $7, task_priority = $8, task_tags = $9,
-        history_version = $10, data_hash = $11,
-        completed_at = CASE WHEN $12::bool THEN now() ELSE completed_at END,
+    SET status = $2, definition_hash = $3, current_task_id = $4::bytea, completed_task_count = $5, error = $6,
+        position_kind = $7, delay_wake_at = $8, trace_parent = $9, task_priority = $10, task_tags = $11,
+        history_version = $15, data_hash = $12,
+        completed_at = CASE WHEN $13::bool THEN now() ELSE completed_at END,
         updated_at = now()
     WHERE instance_id = $1
     RETURNING 1
@@ -103,25 +117,25 @@ WITH upd AS (
 hist AS (
     INSERT INTO sayiir_workflow_snapshot_history
         (instance_id, version, status, current_task_id, data, data_hash)
-    SELECT $1, $10, $2, $3::bytea, $13, $11 FROM upd
+    SELECT $1, $15, $2, $4::bytea, $14, $12 FROM upd
 ),
 task_output AS (
     INSERT INTO sayiir_workflow_tasks (instance_id, task_id, status, completed_at, output)
-    SELECT $1, $14::bytea, 'completed', now(), $15::bytea FROM upd WHERE $14::bytea IS NOT NULL
+    SELECT $1, $16::bytea, 'completed', now(), $17::bytea FROM upd WHERE $16::bytea IS NOT NULL
     ON CONFLICT (instance_id, task_id) DO UPDATE SET
         status = 'completed', completed_at = now(), error = NULL, output = EXCLUDED.output
 ),
 task_close AS (
     UPDATE sayiir_workflow_tasks t
-    SET status = $16::text, completed_at = now()
-    WHERE t.instance_id = $1 AND t.status = 'active' AND $16::text IS NOT NULL
-      AND t.task_id IS DISTINCT FROM $14::bytea AND EXISTS (SELECT 1 FROM upd)
+    SET status = $18::text, completed_at = now()
+    WHERE t.instance_id = $1 AND t.status = 'active' AND $18::text IS NOT NULL
+      AND t.task_id IS DISTINCT FROM $16::bytea AND EXISTS (SELECT 1 FROM upd)
 ),
 release AS (
     DELETE FROM sayiir_workflow_claims c
-    WHERE c.instance_id = $1 AND c.worker_id = $18::text AND EXISTS (SELECT 1 FROM upd)
+    WHERE c.instance_id = $1 AND c.worker_id = $20::text AND EXISTS (SELECT 1 FROM upd)
 )
-SELECT CASE WHEN $17::text IS NOT NULL THEN pg_notify('{TASK_READY_CHANNEL}', $17::text) END FROM upd
+SELECT CASE WHEN $19::text IS NOT NULL THEN pg_notify('{TASK_READY_CHANNEL}', $19::text) END FROM upd
 """
 
 
@@ -133,6 +147,12 @@ class LockedSnapshot:
     claim_held: bool = False
 
 
+def wakeup_payload(snapshot: WorkflowSnapshot) -> str | None:
+    """The NOTIFY payload a write of `snapshot` sends, or None when it waits at no task."""
+    hint = TaskWakeupHint.of_snapshot(snapshot)
+    return None if hint is None else hint.encode()
+
+
 def blob_hash(blob: bytes) -> bytes:
     return hashlib.sha256(blob).digest()
 
@@ -140,6 +160,59 @@ def blob_hash(blob: bytes) -> bytes:
 def hydrate(snapshot: WorkflowSnapshot, task_ids: list[bytes], outputs: list[bytes]) -> None:
     """Put stored outputs back on the blob's (output-stripped) completed tasks."""
     snapshot.hydrate_task_outputs((TaskId(tid), out) for tid, out in zip(task_ids, outputs, strict=True))
+
+
+def decode_snapshot(
+    codec: SnapshotCodec, data: bytes, trace_parent: str | None, task_ids: list[bytes], outputs: list[bytes]
+) -> WorkflowSnapshot:
+    """The snapshot a stored blob holds, with its row's trace parent and its stored outputs."""
+    snapshot = codec.decode(data)
+    snapshot.trace_parent = trace_parent
+    hydrate(snapshot, task_ids, outputs)
+    return snapshot
+
+
+def snapshot_of(codec: SnapshotCodec, row: asyncpg.Record) -> WorkflowSnapshot:
+    """`decode_snapshot` of a row with `data`, `trace_parent` and `stored_outputs` columns."""
+    return decode_snapshot(codec, row["data"], row["trace_parent"], row["task_ids"], row["outputs"])
+
+
+async def reread_snapshot(
+    conn: asyncpg.Connection, codec: SnapshotCodec, instance_id: str, row: asyncpg.Record
+) -> WorkflowSnapshot | None:
+    """Read again the blob and outputs of a row whose lock this statement waited for.
+
+    A READ COMMITTED statement that waited for a row lock sees the row at the
+    version the writer left (`row["history_version"]`) but not that writer's
+    history row, so its blob came back NULL; a new statement sees it. None
+    when the version has no blob (the instance is gone).
+    """
+    again = await conn.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, row["history_version"])
+    if again["data"] is None:
+        return None
+    return decode_snapshot(codec, again["data"], row["trace_parent"], again["task_ids"], again["outputs"])
+
+
+def snapshot_row_args(snapshot: WorkflowSnapshot, blob: bytes) -> list[object]:
+    """$1..$14 of SAVE_SNAPSHOT and WRITE_MUTATION: the row's columns and the blob."""
+    current = snapshot.current_task_id()
+    wake_at = snapshot.delay_wake_at()
+    return [
+        snapshot.instance_id,
+        snapshot.state.kind,
+        snapshot.definition_hash.as_bytes(),
+        None if current is None else current.as_bytes(),
+        snapshot.completed_task_count(),
+        snapshot.error_message(),
+        snapshot.position_kind(),
+        None if wake_at is None else wake_at.to_datetime(),
+        snapshot.trace_parent,
+        snapshot.current_task_priority(),
+        snapshot.task_tags,
+        blob_hash(blob),
+        snapshot.state.is_terminal(),
+        blob,
+    ]
 
 
 async def lock_for_mutation(
@@ -157,17 +230,13 @@ async def lock_for_mutation(
     row = await conn.fetchrow(LOCK_AND_READ, instance_id, worker, task)
     if row is None:
         return None
-    data, task_ids, outputs = row["data"], row["task_ids"], row["outputs"]
-    if data is None:
-        # We waited for a writer (see LOCK_AND_READ), or the row predates
-        # blobs in history: read again, under the lock we now hold.
-        again = await conn.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, row["history_version"])
-        data, task_ids, outputs = again["data"], again["task_ids"], again["outputs"]
-    if data is None:
+    # No blob: we waited for a writer (see LOCK_AND_READ), or the row
+    # predates blobs in history; the re-read runs under the lock we now hold.
+    snapshot = (
+        snapshot_of(codec, row) if row["data"] is not None else await reread_snapshot(conn, codec, instance_id, row)
+    )
+    if snapshot is None:
         return None
-    snapshot = codec.decode(data)
-    snapshot.trace_parent = row["trace_parent"]
-    hydrate(snapshot, task_ids, outputs)
     return LockedSnapshot(snapshot, row["history_version"], row["status"], bool(row["claim_held"]))
 
 
@@ -202,28 +271,15 @@ async def write_mutation(
     """
     snapshot = locked.snapshot
     blob, _ = encode_stripped(codec, snapshot)
-    current = snapshot.current_task_id()
-    wake_at = snapshot.delay_wake_at()
     version = locked.history_version + 1
     await conn.execute(
         WRITE_MUTATION,
-        snapshot.instance_id,
-        snapshot.state.kind,
-        None if current is None else current.as_bytes(),
-        snapshot.completed_task_count(),
-        snapshot.error_message(),
-        snapshot.position_kind(),
-        None if wake_at is None else wake_at.to_datetime(),
-        snapshot.current_task_priority(),
-        snapshot.task_tags,
+        *snapshot_row_args(snapshot, blob),
         version,
-        blob_hash(blob),
-        snapshot.state.is_terminal(),
-        blob,
         None if task_output is None else task_output[0].as_bytes(),
         None if task_output is None else task_output[1],
         close_active_tasks_as,
-        wakeup_hint_payload(snapshot) if notify else None,
+        wakeup_payload(snapshot) if notify else None,
         release_claim_of,
     )
     locked.history_version = version

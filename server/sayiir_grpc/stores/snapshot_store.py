@@ -10,18 +10,20 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from sayiir_common.codec import SnapshotCodec, wakeup_hint_payload
+from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import NotFoundError
 from sayiir_common.ids import TaskId
 from sayiir_common.model import TERMINAL_STATUSES, WorkflowSnapshot
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores import TASK_READY_CHANNEL, WORKFLOW_CHILD_TABLES
 from sayiir_grpc.stores.history import (
-    blob_hash,
+    LOCK_SNAPSHOT_ROW,
     encode_stripped,
-    hydrate,
     lock_for_mutation,
+    snapshot_of,
+    snapshot_row_args,
     stored_outputs,
+    wakeup_payload,
     write_mutation,
 )
 
@@ -135,8 +137,6 @@ DELETE_SNAPSHOT = (
     + "SELECT EXISTS (SELECT 1 FROM del)"
 )
 
-LOCK_ROW = "SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = $1 FOR UPDATE"
-
 # Keyset pagination on the primary key: each page is an index range scan,
 # however deep the listing goes.
 LIST_SNAPSHOTS = """
@@ -173,28 +173,12 @@ def save_snapshot_args(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> list
     """The bind values of SAVE_SNAPSHOT for one snapshot."""
     blob, taken = encode_stripped(codec, snapshot)
     output_ids, outputs = _outputs_to_write(snapshot, taken)
-    status = snapshot.state.kind
-    current = snapshot.current_task_id()
-    wake_at = snapshot.delay_wake_at()
     return [
-        snapshot.instance_id,
-        status,
-        snapshot.definition_hash.as_bytes(),
-        None if current is None else current.as_bytes(),
-        snapshot.completed_task_count(),
-        snapshot.error_message(),
-        snapshot.position_kind(),
-        None if wake_at is None else wake_at.to_datetime(),
-        snapshot.trace_parent,
-        snapshot.current_task_priority(),
-        snapshot.task_tags,
-        blob_hash(blob),
-        snapshot.state.is_terminal(),
-        blob,
+        *snapshot_row_args(snapshot, blob),
         output_ids,
         outputs,
-        TERMINAL_TASK_STATUS.get(status, "completed"),
-        wakeup_hint_payload(snapshot),
+        TERMINAL_TASK_STATUS.get(snapshot.state.kind, "completed"),
+        wakeup_payload(snapshot),
     ]
 
 
@@ -240,10 +224,7 @@ async def load_snapshot(db: Database, codec: SnapshotCodec, instance_id: str) ->
     row = await db.run("load_snapshot", lambda conn: conn.fetchrow(LOAD_SNAPSHOT, instance_id), transaction=False)
     if row is None or row["data"] is None:
         raise NotFoundError(f"workflow instance not found: {instance_id}")
-    snapshot = codec.decode(row["data"])
-    snapshot.trace_parent = row["trace_parent"]
-    hydrate(snapshot, row["task_ids"], row["outputs"])
-    return LoadedSnapshot(snapshot, row["status"], int(row["history_version"]))
+    return LoadedSnapshot(snapshot_of(codec, row), row["status"], int(row["history_version"]))
 
 
 async def delete_snapshot(db: Database, instance_id: str) -> None:
@@ -251,7 +232,7 @@ async def delete_snapshot(db: Database, instance_id: str) -> None:
         # Lock first: a delete that only waited inside DELETE_SNAPSHOT would
         # delete the child rows it saw before a concurrent save committed,
         # leaving that save's history and task rows behind as orphans.
-        await conn.execute(LOCK_ROW, instance_id)
+        await conn.execute(LOCK_SNAPSHOT_ROW, instance_id)
         return bool(await conn.fetchval(DELETE_SNAPSHOT, instance_id))
 
     deleted = await db.run("delete_snapshot", body)

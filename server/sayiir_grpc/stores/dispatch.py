@@ -1,0 +1,338 @@
+"""TaskClaimStore, the dispatch half: which tasks a worker may take.
+
+The dispatch scan (find_available_tasks), the hinted lookup after a wakeup,
+and the fast path that finds and claims in one statement; the sweeps they
+run first (pending signals of idle workflows, delays that are over).
+Claiming one named task, and the writes fenced by a claim, are in
+`task_claim_store`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.ids import TaskId
+from sayiir_common.model import AtDelay, AtTask, AvailableTask, InProgress, Timestamp, WorkflowSnapshot
+from sayiir_grpc.db import Database
+from sayiir_grpc.stores.history import (
+    ELIGIBLE,
+    LIVE_CLAIM,
+    decode_snapshot,
+    lock_for_mutation,
+    reread_snapshot,
+    snapshot_of,
+    stored_outputs,
+    write_mutation,
+)
+from sayiir_grpc.stores.signal_store import check_control_signals
+from sayiir_grpc.stores.task_claim_store import RELEASE_MANY
+
+# Dispatch scan. Two LIMIT-bounded arms, each read in index order
+# (idx_snapshots_inprogress for best priority, the primary key filter plus
+# updated_at for the oldest), instead of sorting every in-progress row by
+# the aging score; the exact score is computed over the few candidates.
+# FOR UPDATE SKIP LOCKED: concurrent finders skip each other's rows rather
+# than queue on them. $2 NULL means an untagged worker (takes everything).
+_DISPATCHABLE = """
+s.status = 'InProgress'
+AND (s.position_kind = 'AtTask'
+     OR (s.position_kind = 'AtDelay' AND s.delay_wake_at IS NOT NULL AND s.delay_wake_at <= now()))
+AND ($2::text[] IS NULL OR s.task_tags <@ $2::text[])
+"""
+_AT_TASK = """
+s.status = 'InProgress' AND s.position_kind = 'AtTask'
+AND ($2::text[] IS NULL OR s.task_tags <@ $2::text[])
+"""
+
+
+def _arm(order_by: str, name: str, where: str = _DISPATCHABLE) -> str:
+    # The extra SELECT * level: a locking clause is not allowed directly
+    # inside a UNION arm.
+    return f"""
+    SELECT * FROM (
+        SELECT s.instance_id, s.history_version, s.trace_parent, s.task_priority, s.updated_at, s.current_task_id
+        FROM sayiir_workflow_snapshots s
+        WHERE {where} AND {ELIGIBLE}
+        ORDER BY {order_by}
+        LIMIT $1
+        FOR UPDATE OF s SKIP LOCKED) {name}"""
+
+
+FIND_CANDIDATES = f"""
+SELECT DISTINCT ON (u.instance_id)
+       u.instance_id, u.trace_parent, u.task_priority, u.updated_at, h.data
+FROM ({_arm("s.task_priority, s.updated_at", "best")} UNION ALL {_arm("s.updated_at", "oldest")}) u
+JOIN sayiir_workflow_snapshot_history h ON h.instance_id = u.instance_id AND h.version = u.history_version
+ORDER BY u.instance_id
+"""
+
+# Idle workflows with a pending cancel or pause. Dispatch never offers them
+# (ELIGIBLE), and no worker holds them, so nobody would ever apply the
+# signal (the engine's own workers leave them so); the dispatch calls apply
+# it instead, so a cancelled or paused workflow ends that way without a
+# worker. A live claim means a worker is on it: that worker applies it.
+IDLE_SIGNALLED = f"""
+SELECT DISTINCT sig.instance_id FROM sayiir_workflow_signals sig
+JOIN sayiir_workflow_snapshots s ON s.instance_id = sig.instance_id
+WHERE s.status = 'InProgress'
+  AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_claims c WHERE c.instance_id = s.instance_id AND {LIVE_CLAIM})
+LIMIT $1
+"""
+
+# Outputs of several instances at once (one round trip per scan).
+FETCH_OUTPUTS = """
+SELECT instance_id, task_id, output FROM sayiir_workflow_tasks
+WHERE instance_id = ANY($1::text[]) AND status = 'completed' AND output IS NOT NULL
+ORDER BY instance_id, task_id
+"""
+
+# Hinted lookup: the hint's task is still the current one and claimable.
+FIND_HINTED = f"""
+SELECT s.trace_parent, h.data,
+       {stored_outputs("s.instance_id")}
+FROM sayiir_workflow_snapshots s
+JOIN sayiir_workflow_snapshot_history h ON h.instance_id = s.instance_id AND h.version = s.history_version
+WHERE s.instance_id = $1 AND s.current_task_id = $2 AND s.status = 'InProgress' AND {ELIGIBLE}
+"""
+
+# -- the fast path: claim what is ready in one statement, complete in one
+# transaction (fewer round trips and commits per step than find + claim +
+# save result + save + release). Same rules as the calls it replaces.
+
+# Find ready tasks and claim them in one statement. The arms lock their rows
+# (SKIP LOCKED, so concurrent callers take different rows) and the claims are
+# inserted before those locks go: no other caller can claim them in between.
+# Only tasks at AtTask; due delays are advanced first by the caller.
+CLAIM_AVAILABLE = f"""
+WITH cand AS (
+    SELECT DISTINCT ON (u.instance_id) u.*
+    FROM ({_arm("s.task_priority, s.updated_at", "best", _AT_TASK)}
+          UNION ALL {_arm("s.updated_at", "oldest", _AT_TASK)}) u
+    ORDER BY u.instance_id
+),
+pick AS (
+    SELECT * FROM cand
+    ORDER BY task_priority - extract(epoch FROM now() - updated_at) / $5::float8
+    LIMIT $1
+),
+claimed AS (
+    INSERT INTO sayiir_workflow_claims AS c (instance_id, task_id, worker_id, claimed_at, expires_at)
+    SELECT p.instance_id, p.current_task_id, $3, now(), now() + make_interval(secs => $4::float8) FROM pick p
+    ON CONFLICT (instance_id) DO UPDATE SET
+        task_id = EXCLUDED.task_id, worker_id = EXCLUDED.worker_id,
+        claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
+    WHERE c.expires_at IS NOT NULL AND c.expires_at <= now()
+    RETURNING instance_id
+)
+-- LEFT JOIN: a row whose lock we waited for comes back at its new version,
+-- whose history row this statement's snapshot cannot see; it is still
+-- claimed, so it must come back (data NULL) and be read again by the caller.
+SELECT p.instance_id, p.trace_parent, p.history_version, h.data,
+       {stored_outputs("p.instance_id")}
+FROM pick p
+JOIN claimed USING (instance_id)
+LEFT JOIN sayiir_workflow_snapshot_history h ON h.instance_id = p.instance_id AND h.version = p.history_version
+"""
+
+DUE_DELAYS = f"""
+SELECT s.instance_id FROM sayiir_workflow_snapshots s
+WHERE s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_at <= now() AND {ELIGIBLE}
+LIMIT $1
+"""
+
+
+def task_input(snapshot: WorkflowSnapshot) -> bytes | None:
+    """A first task gets the initial input; later ones the last output."""
+    state = snapshot.state
+    if isinstance(state, InProgress) and not state.completed_tasks:
+        return snapshot.initial_input
+    return snapshot.get_last_task_output()
+
+
+def available_task(snapshot: WorkflowSnapshot, task_id: TaskId, version: int = 0) -> AvailableTask:
+    return AvailableTask(
+        snapshot.instance_id,
+        task_id,
+        task_input(snapshot),
+        snapshot.definition_hash,
+        snapshot.trace_parent,
+        snapshot,
+        version,
+    )
+
+
+def _runnable_task(snapshot: WorkflowSnapshot, now: Timestamp) -> TaskId | None:
+    """The task to offer, or None when it is done already or backing off."""
+    task_id = snapshot.current_task_id()
+    if task_id is None:
+        return None
+    if snapshot.get_task_result(task_id) is not None:
+        return None
+    retry = snapshot.task_retries.get(task_id)
+    if retry is not None and now < retry.next_retry_at:
+        return None
+    return task_id
+
+
+async def _advance_due_delay(db: Database, codec: SnapshotCodec, instance_id: str) -> WorkflowSnapshot | None:
+    """Move a workflow whose delay is over to its next task (or complete it).
+
+    Done under the row lock and re-checked there, so two finders that both
+    saw the due delay advance it once.
+    """
+
+    async def body(conn: asyncpg.Connection) -> WorkflowSnapshot | None:
+        locked = await lock_for_mutation(conn, codec, instance_id)
+        if locked is None or not isinstance(locked.snapshot.state, InProgress):
+            return None
+        position = locked.snapshot.state.position
+        if not isinstance(position, AtDelay) or Timestamp.now() < position.wake_at:
+            return None
+        snapshot = locked.snapshot
+        if position.next_task_id is not None:
+            snapshot.update_position(AtTask(position.next_task_id))
+        else:
+            result = snapshot.get_task_result(position.delay_id)
+            snapshot.mark_completed(b"" if result is None else result.output)
+        await write_mutation(conn, codec, locked)
+        return snapshot
+
+    return await db.run("advance_delay", body)
+
+
+async def apply_idle_signals(db: Database, codec: SnapshotCodec, limit: int) -> int:
+    """Apply pending signals of unclaimed in-progress workflows; how many were found."""
+    rows = await db.run("idle_signals", lambda c: c.fetch(IDLE_SIGNALLED, limit), transaction=False)
+    for row in rows:
+        await check_control_signals(db, codec, row["instance_id"], None)
+    return len(rows)
+
+
+async def find_available_tasks(
+    db: Database,
+    codec: SnapshotCodec,
+    worker_id: str,
+    limit: int,
+    aging_interval_s: float,
+    worker_tags: list[str],
+) -> list[AvailableTask]:
+    await apply_idle_signals(db, codec, limit)
+    tags = worker_tags or None
+    rows = await db.run("find_available_tasks", lambda c: c.fetch(FIND_CANDIDATES, limit, tags), transaction=False)
+    now_s = time.time()
+
+    def score(row: asyncpg.Record) -> float:
+        waited: float = now_s - row["updated_at"].timestamp()
+        return float(row["task_priority"]) - waited / aging_interval_s
+
+    candidates = sorted(rows, key=score)[:limit]
+    by_instance: dict[str, list[tuple[bytes, bytes]]] = {}
+    if candidates:
+        output_rows = await db.run(
+            "fetch_outputs",
+            lambda c: c.fetch(FETCH_OUTPUTS, [row["instance_id"] for row in candidates]),
+            transaction=False,
+        )
+        for r in output_rows:
+            by_instance.setdefault(r["instance_id"], []).append((bytes(r["task_id"]), bytes(r["output"])))
+    snapshots: list[WorkflowSnapshot] = []
+    for row in candidates:
+        pairs = by_instance.get(row["instance_id"], [])
+        snapshots.append(
+            decode_snapshot(codec, row["data"], row["trace_parent"], [p[0] for p in pairs], [p[1] for p in pairs])
+        )
+
+    now = Timestamp.now()
+    found: list[tuple[bool, AvailableTask]] = []
+    for snapshot in snapshots:
+        state = snapshot.state
+        if isinstance(state, InProgress) and isinstance(state.position, AtDelay):
+            advanced = await _advance_due_delay(db, codec, snapshot.instance_id)
+            if advanced is None:
+                continue
+            snapshot = advanced
+        task_id = _runnable_task(snapshot, now)
+        if task_id is None:
+            continue
+        failed_here = snapshot.has_failed_on_worker(task_id, worker_id)
+        found.append((failed_here, available_task(snapshot, task_id)))
+    # Soft bias: tasks that last failed on this worker go last (stable sort).
+    found.sort(key=lambda item: item[0])
+    return [task for _, task in found]
+
+
+async def find_hinted_task(
+    db: Database, codec: SnapshotCodec, instance_id: str, task_id: TaskId
+) -> AvailableTask | None:
+    row = await db.run(
+        "find_hinted_task",
+        lambda c: c.fetchrow(FIND_HINTED, instance_id, task_id.as_bytes()),
+        transaction=False,
+    )
+    if row is None:
+        return None
+    snapshot = snapshot_of(codec, row)
+    if _runnable_task(snapshot, Timestamp.now()) != task_id:
+        return None
+    return available_task(snapshot, task_id)
+
+
+async def _reread(db: Database, codec: SnapshotCodec, row: asyncpg.Record) -> WorkflowSnapshot | None:
+    """A row claimed at a version committed while the claim waited: read it now."""
+    instance_id = row["instance_id"]
+    snapshot: WorkflowSnapshot | None = await db.run(
+        "claim_reread", lambda c: reread_snapshot(c, codec, instance_id, row), transaction=False
+    )
+    return snapshot
+
+
+async def sweep(db: Database, codec: SnapshotCodec, limit: int) -> int:
+    """Apply the pending signals of idle workflows and advance due delays, at
+    most `limit` of each; returns the larger count (a full batch: run again)."""
+    signalled = await apply_idle_signals(db, codec, limit)
+    due = await db.run("due_delays", lambda c: c.fetch(DUE_DELAYS, limit), transaction=False)
+    for row in due:
+        await _advance_due_delay(db, codec, row["instance_id"])
+    return max(signalled, len(due))
+
+
+async def claim_available_tasks(
+    db: Database,
+    codec: SnapshotCodec,
+    worker_id: str,
+    limit: int,
+    ttl_s: float | None,
+    aging_interval_s: float,
+    worker_tags: list[str],
+    sweep_first: bool = True,
+) -> list[AvailableTask]:
+    """Find and claim up to `limit` ready tasks for `worker_id`.
+
+    `sweep_first=False` when a background sweeper applies idle signals and
+    due delays instead (two statements fewer per call)."""
+    if sweep_first:
+        await sweep(db, codec, limit)
+    tags = worker_tags or None
+    rows = await db.run(
+        "claim_available_tasks",
+        lambda c: c.fetch(CLAIM_AVAILABLE, limit, tags, worker_id, ttl_s, aging_interval_s),
+        transaction=False,
+        repeatable=False,
+    )
+    now = Timestamp.now()
+    claimed: list[AvailableTask] = []
+    not_runnable: list[str] = []
+    for row in rows:
+        snapshot = snapshot_of(codec, row) if row["data"] is not None else await _reread(db, codec, row)
+        task_id = None if snapshot is None else _runnable_task(snapshot, now)
+        if snapshot is None or task_id is None:
+            not_runnable.append(row["instance_id"])
+            continue
+        claimed.append(available_task(snapshot, task_id, row["history_version"]))
+    if not_runnable:
+        # Done already or backing off: give them back at once.
+        await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)
+    return claimed
