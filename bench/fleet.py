@@ -109,6 +109,33 @@ async def _service_worker(target: str, worker_id: str, report_port: int, concurr
                 job.add_done_callback(running.discard)
 
 
+async def _classic_worker(target: str, worker_id: str, report_port: int, concurrency: int) -> None:
+    """The loop of issue 7's bench, as a process: woken by the wakeup stream,
+    `claim_available_tasks` (full snapshots), one `complete_task` per step;
+    every step goes back through dispatch."""
+    from sayiir_client import connect
+
+    steps = step_ids()
+    following = dict(itertools.pairwise(steps))
+    done = _reporter(report_port)
+    async with connect(target) as client:
+        while True:
+            client.drop_wakeups()
+            tasks = await client.claim_available_tasks(worker_id, concurrency, CLAIM_TTL_S)
+            if not tasks:
+                await client.wait_for_wakeup(0.5)
+                continue
+
+            async def run(task: Any) -> None:
+                output = str(int(task.input or b"0") + 1).encode()
+                after = following.get(task.task_id)
+                await client.complete_task(task.instance_id, task.task_id, worker_id, output, next_task_id=after)
+                if after is None:
+                    done(task.instance_id)
+
+            await asyncio.gather(*(run(task) for task in tasks))
+
+
 def _dbos_app(url: str, executor_id: str, report_port: int | None) -> Any:
     from dbos import DBOS
 
@@ -154,9 +181,12 @@ def _dbos_in_process(url: str, report_port: int, threads: int) -> None:
     threading.Event().wait()
 
 
+CHILD_ROLES = ("service-worker", "service-worker-classic", "dbos-worker", "dbos-in-process")
+
+
 def child_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["service-worker", "dbos-worker", "dbos-in-process"])
+    parser.add_argument("role", choices=CHILD_ROLES)
     parser.add_argument("--target")
     parser.add_argument("--url")
     parser.add_argument("--id", default="w")
@@ -164,10 +194,11 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--concurrency", type=int, default=INFLIGHT // WORKER_PROCESSES)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    if args.role == "service-worker":
+    if args.role in ("service-worker", "service-worker-classic"):
         from sayiir_grpc.cli import run_event_loop
 
-        run_event_loop(_service_worker(args.target, args.id, args.report_port, args.concurrency))
+        loop = _service_worker if args.role == "service-worker" else _classic_worker
+        run_event_loop(loop(args.target, args.id, args.report_port, args.concurrency))
     elif args.role == "dbos-worker":
         _dbos_app(args.url, args.id, args.report_port)
         threading.Event().wait()
@@ -311,20 +342,25 @@ async def _measure(
     }
 
 
-async def run_service(admin: str, workers: int, warmup: float, duration: float) -> dict[str, Any]:
+async def run_service(
+    admin: str, workers: int, warmup: float, duration: float, classic: bool = False
+) -> dict[str, Any]:
     import common
     from sayiir_client import AtTask, WorkflowSnapshot, connect
 
     url = await common.create_database(admin, f"fleet_service_w{workers}")
     first = step_ids()[0]
     service = common.start_service(
-        url, ["--workers", str(workers), "--pool-max-connections", str(SERVICE_POOL), "--pool-min-connections", "2"]
+        url,
+        # --workers 1 is the default: left out, so the same harness drives an older service for comparison.
+        [*(["--workers", str(workers)] if workers > 1 else []), "--pool-max-connections", str(SERVICE_POOL)],
     )
     loop = asyncio.get_running_loop()
     transport, completions = await loop.create_datagram_endpoint(Completions, local_addr=("127.0.0.1", 0))
     port = transport.get_extra_info("sockname")[1]
+    worker_role = "service-worker-classic" if classic else "service-worker"
     procs = [
-        _spawn(["service-worker", "--target", service.target, "--id", f"w{i}", "--report-port", str(port)])
+        _spawn([worker_role, "--target", service.target, "--id", f"w{i}", "--report-port", str(port)])
         for i in range(WORKER_PROCESSES)
     ]
     probe_s = max(3.0, duration / 2)
@@ -357,9 +393,8 @@ async def run_service(admin: str, workers: int, warmup: float, duration: float) 
             histogram_before = common.scrape_histogram(
                 service.metrics_url, "sayiir_grpc_call_duration_seconds", "LoadSnapshot"
             )
-            result = await _measure(
-                f"service --workers {workers}", roles, completions, submit, warmup, duration, probe_s + 2
-            )
+            label = f"service --workers {workers}" + (", issue 7's loop (stream + claim per step)" if classic else "")
+            result = await _measure(label, roles, completions, submit, warmup, duration, probe_s + 2)
             histogram_after = common.scrape_histogram(
                 service.metrics_url, "sayiir_grpc_call_duration_seconds", "LoadSnapshot"
             )
@@ -450,6 +485,7 @@ async def _wait_for_table(url: str, schema: str, table: str, timeout: float = 60
 SYSTEMS: dict[str, Callable[[str, float, float], Any]] = {
     "service_w1": lambda admin, w, d: run_service(admin, 1, w, d),
     "service_w2": lambda admin, w, d: run_service(admin, 2, w, d),
+    "service_w1_classic": lambda admin, w, d: run_service(admin, 1, w, d, classic=True),
     "dbos_queue": run_dbos_queue,
     "dbos_in_process": run_dbos_in_process,
 }
@@ -470,7 +506,7 @@ async def run_all(admin: str, warmup: float, duration: float, only: list[str] | 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("service-worker", "dbos-worker", "dbos-in-process"):
+    if argv and argv[0] in CHILD_ROLES:
         child_main(argv)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

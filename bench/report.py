@@ -154,7 +154,13 @@ def _linear_table(runs: dict[str, Any]) -> list[str]:
     return lines
 
 
-FLEET_ROWS = ("fleet_service_w1", "fleet_service_w2", "fleet_dbos_queue", "fleet_dbos_in_process")
+FLEET_ROWS = (
+    "fleet_service_w1",
+    "fleet_service_w2",
+    "fleet_service_w1_classic",
+    "fleet_dbos_queue",
+    "fleet_dbos_in_process",
+)
 
 
 def _engine_split(run: dict[str, Any] | None) -> tuple[float | None, float | None]:
