@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 __all__ = [
     "EmbeddedPostgres",
@@ -344,6 +344,20 @@ class EmbeddedPostgres:
             env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
         return env
 
+    def _child_options(self, run_as: _RunAs | None) -> dict[str, Any]:
+        """How every child runs: output to our log, as `run_as` when given."""
+        return {
+            "stdout": self._log,
+            "stderr": subprocess.STDOUT,
+            # "/" is readable by everybody; the caller's cwd may not be
+            # readable by the unprivileged user.
+            "cwd": "/",
+            "env": self._child_env(run_as),
+            "user": run_as.uid if run_as else None,
+            "group": run_as.gid if run_as else None,
+            "extra_groups": [] if run_as else None,
+        }
+
     def _run(
         self,
         args: list[str],
@@ -361,17 +375,9 @@ class EmbeddedPostgres:
                 args,
                 input=stdin,
                 stdin=None if stdin is not None else subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                # "/" is readable by everybody; the caller's cwd may not be
-                # readable by the unprivileged user.
-                cwd="/",
-                env=self._child_env(run_as),
-                user=run_as.uid if run_as else None,
-                group=run_as.gid if run_as else None,
-                extra_groups=[] if run_as else None,
                 timeout=remaining,
                 check=True,
+                **self._child_options(run_as),
             )
         except subprocess.TimeoutExpired:
             raise self._error(f"{what} timed out after {self._startup_timeout:g}s") from None
@@ -506,17 +512,7 @@ class EmbeddedPostgres:
             # Deliberately in our process group: a signal sent to the whole
             # group (Ctrl-C, a supervisor's group kill) then reaches the
             # server too instead of leaving it orphaned.
-            self._proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                cwd="/",
-                env=self._child_env(run_as),
-                user=run_as.uid if run_as else None,
-                group=run_as.gid if run_as else None,
-                extra_groups=[] if run_as else None,
-            )
+            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, **self._child_options(run_as))
         except OSError as err:
             raise self._error(f"postgres could not be run: {err}") from None
         self._port = port

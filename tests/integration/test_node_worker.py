@@ -6,8 +6,10 @@ named steps: task ids are sha256(step name), the definition hash is
 sha256(workflow name), and `WORKFLOWS` mirrors the Node worker's registry
 (a test checks the two agree).
 
-The Node dependencies are installed by `npm ci` from the committed
-package-lock.json, once per run; Node.js 18+ and npm must be installed.
+The worker runs on the TypeScript client package (client/typescript), which
+is installed and built first; then `npm ci` installs the example from its
+committed package-lock.json, once per run. Node.js 20+ and npm must be
+installed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import asyncpg
 import pytest
 
 from conftest import start_service
+from integration.node_package import install_client, node_and_npm, npm_run
 from sayiir_client import (
     AtTask,
     Cancelled,
@@ -65,26 +68,13 @@ def _json(value: object) -> bytes:
 
 @pytest.fixture(scope="session")
 def node_worker_dir() -> Path:
-    """examples/node-worker with its dependencies installed (npm ci)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "Node.js 18+ and npm are required by tests/integration/test_node_worker.py "
-            f"(node: {node}, npm: {npm}); install them (e.g. apt-get install nodejs npm)",
-            pytrace=False,
-        )
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 18:
-        pytest.fail(f"Node.js 18+ is required by the Node worker, found {version}", pytrace=False)
-    result = subprocess.run(
-        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=NODE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"npm ci failed in {NODE_DIR}:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    """examples/node-worker with its dependencies installed: the built client package, then npm ci."""
+    tools = node_and_npm()
+    if isinstance(tools, str):
+        pytest.fail(f"{tools} by tests/integration/test_node_worker.py", pytrace=False)
+    _, npm = tools
+    install_client(npm, build=True)
+    npm_run(npm, NODE_DIR, "ci", "--no-audit", "--no-fund", "--loglevel=error")
     return NODE_DIR
 
 

@@ -18,7 +18,6 @@ const USAGE = `usage: node src/main.mjs [options]
   --poll-ms MS           poll for tasks at least this often (default 2000)
   --signal-poll-ms MS    look for a cancel this often while a task runs (default 1000)
   --tag TAG              a worker tag (repeatable): run only tasks whose tags are all held
-  --proto-dir DIR        the proto/ directory (env SAYIIR_PROTO_DIR, default ../../proto)
   --tls                  connect with TLS, trusting the system roots
   --tls-ca FILE          connect with TLS, trusting this PEM CA (implies --tls)
   --tls-cert FILE        client certificate chain (PEM) for mutual TLS, with --tls-key
@@ -49,7 +48,6 @@ try {
       "poll-ms": { type: "string", default: "2000" },
       "signal-poll-ms": { type: "string", default: "1000" },
       tag: { type: "string", multiple: true, default: [] },
-      "proto-dir": { type: "string" },
       tls: { type: "boolean", default: false },
       "tls-ca": { type: "string" },
       "tls-cert": { type: "string" },
@@ -93,7 +91,6 @@ const worker = new Worker({
   pollMs: integer("poll-ms", args["poll-ms"]),
   signalPollMs: integer("signal-poll-ms", args["signal-poll-ms"]),
   tags: args.tag,
-  protoDir: args["proto-dir"],
   token: process.env.SAYIIR_TOKEN || undefined,
   tls: tlsOptions(),
   onEvent: (event) => process.stdout.write(`${JSON.stringify(event)}\n`),

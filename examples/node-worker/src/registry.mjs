@@ -3,8 +3,9 @@
 //
 // Ids follow the Sayiir convention (`TaskId::from("name")`): a task id is
 // sha256(step name) and a workflow's definition hash is sha256(workflow
-// name), both as 32 raw bytes. The service hands out tasks by those ids;
-// the registry maps them back to a function and to the step that follows.
+// name), as hex strings in sayiir-grpc-client. The service hands out tasks
+// by those ids; the registry maps them back to a function and to the step
+// that follows.
 //
 // Task functions take the JSON value of the task's input (the workflow's
 // initial input for the first step, else the previous step's output) and a
@@ -12,13 +13,8 @@
 // JSON value of their output. `signal` is an AbortSignal that fires when
 // the workflow is cancelled while the task runs.
 
-import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-
-/** sha256 of a UTF-8 name, as 32 raw bytes. */
-export function sha256(name) {
-  return createHash("sha256").update(name, "utf8").digest();
-}
+import { sha256Hex } from "sayiir-grpc-client";
 
 // "fleet-N": a step of the fleet-v1 workflow, which the test suite also
 // runs from Python workers (tests/integration/test_node_worker.py mirrors
@@ -73,28 +69,22 @@ export class Registry {
       const steps = stepNames.map((step, index) => {
         const run = tasks[step];
         if (typeof run !== "function") throw new Error(`workflow ${name}: no task function named ${step}`);
-        const id = sha256(step);
-        return { name: step, index, id, idHex: id.toString("hex"), run };
+        return { name: step, index, id: sha256Hex(step), run };
       });
-      const hash = sha256(name);
-      this.#byHash.set(hash.toString("hex"), {
-        name,
-        hash,
-        steps,
-        byTaskId: new Map(steps.map((s) => [s.idHex, s])),
-      });
+      const hash = sha256Hex(name);
+      this.#byHash.set(hash, { name, hash, steps, byTaskId: new Map(steps.map((s) => [s.id, s])) });
     }
   }
 
-  /** The workflow of a definition hash (a Buffer), or undefined. */
+  /** The workflow of a definition hash (hex), or undefined. */
   workflow(definitionHash) {
-    return this.#byHash.get(Buffer.from(definitionHash).toString("hex"));
+    return this.#byHash.get(definitionHash);
   }
 
   /** `{ workflow, step, next }` for a task of a workflow, or undefined (next is undefined on the last step). */
   resolve(definitionHash, taskId) {
     const workflow = this.workflow(definitionHash);
-    const step = workflow?.byTaskId.get(Buffer.from(taskId).toString("hex"));
+    const step = workflow?.byTaskId.get(taskId);
     if (!step) return undefined;
     return { workflow, step, next: workflow.steps[step.index + 1] };
   }

@@ -1,36 +1,47 @@
-// A Sayiir worker on the TaskClaimStore / SnapshotStore / SignalStore
-// services of sayiir-grpc.
+// A Sayiir worker on the sayiir-grpc-client package (client/typescript).
 //
-// Loop: wake on a hint from the WatchWakeups stream (or every `pollMs`),
-// find tasks (FindHintedTask / FindAvailableTasks), and for each task of a
-// workflow the registry knows:
+// Loop: wake on a wakeup hint (waitForWakeup) or every `pollMs`, find tasks
+// (findHintedTask / findAvailableTasks), and for each task of a workflow
+// the registry knows:
 //
-//   ClaimTask -> CheckControlSignals (a signal stored since dispatch)
+//   claimTask -> checkControlSignals (a signal stored since dispatch)
 //   -> run the task function, with a heartbeat that extends the claim and
-//      watches for a cancel (GetSignal); a cancel aborts the task and is
-//      applied with CheckAndCancel(interrupted_at_task)
-//   -> SaveTaskResult -> LoadSnapshot -> position AtTask(next step), or
-//      Completed with the last output -> SaveSnapshotFenced
-//   -> CheckControlSignals (a cancel or pause stored while the task ran
-//      takes effect at the new position) -> ReleaseTaskClaim.
+//      watches for a cancel (getSignal); a cancel aborts the task and is
+//      applied with checkAndCancel(interruptedAtTask)
+//   -> saveTaskResult -> loadSnapshot -> position AtTask(next step), or
+//      Completed with the last output -> saveSnapshotFenced
+//   -> checkControlSignals (a cancel or pause stored while the task ran
+//      takes effect at the new position) -> releaseTaskClaim.
 //
 // Every step of that is reported through `onEvent` (see README.md).
 
 import { setTimeout as sleep } from "node:timers/promises";
-import { connect, durationFromMs } from "./client.mjs";
+import {
+  atTask,
+  ClaimLostError,
+  connect,
+  markCompleted,
+  markFailed,
+  NotFoundError,
+  updatePosition,
+} from "sayiir-grpc-client";
 import { Registry } from "./registry.mjs";
 
-const RESTARTING_STREAM_MS = 1_000;
+// The longest a hint wait blocks, so a stop is noticed promptly.
+const HINT_WAIT_MS = 500;
+
+/** Lost claims (and instances deleted meanwhile) end a task's run quietly. */
+const isLost = (error) => error instanceof ClaimLostError || error instanceof NotFoundError;
 
 export class Worker {
-  #client;
+  #client = null;
   #registry;
-  #inFlight = new Map(); // instance_id -> promise of its task
+  #inFlight = new Map(); // instanceId -> promise of its task
   #stopping = false;
   #woken = false;
   #wakeWaiter = null;
-  #stream = null;
   #loopDone = null;
+  #hintsDone = null;
 
   /**
    * @param {object} options
@@ -39,12 +50,11 @@ export class Worker {
    * @param {Registry} [options.registry]
    * @param {number} [options.concurrency] tasks run at once (default 4)
    * @param {number} [options.claimTtlMs] claim lifetime, renewed every third of it (default 30 s)
-   * @param {number} [options.pollMs] poll FindAvailableTasks at least this often (default 2 s)
+   * @param {number} [options.pollMs] poll findAvailableTasks at least this often (default 2 s)
    * @param {number} [options.signalPollMs] look for a cancel this often while a task runs (default 1 s)
    * @param {string[]} [options.tags] worker tags: only tasks whose tags are all among them
-   * @param {string} [options.protoDir] the proto/ directory
    * @param {string} [options.token] bearer token of a service that requires one
-   * @param {true | {rootCerts?: Buffer, certChain?: Buffer, privateKey?: Buffer}} [options.tls] TLS (see client.mjs)
+   * @param {import("sayiir-grpc-client").ConnectOptions["tls"]} [options.tls] TLS (see the package README)
    * @param {(event: object) => void} [options.onEvent]
    * @param {(message: string) => void} [options.log]
    */
@@ -57,21 +67,22 @@ export class Worker {
     pollMs = 2_000,
     signalPollMs = 1_000,
     tags = [],
-    protoDir,
     token,
     tls,
     onEvent = () => {},
     log = (message) => console.error(message),
   }) {
     if (!workerId) throw new Error("a workerId is required");
+    this.target = target;
     this.workerId = workerId;
     this.concurrency = concurrency;
     this.claimTtlMs = claimTtlMs;
     this.pollMs = pollMs;
     this.signalPollMs = signalPollMs;
     this.tags = tags;
+    this.token = token;
+    this.tls = tls;
     this.#registry = registry;
-    this.#client = connect(target, { token, tls, ...(protoDir ? { protoDir } : {}) });
     this.onEvent = onEvent;
     this.log = log;
   }
@@ -86,14 +97,11 @@ export class Worker {
     this.onEvent({ event, worker: this.workerId, ...fields });
   }
 
-  #call(service, method, request) {
-    return this.#client.call(service, method, request);
-  }
-
-  /** Subscribe to wakeups, then start the loop. Resolves once the subscription is live. */
+  /** Connect and subscribe to wakeups, then start the loops. Resolves once the subscription is live. */
   async start() {
-    await this.#openWakeups();
+    this.#client = await connect(this.target, { token: this.token, tls: this.tls, watchWakeups: true });
     this.#loopDone = this.#loop();
+    this.#hintsDone = this.#hintLoop();
     this.#emit("ready");
   }
 
@@ -101,53 +109,34 @@ export class Worker {
   async stop() {
     this.#stopping = true;
     this.#wakeUp();
-    this.#stream?.cancel();
-    await this.#loopDone;
+    await Promise.all([this.#loopDone, this.#hintsDone]);
     await Promise.allSettled([...this.#inFlight.values()]);
-    this.#client.close();
+    this.#client?.close();
     this.#emit("stopped");
   }
 
   // -- wakeups ---------------------------------------------------------------
 
-  #openWakeups() {
-    return new Promise((resolve) => {
-      let settled = false;
-      const settle = () => {
-        if (!settled) {
-          settled = true;
-          resolve();
-        }
-      };
-      const stream = this.#client.watchWakeups(this.tags);
-      this.#stream = stream;
-      stream.on("data", (message) => {
-        if (message.event === "subscribed") settle();
-        else if (message.event === "hint") this.#onHint(message.hint);
-      });
-      const reopen = (why) => {
-        settle(); // start anyway: polling covers the gap
-        if (this.#stopping || this.#stream !== stream) return;
-        this.log(`wakeup stream ${why}; reopening in ${RESTARTING_STREAM_MS} ms`);
-        this.#stream = null;
-        sleep(RESTARTING_STREAM_MS).then(() => {
-          if (!this.#stopping) this.#openWakeups();
-        });
-      };
-      stream.on("error", (error) => reopen(`failed: ${error.message}`));
-      stream.on("end", () => reopen("ended"));
-      // Never block the start on the stream: polling works without it.
-      sleep(10_000, undefined, { ref: false }).then(settle);
-    });
+  async #hintLoop() {
+    while (!this.#stopping) {
+      try {
+        // Hints come from a stream the client keeps open (and reopens after a failure).
+        const hint = await this.#client.waitForWakeup(HINT_WAIT_MS, this.tags);
+        if (hint) this.#onHint(hint);
+      } catch (error) {
+        this.log(`wakeups: ${error.message}`);
+        await sleep(HINT_WAIT_MS);
+      }
+    }
   }
 
   #onHint(hint) {
-    if (this.#stopping || this.#inFlight.has(hint.instance_id)) return;
-    if (!this.#registry.workflow(hint.definition_hash)) return; // not ours
+    if (this.#stopping || this.#inFlight.has(hint.instanceId)) return;
+    if (!this.#registry.workflow(hint.definitionHash)) return; // not ours
     if (this.#inFlight.size >= this.concurrency) return; // the loop polls once a slot frees
-    this.#reserve(hint.instance_id, async () => {
-      const found = await this.#call("TaskClaimStore", "FindHintedTask", { hint });
-      if (found.task) await this.#handle(found.task);
+    this.#reserve(hint.instanceId, async () => {
+      const task = await this.#client.findHintedTask(hint);
+      if (task) await this.#handle(task);
     });
   }
 
@@ -160,7 +149,7 @@ export class Worker {
         try {
           await this.#poll();
         } catch (error) {
-          this.log(`FindAvailableTasks failed: ${error.message}`);
+          this.log(`findAvailableTasks failed: ${error.message}`);
         }
       }
       if (this.#woken || this.#stopping) continue;
@@ -177,17 +166,16 @@ export class Worker {
 
   async #poll() {
     const free = this.concurrency - this.#inFlight.size;
-    const { tasks } = await this.#call("TaskClaimStore", "FindAvailableTasks", {
-      worker_id: this.workerId,
+    const tasks = await this.#client.findAvailableTasks(this.workerId, {
       // Ask for more than the free slots: some tasks may belong to
       // workflows this worker does not know.
       limit: Math.min(1000, free * 2 + 8),
-      worker_tags: this.tags,
+      workerTags: this.tags,
     });
     for (const task of tasks) {
       if (this.#stopping || this.#inFlight.size >= this.concurrency) break;
-      if (!this.#registry.workflow(task.workflow_definition_hash)) continue;
-      this.#reserve(task.instance_id, () => this.#handle(task));
+      if (!this.#registry.workflow(task.workflowDefinitionHash)) continue;
+      this.#reserve(task.instanceId, () => this.#handle(task));
     }
   }
 
@@ -211,31 +199,23 @@ export class Worker {
   // -- one task --------------------------------------------------------------
 
   async #handle(task) {
-    const resolved = this.#registry.resolve(task.workflow_definition_hash, task.task_id);
-    const instance = task.instance_id;
+    const client = this.#client;
+    const resolved = this.#registry.resolve(task.workflowDefinitionHash, task.taskId);
+    const instance = task.instanceId;
     if (!resolved) {
-      this.#emit("unknown-task", { instance, task: task.task_id.toString("hex") });
+      this.#emit("unknown-task", { instance, task: task.taskId });
       return;
     }
     const { workflow, step, next } = resolved;
     const about = { instance, workflow: workflow.name, step: step.name };
 
-    const { claim } = await this.#call("TaskClaimStore", "ClaimTask", {
-      instance_id: instance,
-      task_id: step.id,
-      worker_id: this.workerId,
-      ttl: durationFromMs(this.claimTtlMs),
-    });
+    const claim = await client.claimTask(instance, step.id, this.workerId, { ttlMs: this.claimTtlMs });
     if (!claim) return; // another worker was faster, or the task moved on
 
     let release = true;
     try {
       // A cancel or pause stored after the task was dispatched.
-      const before = await this.#call("SignalStore", "CheckControlSignals", {
-        instance_id: instance,
-        interrupted_at_task: step.id,
-      });
-      if (this.#reportSignal(before.signal, about)) return;
+      if (this.#reportSignal(await client.checkControlSignals(instance, step.id), about)) return;
 
       const outcome = await this.#runWithHeartbeat(task, step, about);
       if (outcome.kind === "lost") {
@@ -244,26 +224,16 @@ export class Worker {
         return;
       }
       if (outcome.kind === "cancelled") {
-        const { cancelled } = await this.#call("SignalStore", "CheckAndCancel", {
-          instance_id: instance,
-          interrupted_at_task: step.id,
-        });
-        this.#emit("cancelled", { ...about, applied: cancelled });
+        const applied = await client.checkAndCancel(instance, step.id);
+        this.#emit("cancelled", { ...about, applied });
         return;
       }
 
-      const snapshot = await (async () => {
-        if (outcome.kind === "failed") return (await this.#load(instance)).snapshot;
-        await this.#call("SnapshotStore", "SaveTaskResult", {
-          instance_id: instance,
-          task_id: step.id,
-          output: outcome.output,
-        });
-        return (await this.#load(instance)).snapshot;
-      })();
-      if (snapshot.state.state !== "in_progress") {
+      if (outcome.kind === "ok") await client.saveTaskResult(instance, step.id, outcome.output);
+      const snapshot = await client.loadSnapshot(instance);
+      if (snapshot.state.kind !== "InProgress") {
         // Finished or paused meanwhile (for instance by an operator).
-        this.#emit("not-in-progress", { ...about, state: snapshot.state.state });
+        this.#emit("not-in-progress", { ...about, state: snapshot.state.kind });
         return;
       }
 
@@ -272,19 +242,13 @@ export class Worker {
         markFailed(snapshot, `${step.name}: ${outcome.error}`);
         done = "failed";
       } else if (next) {
-        snapshot.state.in_progress.position = { at_task: { task_id: next.id } };
-        touch(snapshot);
+        updatePosition(snapshot, atTask(next.id));
         done = "advanced";
       } else {
         markCompleted(snapshot, outcome.output);
         done = "completed";
       }
-      const { written } = await this.#call("TaskClaimStore", "SaveSnapshotFenced", {
-        snapshot,
-        task_id: step.id,
-        worker_id: this.workerId,
-      });
-      if (!written) {
+      if (!(await client.saveSnapshotFenced(snapshot, step.id, this.workerId))) {
         release = false;
         this.#emit("claim-lost", about);
         return;
@@ -298,8 +262,7 @@ export class Worker {
       if (done === "advanced") {
         // A cancel or pause stored while the task ran applies here, at the
         // next task, while this worker still holds the claim.
-        const after = await this.#call("SignalStore", "CheckControlSignals", { instance_id: instance });
-        this.#reportSignal(after.signal, { ...about, step: next.name });
+        this.#reportSignal(await client.checkControlSignals(instance), { ...about, step: next.name });
       }
     } finally {
       if (release) await this.#release(instance, step, about);
@@ -307,30 +270,22 @@ export class Worker {
   }
 
   #reportSignal(signal, about) {
-    if (signal === "CONTROL_SIGNAL_CANCELLED") {
+    if (signal === "Cancelled") {
       this.#emit("cancelled", { ...about, applied: true });
       return true;
     }
-    if (signal === "CONTROL_SIGNAL_PAUSED") {
+    if (signal === "Paused") {
       this.#emit("paused", about);
       return true;
     }
     return false;
   }
 
-  #load(instance) {
-    return this.#call("SnapshotStore", "LoadSnapshot", { instance_id: instance });
-  }
-
   async #release(instance, step, about) {
     try {
-      await this.#call("TaskClaimStore", "ReleaseTaskClaim", {
-        instance_id: instance,
-        task_id: step.id,
-        worker_id: this.workerId,
-      });
+      await this.#client.releaseTaskClaim(instance, step.id, this.workerId);
     } catch (error) {
-      if (error.variant !== "ClaimLost" && error.variant !== "NotFound") throw error;
+      if (!isLost(error)) throw error;
       this.#emit("claim-lost", about);
     }
   }
@@ -340,6 +295,7 @@ export class Worker {
    * {kind: "failed", error}, {kind: "cancelled"} or {kind: "lost"}.
    */
   async #runWithHeartbeat(task, step, about) {
+    const client = this.#client;
     const abort = new AbortController();
     const stopHeartbeat = new AbortController();
     let interrupted = null;
@@ -359,23 +315,14 @@ export class Worker {
           break; // the task finished
         }
         try {
-          const { request } = await this.#call("SignalStore", "GetSignal", {
-            instance_id: task.instance_id,
-            kind: "SIGNAL_KIND_CANCEL",
-          });
-          if (request) interrupt("cancelled");
+          if (await client.getSignal(task.instanceId, "Cancel")) interrupt("cancelled");
           if (!interrupted && Date.now() - lastExtend >= this.claimTtlMs / 3) {
-            await this.#call("TaskClaimStore", "ExtendTaskClaim", {
-              instance_id: task.instance_id,
-              task_id: step.id,
-              worker_id: this.workerId,
-              ttl: durationFromMs(this.claimTtlMs),
-            });
+            await client.extendTaskClaim(task.instanceId, step.id, this.workerId, this.claimTtlMs);
             lastExtend = Date.now();
           }
         } catch (error) {
-          if (error.variant === "ClaimLost" || error.variant === "NotFound") interrupt("lost");
-          else this.log(`heartbeat of ${task.instance_id}: ${error.message}`);
+          if (isLost(error)) interrupt("lost");
+          else this.log(`heartbeat of ${task.instanceId}: ${error.message}`);
         }
       }
     })();
@@ -383,9 +330,9 @@ export class Worker {
     const interruption = new Promise((resolve) => abort.signal.addEventListener("abort", resolve, { once: true }));
     this.#emit("started", about);
     try {
-      const input = task.input == null ? null : JSON.parse(task.input.toString("utf8"));
+      const input = task.input === null ? null : JSON.parse(task.input.toString("utf8"));
       const running = Promise.resolve().then(() =>
-        step.run(input, { signal: abort.signal, instanceId: task.instance_id, step: step.name }),
+        step.run(input, { signal: abort.signal, instanceId: task.instanceId, step: step.name }),
       );
       running.catch(() => {}); // it may settle after an interruption
       const value = await Promise.race([running, interruption.then(() => undefined)]);
@@ -401,28 +348,4 @@ export class Worker {
       await heartbeat;
     }
   }
-}
-
-function touch(snapshot) {
-  snapshot.updated_at = String(Math.floor(Date.now() / 1000));
-}
-
-// As sayiir_core's mark_completed / mark_failed: a terminal state drops the
-// runtime bookkeeping of the running task.
-function clearRuntimeState(snapshot) {
-  snapshot.task_deadline = null;
-  snapshot.task_retries = [];
-  snapshot.loop_iterations = [];
-}
-
-function markCompleted(snapshot, output) {
-  clearRuntimeState(snapshot);
-  snapshot.state = { completed: { final_output: output } };
-  touch(snapshot);
-}
-
-function markFailed(snapshot, error) {
-  clearRuntimeState(snapshot);
-  snapshot.state = { failed: { error } };
-  touch(snapshot);
 }

@@ -1,7 +1,8 @@
 """The TaskClaimStore and TaskResultStore services.
 
-Logic and SQL: `sayiir_grpc.stores.task_claim_store`, `...task_result_store`,
-and `sayiir_grpc.wakeup` for the stream.
+Logic and SQL: `sayiir_grpc.stores.task_claim_store` (claims, fenced writes),
+`...dispatch` (finding work), `...task_result_store`, and `sayiir_grpc.wakeup`
+for the stream.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 from sayiir_common import checks, convert
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import ClaimLostError
+from sayiir_common.ids import TaskId
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_grpc.db import Database
@@ -38,9 +40,39 @@ DEADLINE_MARGIN_S = 0.25
 def aging_from(
     request: rpc_pb.FindAvailableTasksRequest | rpc_pb.ClaimAvailableTasksRequest | rpc_pb.CompleteTaskRequest,
 ) -> float:
+    """The aging interval of a dispatch call or of a continued claim's fairness check, in seconds."""
     if not request.HasField("aging_interval"):
         return DEFAULT_AGING_S
     return checks.positive_seconds("aging_interval", request.aging_interval)
+
+
+ClaimRequest = (
+    rpc_pb.ClaimTaskRequest
+    | rpc_pb.ReleaseTaskClaimRequest
+    | rpc_pb.ExtendTaskClaimRequest
+    | rpc_pb.CompleteTaskRequest
+)
+
+
+def claim_key(request: ClaimRequest) -> tuple[str, TaskId, str]:
+    """The (instance_id, task_id, worker_id) a claim call names, each checked."""
+    return (
+        checks.check_instance_id("instance_id", request.instance_id),
+        checks.task_id_from("task_id", request.task_id),
+        checks.check_worker_id("worker_id", request.worker_id),
+    )
+
+
+def dispatch_args(
+    request: rpc_pb.FindAvailableTasksRequest | rpc_pb.ClaimAvailableTasksRequest,
+) -> tuple[str, int, float, list[str]]:
+    """(worker_id, limit, aging interval in seconds, worker tags) of a dispatch call, each checked."""
+    return (
+        checks.check_worker_id("worker_id", request.worker_id),
+        checks.check_limit("limit", request.limit, MAX_LIMIT),
+        aging_from(request),
+        checks.check_tags("worker_tags", list(request.worker_tags)),
+    )
 
 
 def wait_from(request: rpc_pb.ClaimAvailableTasksRequest, context: Context) -> float:
@@ -80,9 +112,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
 
     @rpc
     async def ClaimTask(self, request: rpc_pb.ClaimTaskRequest, context: Context) -> rpc_pb.ClaimTaskResponse:
-        instance_id = checks.check_instance_id("instance_id", request.instance_id)
-        task_id = checks.task_id_from("task_id", request.task_id)
-        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        instance_id, task_id, worker_id = claim_key(request)
         claim = await store.claim_task(self.db, instance_id, task_id, worker_id, ttl_from(request))
         if claim is None:
             return rpc_pb.ClaimTaskResponse()
@@ -94,9 +124,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def ReleaseTaskClaim(
         self, request: rpc_pb.ReleaseTaskClaimRequest, context: Context
     ) -> rpc_pb.ReleaseTaskClaimResponse:
-        instance_id = checks.check_instance_id("instance_id", request.instance_id)
-        task_id = checks.task_id_from("task_id", request.task_id)
-        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        instance_id, task_id, worker_id = claim_key(request)
         with self._counting_lost():
             await store.release_task_claim(self.db, instance_id, task_id, worker_id)
         return rpc_pb.ReleaseTaskClaimResponse()
@@ -105,9 +133,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def ExtendTaskClaim(
         self, request: rpc_pb.ExtendTaskClaimRequest, context: Context
     ) -> rpc_pb.ExtendTaskClaimResponse:
-        instance_id = checks.check_instance_id("instance_id", request.instance_id)
-        task_id = checks.task_id_from("task_id", request.task_id)
-        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        instance_id, task_id, worker_id = claim_key(request)
         ttl = checks.positive_seconds("ttl", checks.require(request, "ttl"))
         with self._counting_lost():
             await store.extend_task_claim(self.db, instance_id, task_id, worker_id, ttl)
@@ -117,10 +143,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def FindAvailableTasks(
         self, request: rpc_pb.FindAvailableTasksRequest, context: Context
     ) -> rpc_pb.FindAvailableTasksResponse:
-        worker_id = checks.check_worker_id("worker_id", request.worker_id)
-        limit = checks.check_limit("limit", request.limit, MAX_LIMIT)
-        aging = aging_from(request)
-        tags = checks.check_tags("worker_tags", list(request.worker_tags))
+        worker_id, limit, aging, tags = dispatch_args(request)
         tasks = await dispatch.find_available_tasks(self.db, self.codec, worker_id, limit, aging, tags)
         return rpc_pb.FindAvailableTasksResponse(tasks=[convert.available_task_to_proto(t) for t in tasks])
 
@@ -150,11 +173,8 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def ClaimAvailableTasks(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
     ) -> rpc_pb.ClaimAvailableTasksResponse:
-        worker_id = checks.check_worker_id("worker_id", request.worker_id)
-        limit = checks.check_limit("limit", request.limit, MAX_LIMIT)
+        worker_id, limit, aging, tags = dispatch_args(request)
         ttl = ttl_from(request)
-        aging = aging_from(request)
-        tags = checks.check_tags("worker_tags", list(request.worker_tags))
         wait = wait_from(request, context)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -182,9 +202,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
 
     @rpc
     async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
-        instance_id = checks.check_instance_id("instance_id", request.instance_id)
-        task_id = checks.task_id_from("task_id", request.task_id)
-        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        instance_id, task_id, worker_id = claim_key(request)
         next_task = None
         next_id = checks.optional_task_id(request, "next_task_id")
         if next_id is not None:

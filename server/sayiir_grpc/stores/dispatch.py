@@ -30,25 +30,36 @@ from sayiir_grpc.stores.history import (
 from sayiir_grpc.stores.signal_store import check_control_signals
 from sayiir_grpc.stores.task_claim_store import RELEASE_MANY
 
-# Dispatch scan. Two LIMIT-bounded arms, each read in index order
-# (idx_snapshots_inprogress for best priority, the primary key filter plus
-# updated_at for the oldest), instead of sorting every in-progress row by
-# the aging score; the exact score is computed over the few candidates.
-# FOR UPDATE SKIP LOCKED: concurrent finders skip each other's rows rather
-# than queue on them. $2 NULL means an untagged worker (takes everything).
-_DISPATCHABLE = """
-s.status = 'InProgress'
-AND (s.position_kind = 'AtTask'
-     OR (s.position_kind = 'AtDelay' AND s.delay_wake_at IS NOT NULL AND s.delay_wake_at <= now()))
-AND ($2::text[] IS NULL OR s.task_tags <@ $2::text[])
-"""
-_AT_TASK = """
-s.status = 'InProgress' AND s.position_kind = 'AtTask'
-AND ($2::text[] IS NULL OR s.task_tags <@ $2::text[])
+# Dispatch scan. LIMIT-bounded arms, each read in the order of a partial
+# index that holds only the rows it can take (migration 0003): tasks ready
+# at a task by best priority (sayiir_grpc_ready_by_priority) and oldest
+# first (sayiir_grpc_ready_by_age); find also takes delays that are over
+# (sayiir_grpc_delays_by_wake). Workflows parked at a signal, a delay due
+# later or finished are in none of them, so however many wait, a scan reads
+# only the rows ready at a task, starting at the best one, and stops after
+# LIMIT claimable ones. The one walk left is over rows whose task is running
+# (ready at a task, but under a live claim): each costs one probe of the
+# claims' primary key. The exact aging score is computed over the few
+# candidates. FOR UPDATE SKIP LOCKED: concurrent finders skip each other's
+# rows rather than queue on them. $2 NULL means an untagged worker (takes
+# everything).
+_TAGS = "($2::text[] IS NULL OR s.task_tags <@ $2::text[])"
+_AT_TASK = f"s.status = 'InProgress' AND s.position_kind = 'AtTask' AND {_TAGS}"
+_DUE_DELAY = f"""s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_at <= now() AND {_TAGS}"""
+
+# While every ready row has the same priority (the usual case) the
+# best-priority order is the oldest-first order: the second arm would read
+# the same rows again, so it is switched off (a one-time filter on two index
+# end probes).
+_PRIORITIES_DIFFER = """
+(SELECT min(task_priority) FROM sayiir_workflow_snapshots
+ WHERE status = 'InProgress' AND position_kind = 'AtTask')
+<> (SELECT max(task_priority) FROM sayiir_workflow_snapshots
+    WHERE status = 'InProgress' AND position_kind = 'AtTask')
 """
 
 
-def _arm(order_by: str, name: str, where: str = _DISPATCHABLE) -> str:
+def _arm(order_by: str, name: str, where: str) -> str:
     # The extra SELECT * level: a locking clause is not allowed directly
     # inside a UNION arm.
     return f"""
@@ -61,10 +72,13 @@ def _arm(order_by: str, name: str, where: str = _DISPATCHABLE) -> str:
         FOR UPDATE OF s SKIP LOCKED) {name}"""
 
 
+_READY_ARMS = f"""{_arm("s.task_priority, s.updated_at", "best", _AT_TASK)}
+    UNION ALL {_arm("s.updated_at", "oldest", f"{_AT_TASK} AND {_PRIORITIES_DIFFER}")}"""
+
 FIND_CANDIDATES = f"""
 SELECT DISTINCT ON (u.instance_id)
        u.instance_id, u.trace_parent, u.task_priority, u.updated_at, h.data
-FROM ({_arm("s.task_priority, s.updated_at", "best")} UNION ALL {_arm("s.updated_at", "oldest")}) u
+FROM ({_READY_ARMS} UNION ALL {_arm("s.delay_wake_at", "due", _DUE_DELAY)}) u
 JOIN sayiir_workflow_snapshot_history h ON h.instance_id = u.instance_id AND h.version = u.history_version
 ORDER BY u.instance_id
 """
@@ -109,8 +123,7 @@ WHERE s.instance_id = $1 AND s.current_task_id = $2 AND s.status = 'InProgress' 
 CLAIM_AVAILABLE = f"""
 WITH cand AS (
     SELECT DISTINCT ON (u.instance_id) u.*
-    FROM ({_arm("s.task_priority, s.updated_at", "best", _AT_TASK)}
-          UNION ALL {_arm("s.updated_at", "oldest", _AT_TASK)}) u
+    FROM ({_READY_ARMS}) u
     ORDER BY u.instance_id
 ),
 pick AS (
@@ -140,6 +153,7 @@ LEFT JOIN sayiir_workflow_snapshot_history h ON h.instance_id = p.instance_id AN
 DUE_DELAYS = f"""
 SELECT s.instance_id FROM sayiir_workflow_snapshots s
 WHERE s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_at <= now() AND {ELIGIBLE}
+ORDER BY s.delay_wake_at
 LIMIT $1
 """
 
