@@ -17,6 +17,8 @@ COPY server/ server/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 
 # --- runtime: the wheel and its dependencies, run as an unprivileged user ----
+# Without the `embedded` extra: the image is given SAYIIR_DATABASE_URL and
+# never starts a PostgreSQL of its own.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -36,8 +38,10 @@ WORKDIR /home/sayiir
 # gRPC, and Prometheus /metrics.
 EXPOSE 50051 9464
 
+# The check asks the address in SAYIIR_LISTEN (0.0.0.0 meaning this host), so
+# it follows a port changed with `docker run -e SAYIIR_LISTEN=...`.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["sayiir-grpc", "healthcheck", "--listen", "127.0.0.1:50051", "--timeout", "3"]
+    CMD ["sayiir-grpc", "healthcheck", "--timeout", "3"]
 
 ENTRYPOINT ["sayiir-grpc"]
 CMD ["serve"]

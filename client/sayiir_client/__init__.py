@@ -8,6 +8,7 @@ async with sayiir_client.connect("127.0.0.1:50051") as backend:
 import sys
 
 from sayiir_client.backend import GrpcBackend, connect
+from sayiir_client.operator import OperatorClient, connect_operator
 from sayiir_client.protocols import SignalStore, SnapshotStore, TaskClaimStore, TaskResultStore
 from sayiir_common import codec as _codec
 from sayiir_common import convert as _convert
@@ -59,6 +60,17 @@ from sayiir_common.model import (
     WorkflowSnapshot,
     WorkflowSnapshotState,
 )
+from sayiir_common.operator_model import (
+    ActionParams,
+    ActionResult,
+    ClaimInfo,
+    HistoryEntry,
+    Page,
+    WorkflowAction,
+    WorkflowDescription,
+    WorkflowFilter,
+    WorkflowSummary,
+)
 
 # The shared modules were once submodules of this package; their old import
 # paths (`sayiir_client.model`, ...) keep working as aliases of the same modules.
@@ -66,6 +78,8 @@ for _name, _module in {"codec": _codec, "convert": _convert, "errors": _errors, 
     sys.modules.setdefault(f"{__name__}.{_name}", _module)
 
 __all__ = [
+    "ActionParams",
+    "ActionResult",
     "AtDelay",
     "AtFork",
     "AtJoin",
@@ -77,6 +91,7 @@ __all__ = [
     "Cancelled",
     "CannotCancelError",
     "CannotPauseError",
+    "ClaimInfo",
     "ClaimLostError",
     "ClaimedTask",
     "CodecId",
@@ -88,12 +103,15 @@ __all__ = [
     "Failed",
     "FailedPreconditionError",
     "GrpcBackend",
+    "HistoryEntry",
     "InLoop",
     "InProgress",
     "InvalidArgumentError",
     "JsonCodec",
     "NotFoundError",
     "NotStarted",
+    "OperatorClient",
+    "Page",
     "PauseRequest",
     "Paused",
     "ProtobufCodec",
@@ -113,7 +131,12 @@ __all__ = [
     "TaskWakeupHint",
     "Timestamp",
     "UnavailableError",
+    "WorkflowAction",
+    "WorkflowDescription",
+    "WorkflowFilter",
     "WorkflowSnapshot",
     "WorkflowSnapshotState",
+    "WorkflowSummary",
     "connect",
+    "connect_operator",
 ]

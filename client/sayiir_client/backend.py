@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
+from sayiir_client.tracing import outgoing_metadata
 from sayiir_common import convert
 from sayiir_common.errors import error_from_rpc
 from sayiir_common.ids import TaskId
@@ -115,7 +116,7 @@ class GrpcBackend:
         DONE_IF_NOT_FOUND call's repeat found nothing left to do. `extra_time`
         lengthens the deadline (a long poll may wait that long on the server).
         """
-        metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())),)
+        metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())), *outgoing_metadata())
         attempt = 0
         while True:
             try:

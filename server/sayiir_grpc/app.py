@@ -16,6 +16,8 @@ from grpc_reflection.v1alpha import reflection
 
 from sayiir_common.codec import codec_by_name
 from sayiir_common.proto.sayiir.v1 import (
+    operator_pb2,
+    operator_pb2_grpc,
     signal_store_pb2,
     signal_store_pb2_grpc,
     snapshot_store_pb2,
@@ -24,14 +26,19 @@ from sayiir_common.proto.sayiir.v1 import (
     task_claim_store_pb2_grpc,
 )
 from sayiir_grpc import migrate
+from sayiir_grpc.backlog import backlog_loop
 from sayiir_grpc.config import Settings
+from sayiir_grpc.console import ConsoleServer, tls_context
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
+from sayiir_grpc.retention import retention_loop
 from sayiir_grpc.security import TokenAuthInterceptor, load_tokens, server_credentials
+from sayiir_grpc.servicers.operator import WorkflowOperatorServicer
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
 from sayiir_grpc.stores import dispatch
+from sayiir_grpc.tracing import Tracing
 from sayiir_grpc.wakeup import WakeupHub
 
 log = structlog.get_logger(__name__)
@@ -41,6 +48,7 @@ SERVICE_NAMES = (
     signal_store_pb2.DESCRIPTOR.services_by_name["SignalStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskClaimStore"].full_name,
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
+    operator_pb2.DESCRIPTOR.services_by_name["WorkflowOperator"].full_name,
 )
 SWEEP_BATCH = 100
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -57,6 +65,8 @@ class RunningServer:
     metrics: Metrics
     settings: Settings
     metrics_port: int | None = None
+    console: ConsoleServer | None = None
+    tracing: Tracing | None = None
     draining: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -107,6 +117,12 @@ class RunningServer:
         self._tasks.append(asyncio.create_task(self._pool_loop(), name="pool-metrics"))
         if self.settings.sweep_interval > 0:
             self._tasks.append(asyncio.create_task(self._sweep_loop(), name="sweeper"))
+        settings, db, metrics = self.settings, self.db, self.metrics
+        self._tasks.append(asyncio.create_task(backlog_loop(db, metrics, settings.gauge_interval), name="backlog"))
+        if settings.retention is not None:
+            purged = metrics.count_purged
+            retention = retention_loop(db, settings.retention, settings.retention_interval, purged)
+            self._tasks.append(asyncio.create_task(retention, name="retention"))
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new work, end the streams, let calls finish, close."""
@@ -117,10 +133,14 @@ class RunningServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.console is not None:
+            await asyncio.to_thread(self.console.stop)
         # Ending the wakeup streams first leaves only unary calls to drain.
         await self.hub.stop()
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.db.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
 
 def _grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
@@ -150,12 +170,16 @@ async def start(settings: Settings, database_url: str, reuse_port: bool = False)
     hub = WakeupHub(settings.listener_database_url or database_url)
     hub.on_sent = metrics.hints_sent.inc
     hub.on_dropped = metrics.hints_dropped.inc
+    tracing = None
     try:
+        tracing = Tracing.from_environment()
         async with db.connection() as conn:
             for step in await migrate.migrate(conn):
                 log.info("migration", step=step)
         await hub.start()
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
+        if tracing is not None:  # outermost: the span covers everything the call does
+            interceptors.insert(0, tracing.interceptor())
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
         server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings, reuse_port))
@@ -165,6 +189,7 @@ async def start(settings: Settings, database_url: str, reuse_port: bool = False)
             TaskClaimStoreServicer(db, codec, hub, metrics, sweep_in_claims=settings.sweep_interval == 0), server
         )
         task_claim_store_pb2_grpc.add_TaskResultStoreServicer_to_server(TaskResultStoreServicer(db, codec), server)
+        operator_pb2_grpc.add_WorkflowOperatorServicer_to_server(WorkflowOperatorServicer(db, codec), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -179,11 +204,23 @@ async def start(settings: Settings, database_url: str, reuse_port: bool = False)
             raise OSError(f"cannot listen on {settings.listen}")
         metrics_port = None if settings.metrics_listen == "off" else metrics.serve(settings.metrics_listen)
         await server.start()
+        console = None
+        if settings.console_listen != "off":
+            console = ConsoleServer(
+                settings.console_listen,
+                database_url,
+                codec,
+                tokens,
+                tls_context(settings.tls_cert_file, settings.tls_key_file),
+            )
+            await asyncio.to_thread(console.start)
     except BaseException:
         await hub.stop()
         await db.close()
+        if tracing is not None:
+            tracing.shutdown()
         raise
-    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port)
+    running = RunningServer(server, db, health_servicer, port, hub, metrics, settings, metrics_port, console, tracing)
     await running.set_health(SERVING)
     running.start_background()
     return running
@@ -208,6 +245,10 @@ async def serve(
     if running.metrics_port is not None:
         metrics_host = settings.metrics_listen.rpartition(":")[0]
         print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
+    if running.console is not None:
+        scheme = "https" if running.console.tls is not None else "http"
+        console_host = settings.console_listen.rpartition(":")[0]
+        print(f"console on {scheme}://{console_host}:{running.console.port}/", flush=True)
     log.info("serving", listen=f"{host}:{running.port}", codec=settings.codec, metrics_port=running.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

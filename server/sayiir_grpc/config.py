@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sayiir_grpc.db import PoolOptions
+from sayiir_grpc.retention import RetentionPolicy, parse_policy
 
 
 class ConfigError(ValueError):
@@ -195,6 +196,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Prometheus /metrics address, HOST:PORT, or off.",
     ),
     Setting(
+        "console_listen",
+        "SAYIIR_CONSOLE_LISTEN",
+        _metrics_listen,
+        "off",
+        "Web console address, HOST:PORT, or off (served over TLS when the service is).",
+    ),
+    Setting(
         "shutdown_grace",
         "SAYIIR_SHUTDOWN_GRACE",
         _positive_float,
@@ -240,6 +248,28 @@ SETTINGS: tuple[Setting, ...] = (
         "File of bearer tokens, one per line: every call but health must present one.",
     ),
     Setting("auth_tokens", "SAYIIR_AUTH_TOKENS", _text, None, "Bearer tokens, comma-separated (as the file)."),
+    Setting(
+        "retention",
+        "SAYIIR_RETENTION",
+        parse_policy,
+        None,
+        "How long finished workflows are kept, per status, e.g. Completed=7d,Cancelled=7d,Failed=30d "
+        "(units s, m, h, d). Unset: kept forever. In-progress and paused workflows are never purged.",
+    ),
+    Setting(
+        "retention_interval",
+        "SAYIIR_RETENTION_INTERVAL",
+        _positive_float,
+        60.0,
+        "Seconds between two retention rounds of this process (with SAYIIR_RETENTION).",
+    ),
+    Setting(
+        "gauge_interval",
+        "SAYIIR_GAUGE_INTERVAL",
+        _positive_float,
+        15.0,
+        "Seconds between two refreshes of the backlog gauges (one query).",
+    ),
     Setting("log_level", "SAYIIR_LOG_LEVEL", _level, "INFO", "debug, info, warning or error."),
     Setting(
         "log_format",
@@ -268,6 +298,7 @@ class Settings:
     statement_timeout_ms: int = 30_000
     idle_in_transaction_timeout_ms: int = 60_000
     metrics_listen: str = "127.0.0.1:9464"
+    console_listen: str = "off"
     shutdown_grace: float = 10.0
     max_message_bytes: int = 16 * 1024 * 1024
     sweep_interval: float = 0.5
@@ -277,6 +308,9 @@ class Settings:
     tls_client_ca_file: str | None = None
     auth_tokens_file: str | None = None
     auth_tokens: str | None = None
+    retention: RetentionPolicy | None = None
+    retention_interval: float = 60.0
+    gauge_interval: float = 15.0
     log_level: str = "INFO"
     log_format: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)

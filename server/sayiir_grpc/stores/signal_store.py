@@ -88,17 +88,19 @@ class EventOutcome:
     resumed: bool
 
 
-async def store_signal(db: Database, instance_id: str, kind: SignalKind, request: SignalRequest) -> None:
-    async def body(conn: asyncpg.Connection) -> None:
-        status = await conn.fetchval(LOCK_STATUS, instance_id)
-        if status is None:
-            raise NotFoundError(f"workflow instance not found: {instance_id}")
-        if status in REFUSED[kind]:
-            error = CannotCancelError if kind is SignalKind.CANCEL else CannotPauseError
-            raise error(f"cannot {kind.value.lower()} workflow {instance_id}: it is {status}")
-        await conn.execute(UPSERT_SIGNAL, instance_id, kind.value, request.reason, request.requested_by)
+async def store_signal_on(conn: asyncpg.Connection, instance_id: str, kind: SignalKind, request: SignalRequest) -> None:
+    """store_signal inside the caller's transaction."""
+    status = await conn.fetchval(LOCK_STATUS, instance_id)
+    if status is None:
+        raise NotFoundError(f"workflow instance not found: {instance_id}")
+    if status in REFUSED[kind]:
+        error = CannotCancelError if kind is SignalKind.CANCEL else CannotPauseError
+        raise error(f"cannot {kind.value.lower()} workflow {instance_id}: it is {status}")
+    await conn.execute(UPSERT_SIGNAL, instance_id, kind.value, request.reason, request.requested_by)
 
-    await db.run("store_signal", body)
+
+async def store_signal(db: Database, instance_id: str, kind: SignalKind, request: SignalRequest) -> None:
+    await db.run("store_signal", lambda conn: store_signal_on(conn, instance_id, kind, request))
 
 
 async def get_signal(db: Database, instance_id: str, kind: SignalKind) -> SignalRequest | None:
@@ -129,22 +131,28 @@ def _resume_at_signal(snapshot: WorkflowSnapshot, signal_name: str, payload: byt
     return position.signal_id
 
 
+async def send_event_on(
+    conn: asyncpg.Connection, codec: SnapshotCodec, instance_id: str, signal_name: str, payload: bytes
+) -> EventOutcome:
+    """send_event inside the caller's transaction."""
+    # The lock makes "is it parked at this signal?" and the resume one
+    # step: a concurrent save cannot move the workflow in between.
+    locked = await lock_for_mutation(conn, codec, instance_id)
+    if locked is not None and locked.status == "InProgress":
+        signal_id = _resume_at_signal(locked.snapshot, signal_name, payload)
+        if signal_id is not None:
+            await write_mutation(conn, codec, locked, task_output=(signal_id, payload))
+            return EventOutcome(resumed=True)
+    await conn.execute(BUFFER_EVENT, instance_id, signal_name, payload)
+    return EventOutcome(resumed=False)
+
+
 async def send_event(
     db: Database, codec: SnapshotCodec, instance_id: str, signal_name: str, payload: bytes
 ) -> EventOutcome:
-    async def body(conn: asyncpg.Connection) -> EventOutcome:
-        # The lock makes "is it parked at this signal?" and the resume one
-        # step: a concurrent save cannot move the workflow in between.
-        locked = await lock_for_mutation(conn, codec, instance_id)
-        if locked is not None and locked.status == "InProgress":
-            signal_id = _resume_at_signal(locked.snapshot, signal_name, payload)
-            if signal_id is not None:
-                await write_mutation(conn, codec, locked, task_output=(signal_id, payload))
-                return EventOutcome(resumed=True)
-        await conn.execute(BUFFER_EVENT, instance_id, signal_name, payload)
-        return EventOutcome(resumed=False)
-
-    return await db.run("send_event", body, repeatable=False)
+    return await db.run(
+        "send_event", lambda conn: send_event_on(conn, codec, instance_id, signal_name, payload), repeatable=False
+    )
 
 
 async def consume_event(db: Database, instance_id: str, signal_name: str) -> bytes | None:
@@ -157,7 +165,7 @@ async def consume_event(db: Database, instance_id: str, signal_name: str) -> byt
     return None if payload is None else bytes(payload)
 
 
-async def _apply(
+async def apply_signal(
     conn: asyncpg.Connection,
     codec: SnapshotCodec,
     instance_id: str,
@@ -187,7 +195,7 @@ async def check_and_cancel(
     db: Database, codec: SnapshotCodec, instance_id: str, interrupted_at_task: TaskId | None
 ) -> bool:
     async def body(conn: asyncpg.Connection) -> bool:
-        return await _apply(conn, codec, instance_id, SignalKind.CANCEL, interrupted_at_task)
+        return await apply_signal(conn, codec, instance_id, SignalKind.CANCEL, interrupted_at_task)
 
     if SignalKind.CANCEL.value not in await _pending(db, instance_id):
         return False
@@ -196,7 +204,7 @@ async def check_and_cancel(
 
 async def check_and_pause(db: Database, codec: SnapshotCodec, instance_id: str) -> bool:
     async def body(conn: asyncpg.Connection) -> bool:
-        return await _apply(conn, codec, instance_id, SignalKind.PAUSE, None)
+        return await apply_signal(conn, codec, instance_id, SignalKind.PAUSE, None)
 
     if SignalKind.PAUSE.value not in await _pending(db, instance_id):
         return False
@@ -217,26 +225,28 @@ async def check_control_signals(
         return None
 
     async def body(conn: asyncpg.Connection) -> ControlSignal | None:
-        if SignalKind.CANCEL.value in pending and await _apply(
+        if SignalKind.CANCEL.value in pending and await apply_signal(
             conn, codec, instance_id, SignalKind.CANCEL, interrupted_at_task
         ):
             return ControlSignal.CANCELLED
-        if SignalKind.PAUSE.value in pending and await _apply(conn, codec, instance_id, SignalKind.PAUSE, None):
+        if SignalKind.PAUSE.value in pending and await apply_signal(conn, codec, instance_id, SignalKind.PAUSE, None):
             return ControlSignal.PAUSED
         return None
 
     return await db.run("check_control_signals", body, repeatable=False)
 
 
-async def unpause(db: Database, codec: SnapshotCodec, instance_id: str) -> WorkflowSnapshot:
-    async def body(conn: asyncpg.Connection) -> WorkflowSnapshot:
-        locked = await lock_for_mutation(conn, codec, instance_id)
-        if locked is None:
-            raise NotFoundError(f"workflow instance not found: {instance_id}")
-        if locked.status != "Paused":
-            raise CannotPauseError(f"workflow {instance_id} is not paused (current state: {locked.status})")
-        locked.snapshot.mark_unpaused()
-        await write_mutation(conn, codec, locked)
-        return locked.snapshot
+async def unpause_on(conn: asyncpg.Connection, codec: SnapshotCodec, instance_id: str) -> WorkflowSnapshot:
+    """unpause inside the caller's transaction."""
+    locked = await lock_for_mutation(conn, codec, instance_id)
+    if locked is None:
+        raise NotFoundError(f"workflow instance not found: {instance_id}")
+    if locked.status != "Paused":
+        raise CannotPauseError(f"workflow {instance_id} is not paused (current state: {locked.status})")
+    locked.snapshot.mark_unpaused()
+    await write_mutation(conn, codec, locked)
+    return locked.snapshot
 
-    return await db.run("unpause", body, repeatable=False)
+
+async def unpause(db: Database, codec: SnapshotCodec, instance_id: str) -> WorkflowSnapshot:
+    return await db.run("unpause", lambda conn: unpause_on(conn, codec, instance_id), repeatable=False)

@@ -227,15 +227,17 @@ async def load_snapshot(db: Database, codec: SnapshotCodec, instance_id: str) ->
     return LoadedSnapshot(snapshot_of(codec, row), row["status"], int(row["history_version"]))
 
 
-async def delete_snapshot(db: Database, instance_id: str) -> None:
-    async def body(conn: asyncpg.Connection) -> bool:
-        # Lock first: a delete that only waited inside DELETE_SNAPSHOT would
-        # delete the child rows it saw before a concurrent save committed,
-        # leaving that save's history and task rows behind as orphans.
-        await conn.execute(LOCK_SNAPSHOT_ROW, instance_id)
-        return bool(await conn.fetchval(DELETE_SNAPSHOT, instance_id))
+async def delete_snapshot_on(conn: asyncpg.Connection, instance_id: str) -> bool:
+    """Delete inside the caller's transaction; False when there was no such instance."""
+    # Lock first: a delete that only waited inside DELETE_SNAPSHOT would
+    # delete the child rows it saw before a concurrent save committed,
+    # leaving that save's history and task rows behind as orphans.
+    await conn.execute(LOCK_SNAPSHOT_ROW, instance_id)
+    return bool(await conn.fetchval(DELETE_SNAPSHOT, instance_id))
 
-    deleted = await db.run("delete_snapshot", body)
+
+async def delete_snapshot(db: Database, instance_id: str) -> None:
+    deleted = await db.run("delete_snapshot", lambda conn: delete_snapshot_on(conn, instance_id))
     if not deleted:
         raise NotFoundError(f"workflow instance not found: {instance_id}")
 
