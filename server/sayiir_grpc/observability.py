@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import structlog
@@ -89,17 +89,28 @@ class Metrics:
             "sayiir_grpc_purged", "Finished workflows purged by retention, by status.", ["status"], registry=r
         )
         # The backlog (sayiir_grpc.backlog): bounded labels, the five engine statuses only.
-        self.workflows = Gauge("sayiir_grpc_workflows", "Workflows stored, by status.", ["status"], registry=r)
+        # Database-wide figures every process of `serve --workers N` reads: the latest one is shown.
+        backlog: Literal["livemostrecent"] = "livemostrecent"
+        self.workflows = Gauge(
+            "sayiir_grpc_workflows", "Workflows stored, by status.", ["status"], registry=r, multiprocess_mode=backlog
+        )
         self.runnable_tasks = Gauge(
-            "sayiir_grpc_runnable_tasks", "Tasks a worker could claim now (no live claim).", registry=r
+            "sayiir_grpc_runnable_tasks",
+            "Tasks a worker could claim now (no live claim).",
+            registry=r,
+            multiprocess_mode=backlog,
         )
         self.oldest_runnable_task_age = Gauge(
             "sayiir_grpc_oldest_runnable_task_age_seconds",
             "How long the oldest runnable task has waited for a worker (0 when none waits).",
             registry=r,
+            multiprocess_mode=backlog,
         )
         self.expired_claims = Gauge(
-            "sayiir_grpc_expired_claims", "Claims past their expiry: workers that died or stalled.", registry=r
+            "sayiir_grpc_expired_claims",
+            "Claims past their expiry: workers that died or stalled.",
+            registry=r,
+            multiprocess_mode=backlog,
         )
 
     def count_purged(self, status: str, count: int) -> None:
