@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import platform
+import random
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +48,7 @@ import asyncpg
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import DEFAULT_ADMIN_URL, REPO, database_url, db_name, start_service  # noqa: E402
+from common import DEFAULT_ADMIN_URL, REPO, ServiceProcess, database_url, db_name, start_service  # noqa: E402
 from sayiir_client import (  # noqa: E402
     AtDelay,
     AtSignal,
@@ -160,11 +164,11 @@ FROM generate_series($2::int, $3::int) g
 AGE_S = {"sig": 3_600.0, "delay": 3_600.0, "run": 7_200.0, "done": 10_800.0}
 
 
-def counts(level: int) -> dict[str, int]:
+def counts(level: int, running: bool = True) -> dict[str, int]:
     return {
         "sig": level,
         "delay": round(level * DELAYS_PER_SIGNAL),
-        "run": round(level * RUNNING_PER_SIGNAL),
+        "run": round(level * RUNNING_PER_SIGNAL) if running else 0,
         "done": round(level * FINISHED_PER_SIGNAL),
     }
 
@@ -319,20 +323,17 @@ class Calls:
 
         return call
 
-    async def measure(self, name: str, samples: int) -> list[float]:
+    async def sample(self, name: str) -> float:
+        """One timed call, with its untimed setup and check."""
         prepare: Callable[[], Awaitable[Callable[[], Awaitable[None]]]] = getattr(self, name)
-        times: list[float] = []
-        for i in range(samples + 2):
-            self.after: Callable[[], Awaitable[None]] | None = None
-            call = await prepare()
-            started = time.perf_counter()
-            await call()
-            elapsed = time.perf_counter() - started
-            if self.after is not None:
-                await self.after()
-            if i >= 2:  # two warm-up calls
-                times.append(elapsed)
-        return times
+        self.after: Callable[[], Awaitable[None]] | None = None
+        call = await prepare()
+        started = time.perf_counter()
+        await call()
+        elapsed = time.perf_counter() - started
+        if self.after is not None:
+            await self.after()
+        return elapsed
 
 
 DISPATCH_CALLS = ("find", "claim", "hinted", "due_delay", "idle_signal")
@@ -375,18 +376,88 @@ async def explain_all(conn: asyncpg.Connection) -> dict[str, str]:
 # -- the run ---------------------------------------------------------------------------------
 
 
+@dataclass
+class Level:
+    """One level: its own database, service and client."""
+
+    level: int
+    url: str
+    # False: the largest size again without running tasks, which tells the
+    # cost of the waiting workflows from that of the tasks in flight.
+    running: bool = True
+    service: ServiceProcess | None = None
+    calls: Calls | None = None
+    times: dict[str, list[float]] = field(default_factory=dict)
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+async def _prepare(level: Level, stack: contextlib.AsyncExitStack, quiet: bool) -> None:
+    level.service = start_service(level.url, ["--pool-max-connections", "3", "--pool-min-connections", "1"])
+    client = await stack.enter_async_context(connect(level.service.target, watch_wakeups=False, timeout=120.0))
+    for make in TEMPLATES.values():
+        await client.save_snapshot(make())
+    ready = [f"scale-ready-{i}" for i in range(1, READY_POOL + 1)]
+    for instance in ready:
+        await client.save_snapshot(at_task(instance))
+    await client.save_snapshot(at_signal("scale-probe-own"))
+    level.calls = Calls(client, ready)
+    conn = await asyncpg.connect(level.url, timeout=10)
+    try:
+        started = time.monotonic()
+        await fill(conn, counts(0), counts(level.level, level.running))
+        fill_s = round(time.monotonic() - started, 1)
+        level.row = {
+            "level": level.level,
+            "label": f"{level.level:,}" + ("" if level.running else " (none running)"),
+            "running": level.running,
+            "counts": counts(level.level, level.running),
+            "fill_s": fill_s,
+            "calls": {},
+        }
+        level.row["tables"] = await table_sizes(conn)
+    finally:
+        await conn.close()
+    level.row["rss_mb_before"] = rss_mb(level.service.pid)
+    if not quiet:
+        print(f"level {level.level:>9,}: filled in {fill_s} s", file=sys.stderr)
+
+
+async def _measure(levels: list[Level], samples: int) -> None:
+    """Round robin: each sample of a call is taken at every level back to
+    back, in a shuffled order, so that the load of a shared machine weighs
+    on every level alike and the ratios stay fair."""
+    shuffler = random.Random(15)
+    for call in CALLS:
+        for level in levels:
+            level.times[call] = []
+        for i in range(samples + 2):
+            order = list(levels)
+            shuffler.shuffle(order)
+            for level in order:
+                assert level.calls is not None
+                elapsed = await level.calls.sample(call)
+                if i >= 2:  # two warm-up rounds
+                    level.times[call].append(elapsed)
+    for level in levels:
+        for call, times in level.times.items():
+            level.row["calls"][call] = {
+                "p50_ms": round(statistics.median(times) * 1000, 2),
+                "p90_ms": round(sorted(times)[int(0.9 * (len(times) - 1))] * 1000, 2),
+            }
+        assert level.service is not None
+        level.row["rss_mb"] = rss_mb(level.service.pid)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    levels = QUICK_LEVELS if args.quick else tuple(args.levels)
-    name = f"sayiir_scale_{uuid.uuid4().hex[:8]}"
-    url = database_url(args.admin_url, name)
-    admin = await asyncpg.connect(args.admin_url, timeout=10)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    service = None
+    numbers = QUICK_LEVELS if args.quick else tuple(args.levels)
+    run_id = uuid.uuid4().hex[:8]
+    levels = [Level(n, database_url(args.admin_url, f"sayiir_scale_{run_id}_{n}")) for n in numbers]
+    levels.append(Level(numbers[-1], database_url(args.admin_url, f"sayiir_scale_{run_id}_idle"), running=False))
     result: dict[str, Any] = {
         "meta": {
             "command": " ".join(sys.argv),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {platform.node()}",
+            "machine": f"{platform.machine()}, {platform.node()}, {os.cpu_count()} cores",
             "samples": args.samples,
             "mix_per_signal": {
                 "delay": DELAYS_PER_SIGNAL,
@@ -398,77 +469,71 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "levels": [],
     }
+    admin = await asyncpg.connect(args.admin_url, timeout=10)
     try:
-        service = start_service(url, ["--pool-max-connections", "4", "--pool-min-connections", "1"])
-        conn = await asyncpg.connect(url, timeout=10)
-        result["meta"]["postgres"] = await conn.fetchval("SHOW server_version")
-        try:
-            async with connect(service.target, watch_wakeups=False, timeout=120.0) as client:
-                for make in TEMPLATES.values():
-                    await client.save_snapshot(make())
-                ready = [f"scale-ready-{i}" for i in range(1, READY_POOL + 1)]
-                for instance in ready:
-                    await client.save_snapshot(at_task(instance))
-                await client.save_snapshot(at_signal("scale-probe-own"))
-                calls = Calls(client, ready)
-                result["meta"]["rss_mb_start"] = rss_mb(service.pid)
-                have = counts(0)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
                 for level in levels:
-                    started = time.monotonic()
-                    await fill(conn, have, counts(level))
-                    have = counts(level)
-                    fill_s = round(time.monotonic() - started, 1)
-                    row: dict[str, Any] = {"level": level, "counts": have, "fill_s": fill_s, "calls": {}}
-                    for call in CALLS:
-                        times = await calls.measure(call, args.samples)
-                        row["calls"][call] = {
-                            "p50_ms": round(statistics.median(times) * 1000, 2),
-                            "p90_ms": round(sorted(times)[int(0.9 * (len(times) - 1))] * 1000, 2),
-                        }
-                    row["rss_mb"] = rss_mb(service.pid)
-                    row["tables"] = await table_sizes(conn)
-                    result["levels"].append(row)
-                    if not args.quiet:
-                        print(f"level {level:>9,}: filled in {fill_s} s, measured", file=sys.stderr)
-                result["meta"]["rss_mb_end"] = rss_mb(service.pid)
-                result["explain"] = await explain_all(conn)
-        finally:
-            await conn.close()
+                    await admin.execute(f'CREATE DATABASE "{db_name(level.url)}"')
+                    await _prepare(level, stack, args.quiet)
+                result["meta"]["postgres"] = await admin.fetchval("SHOW server_version")
+                result["meta"]["load_average_before"] = os.getloadavg()
+                await _measure(levels, args.samples)
+                result["meta"]["load_average_after"] = os.getloadavg()
+                conn = await asyncpg.connect(levels[-2].url, timeout=10)
+                try:
+                    result["explain"] = await explain_all(conn)
+                finally:
+                    await conn.close()
+            finally:
+                await stack.aclose()
+                for level in levels:
+                    if level.service is not None:
+                        level.service.stop()
     finally:
-        if service is not None:
-            service.stop()
-        if args.keep_database:
-            print(f"kept the database: {url}", file=sys.stderr)
-        else:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db_name(url)}" WITH (FORCE)')
+        for level in levels:
+            if args.keep_database:
+                print(f"kept the database: {level.url}", file=sys.stderr)
+            else:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{db_name(level.url)}" WITH (FORCE)')
         await admin.close()
+    result["levels"] = [level.row for level in levels]
     result["summary"] = summarise(result)
     return result
 
 
+def _largest(result: dict[str, Any]) -> dict[str, Any]:
+    """The largest level with tasks running: the goal's mix."""
+    row: dict[str, Any] = [row for row in result["levels"] if row.get("running", True)][-1]
+    return row
+
+
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
-    first, last = result["levels"][0], result["levels"][-1]
-    ratios = {
-        call: round(last["calls"][call]["p50_ms"] / first["calls"][call]["p50_ms"], 2)
-        for call in CALLS
-        if first["calls"][call]["p50_ms"] > 0
-    }
+    first, last = result["levels"][0], _largest(result)
+    idle = [row for row in result["levels"] if not row.get("running", True)]
+
+    def ratio(row: dict[str, Any], call: str) -> float:
+        return round(row["calls"][call]["p50_ms"] / first["calls"][call]["p50_ms"], 2)
+
+    ratios = {call: ratio(last, call) for call in CALLS if first["calls"][call]["p50_ms"] > 0}
     return {
         "largest_level": last["level"],
         "ratio_to_empty": ratios,
+        "ratio_to_empty_none_running": {call: ratio(idle[0], call) for call in ratios} if idle else None,
         "within_goal": {call: ratio <= GOAL_FACTOR for call, ratio in ratios.items()},
     }
 
 
 def table(result: dict[str, Any]) -> str:
     levels = result["levels"]
-    head = "| call (p50 ms) | " + " | ".join(f"{row['level']:,}" for row in levels) + " | ratio |"
+    label = [row.get("label", f"{row['level']:,}") for row in levels]
+    head = "| call (p50 ms) | " + " | ".join(label) + " | ratio |"
     lines = [head, "|---" + "|---:" * (len(levels) + 1) + "|"]
     for call in CALLS:
         cells = " | ".join(f"{row['calls'][call]['p50_ms']:.2f}" for row in levels)
         lines.append(f"| {call} | {cells} | {result['summary']['ratio_to_empty'].get(call, '-')} |")
-    rss = " | ".join(f"{row['rss_mb']}" for row in levels)
-    lines.append(f"| service RSS (MB) | {rss} | |")
+    rss = " | ".join(f"{row.get('rss_mb_before', '?')} → {row['rss_mb']}" for row in levels)
+    lines.append(f"| service RSS before → after (MB) | {rss} | |")
     return "\n".join(lines)
 
 
@@ -478,10 +543,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stored = [sum(row["counts"].values()) + READY_POOL for row in result["levels"]]
+    rows = [row for row in result["levels"] if row.get("running", True)]
+    stored = [sum(row["counts"].values()) + READY_POOL for row in rows]
     fig, ax = plt.subplots(figsize=(8, 5))
     for call in CALLS:
-        ax.plot(stored, [row["calls"][call]["p50_ms"] for row in result["levels"]], marker="o", label=call)
+        ax.plot(stored, [row["calls"][call]["p50_ms"] for row in rows], marker="o", label=call)
     ax.set_xscale("symlog", linthresh=100)
     ax.set_xlabel("stored workflows")
     ax.set_ylabel("p50 latency through the service (ms)")
@@ -492,6 +558,78 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+DOC = REPO / "docs" / "benchmarks.md"
+DOC_BEFORE = REPO / "docs" / "bench" / "scale_before.json"
+DOC_MARKERS = ("<!-- scale-report:start -->", "<!-- scale-report:end -->")
+
+
+def report_markdown(result: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """The published section: the table, the plot, the goal, sizes and plans."""
+    meta, last = result["meta"], _largest(result)
+    ratios, within = result["summary"]["ratio_to_empty"], result["summary"]["within_goal"]
+    load = meta.get("load_average_before"), meta.get("load_average_after")
+    lines = [
+        f"Run of {meta['started']} (`{meta['command']}`), PostgreSQL {meta.get('postgres')}, {meta['machine']}, "
+        f"load average {load[0][0]:.1f} before and {load[1][0]:.1f} after (a shared machine). Median of "
+        f"{meta['samples']} calls through the service, one at a time; each level has its own database and "
+        "service, and every sample is taken at all levels back to back, so the ratios compare like with like.",
+        "",
+        table(result),
+        "",
+        "Each level holds, per workflow parked at a signal, "
+        f"{DELAYS_PER_SIGNAL} parked at a delay due in a day, {RUNNING_PER_SIGNAL} running under a live claim "
+        f"(the oldest rows at a task: in front of the ready ones) and {FINISHED_PER_SIGNAL} finished, plus "
+        f"{READY_POOL} ready at a task. The largest: "
+        + ", ".join(f"{n:,} {k}" for k, n in last["counts"].items())
+        + ". `claim` takes one task and gives it back; `due_delay` is a claim whose sweep first advances a delay "
+        "that fell due; `idle_signal` is a find whose sweep first cancels an idle workflow with a pending cancel; "
+        "`save`, `save_task_result` and `check_control_signals` work on one parked workflow.",
+        "",
+        f"Goal: every call within {GOAL_FACTOR:g}x its latency on the empty database at the largest size.",
+        "",
+        "| call | ratio at the largest size | within the goal | ratio, same size with no task running |",
+        "|---|---:|:---:|---:|",
+    ]
+    idle = result["summary"].get("ratio_to_empty_none_running") or {}
+    lines += [
+        f"| {call} | {ratios[call]} | {'yes' if within[call] else 'no'} | {idle.get(call, '-')} |"
+        for call in CALLS
+        if call in ratios
+    ]
+    if before is not None:
+        lines += [
+            "",
+            "Before migration 0003 and the query shapes (same benchmark, one database filled level by level, "
+            f"{before['meta']['samples']} calls each):",
+            "",
+            table(before),
+        ]
+    lines += [
+        "",
+        "![latency against stored workflows](bench/scale_latency.png)",
+        "",
+        "Table and index sizes at the largest size (MB):",
+        "",
+        "| table | table | indexes |",
+        "|---|---:|---:|",
+    ]
+    for name, size in sorted(last["tables"].items()):
+        lines.append(f"| {name} | {size['table_mb']} | {size['indexes_mb']} |")
+    lines += ["", "EXPLAIN (ANALYZE, BUFFERS) of each dispatch statement at the largest size:", ""]
+    for name, plan in result["explain"].items():
+        lines += [f"<details><summary>{name}</summary>", "", "```", plan, "```", "", "</details>", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def publish(result: dict[str, Any]) -> None:
+    before = json.loads(DOC_BEFORE.read_text()) if DOC_BEFORE.exists() else None
+    text = DOC.read_text()
+    start, end = DOC_MARKERS
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    DOC.write_text(f"{head}{start}\n{report_markdown(result, before)}{end}{tail}")
 
 
 def main() -> int:
@@ -518,6 +656,8 @@ def main() -> int:
     explain_path.write_text("".join(f"## {name}\n\n{plan}\n\n" for name, plan in result["explain"].items()))
     if not args.no_plot:
         plot(result, png_path)
+    if args.out is None:
+        publish(result)
     print(table(result))
     return 0
 

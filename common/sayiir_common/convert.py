@@ -1,4 +1,5 @@
-"""Model <-> protobuf conversion, with validation of everything that arrives.
+"""Model <-> protobuf conversion of every message of the RPCs, both ways, with
+validation of everything that arrives (through the checks of `checks`).
 
 `snapshot_from_proto` is the one gate every incoming snapshot passes: it
 rejects what the database or the engine could not hold (wrong id lengths,

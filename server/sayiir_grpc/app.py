@@ -8,6 +8,7 @@ import contextlib
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -28,7 +29,6 @@ from sayiir_common.proto.sayiir.v1 import (
 from sayiir_grpc import migrate
 from sayiir_grpc.backlog import backlog_loop
 from sayiir_grpc.config import Settings
-from sayiir_grpc.console import ConsoleServer, tls_context
 from sayiir_grpc.db import Database
 from sayiir_grpc.observability import Metrics, ObservabilityInterceptor
 from sayiir_grpc.retention import retention_loop
@@ -40,6 +40,9 @@ from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskR
 from sayiir_grpc.stores import dispatch
 from sayiir_grpc.tracing import Tracing
 from sayiir_grpc.wakeup import WakeupHub
+
+if TYPE_CHECKING:
+    from sayiir_grpc.console import ConsoleServer
 
 log = structlog.get_logger(__name__)
 
@@ -206,6 +209,9 @@ async def start(settings: Settings, database_url: str, reuse_port: bool = False)
         await server.start()
         console = None
         if settings.console_listen != "off":
+            # Imported here: aiohttp and Jinja2 cost a service without a console nothing at start.
+            from sayiir_grpc.console import ConsoleServer, tls_context
+
             console = ConsoleServer(
                 settings.console_listen,
                 database_url,

@@ -288,3 +288,23 @@ async def test_under_tls_the_console_is_served_over_tls(
             await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/", None)
     finally:
         await running.stop(grace=1)
+
+
+async def test_the_list_pages(page: Page, base: str, console: tuple[RunningServer, str]) -> None:
+    running, _ = console
+    async with connect(f"127.0.0.1:{running.port}", token=OPERATOR, watch_wakeups=False) as backend:
+        for n in range(60):
+            await backend.save_snapshot(WorkflowSnapshot.new(f"paged-{n:02d}", "paged"))
+    await sign_in(page, base, OPERATOR)
+    await page.goto(base + "/workflows?status=InProgress")
+    rows = page.locator("#workflows tr")
+    await expect(rows).to_have_count(1 + 50)
+    seen = await page.locator("#workflows td:first-child").all_inner_texts()
+    await page.click("#next-page")
+    await expect(rows).to_have_count(1 + 64 - 50)
+    seen += await page.locator("#workflows td:first-child").all_inner_texts()
+    assert len(seen) == len(set(seen)) == 64
+    assert seen == sorted(seen)
+    await expect(page.locator("#next-page")).to_have_count(0)
+    # The filter is kept across pages.
+    assert "status=InProgress" in page.url

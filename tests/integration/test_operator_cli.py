@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from test_security import pki  # noqa: F401 (the throwaway CA and certificates, a fixture)
 
 from conftest import start_service
 from fixtures.operator_seed import STEP1, empty_tables, seed
@@ -290,5 +291,33 @@ async def test_roles_and_tokens(make_database: Callable[[], Awaitable[str]], tmp
         assert allowed.code == 0, allowed.err
         anonymous = await sayiir("workflows", "list", "--target", target, env={"SAYIIR_TOKEN": ""})
         assert anonymous.code == 1 and "UNAUTHENTICATED" in anonymous.err
+    finally:
+        await running.stop(grace=1)
+
+
+async def test_tls_and_mutual_tls_flags(make_database: Callable[[], Awaitable[str]], pki: Path) -> None:  # noqa: F811
+    running = await start_service(
+        await make_database(),
+        tls_cert_file=str(pki / "server.pem"),
+        tls_key_file=str(pki / "server.key"),
+        tls_client_ca_file=str(pki / "ca.pem"),
+    )
+    target = f"127.0.0.1:{running.port}"
+    try:
+        mutual = [
+            "--tls-ca",
+            str(pki / "ca.pem"),
+            "--tls-cert",
+            str(pki / "client.pem"),
+            "--tls-key",
+            str(pki / "client.key"),
+        ]
+        listed = await sayiir("workflows", "list", "--json", "--target", target, *mutual)
+        assert listed.code == 0 and listed.out == "", listed.err
+        # Without a client certificate the handshake is refused: exit 1, one line.
+        refused = await sayiir("workflows", "list", "--target", target, "--tls-ca", str(pki / "ca.pem"))
+        assert refused.code == 1 and len(refused.err.splitlines()) == 1
+        half = await sayiir("claims", "list", "--target", target, "--tls-cert", str(pki / "client.pem"))
+        assert half.code == 2 and "--tls-cert and --tls-key go together" in half.err
     finally:
         await running.stop(grace=1)

@@ -86,6 +86,7 @@ def test_each_command_help_lists_only_the_flags_it_uses() -> None:
         assert unused not in help_text
     assert _flags(commands["healthcheck"]) == {"--listen", "--timeout"}
     assert _flags(commands["check"]) == {"--database-url"}
+    assert _flags(commands["purge"]) == {"--status", "--older-than", "--dry-run", "--json", "--database-url"}
 
 
 def test_migrate_ignores_settings_it_does_not_use() -> None:

@@ -8,6 +8,9 @@ the standard OTEL_EXPORTER_OTLP_ENDPOINT, as an operator would.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -205,3 +208,24 @@ async def test_spans_are_flushed_within_the_batch_delay(
         assert span.name == "sayiir.v1.SnapshotStore/ListSnapshots"
     finally:
         await running.stop(grace=1)
+
+
+async def test_an_unsupported_otlp_protocol_stops_the_start_with_one_line(
+    make_database: Callable[[], Awaitable[str]],
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAYIIR_", "OTEL_"))}
+    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    url = await make_database()
+    command = [sys.executable, "-m", "sayiir_grpc", "serve", "--database-url", url, "--listen", "127.0.0.1:0"]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--metrics-listen", "off"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sayiir-grpc: OTEL_EXPORTER_OTLP_PROTOCOL='http/protobuf': sayiir-grpc exports OTLP over grpc"
+    )

@@ -1,6 +1,7 @@
 // SayiirClient: the Python client's method set (GrpcBackend) in camelCase,
 // on the typed model. One instance holds one channel; call close() when done.
 
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   availableTaskFromProto,
   claimFromProto,
@@ -34,6 +35,8 @@ import { Transport, type ConnectOptions, type MethodDefinition } from "./transpo
 import { iterateWakeups, WakeupCollector } from "./wakeups.js";
 
 const DEFAULT_AGING_INTERVAL_MS = 5 * 60_000;
+// How long startWakeups waits for the service to confirm the subscription.
+const SUBSCRIBE_TIMEOUT_MS = 10_000;
 
 export interface FindOptions {
   /** At most this many tasks, 1 to 1000 (default 10). */
@@ -356,7 +359,8 @@ export class SayiirClient {
       this.#wakeups?.close();
       this.#wakeups = new WakeupCollector(this.transport);
     }
-    await this.#wakeups.ready;
+    // A service that never confirms must not hang the worker: polling still works.
+    await Promise.race([this.#wakeups.ready, sleep(SUBSCRIBE_TIMEOUT_MS, undefined, { ref: false })]);
   }
 
   /**

@@ -57,6 +57,18 @@ export function statusToProto(status: m.SnapshotStatus, field: string): ProtoSta
   return value;
 }
 
+export function statusFromProto(value: ProtoStatus): m.SnapshotStatus {
+  const found = (Object.keys(STATUS_TO_PROTO) as m.SnapshotStatus[]).find((status) => STATUS_TO_PROTO[status] === value);
+  if (found === undefined) throw new SerializationError(`unknown status ${value} in the reply`);
+  return found;
+}
+
+export function signalKindFromProto(value: sig.SignalKind): m.SignalKind {
+  if (value === sig.SignalKind.SIGNAL_KIND_CANCEL) return "Cancel";
+  if (value === sig.SignalKind.SIGNAL_KIND_PAUSE) return "Pause";
+  throw new SerializationError(`unknown signal kind ${value} in the reply`);
+}
+
 export function signalKindToProto(kind: m.SignalKind): sig.SignalKind {
   if (kind === "Cancel") return sig.SignalKind.SIGNAL_KIND_CANCEL;
   if (kind === "Pause") return sig.SignalKind.SIGNAL_KIND_PAUSE;

@@ -1,5 +1,17 @@
 // sayiir-grpc-client: the typed TypeScript client of sayiir-grpc.
 export { connect, SayiirClient } from "./client.js";
+export { connectOperator, OperatorClient } from "./operator.js";
+export type {
+  ActionOptions,
+  ActionResult,
+  ClaimInfo,
+  HistoryEntry,
+  Targets,
+  WorkflowAction,
+  WorkflowDescription,
+  WorkflowFilter,
+  WorkflowSummary,
+} from "./operator.js";
 export type { ClaimAvailableOptions, CompleteTaskOptions, FindOptions, SnapshotPage } from "./client.js";
 export {
   BackendError,

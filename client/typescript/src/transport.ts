@@ -48,30 +48,46 @@ export const DEFAULT_RETRY_DELAYS_MS: readonly number[] = [100, 200, 400, 800];
 /** The idempotency key of a logical call; one per call, the same on its retries. */
 export const REQUEST_ID_METADATA = "x-request-id";
 
-type RetryRule = "safe" | "done-if-not-found" | "never";
+export type RetryRule = "safe" | "done-if-not-found" | "never";
 
-// As the Python client. Retried on UNAVAILABLE: reads, and writes whose
-// repetition changes nothing (saves write the same state again; a claim by
-// the same worker for the same task returns the claim it holds). Delete and
-// release are retried too, and NOT_FOUND on a retry means the first attempt
-// did it. Never retried: calls a repeat would double or hide (sendEvent,
-// consumeEvent, the checkAnd* composites, unpause, the fast path).
-const RETRY_RULES: Record<string, RetryRule> = {
+// As the Python client: every unary RPC is listed (a test checks). Retried
+// on UNAVAILABLE: reads, and writes whose repetition changes nothing (saves
+// write the same state again; a claim by the same worker for the same task
+// returns the claim it holds). Delete and release are retried too, and
+// NOT_FOUND on a retry means the first attempt did it. Never retried: calls
+// a repeat would double or hide (sendEvent, consumeEvent, the checkAnd*
+// composites, unpause, the fast path).
+export const RETRY_RULES: Readonly<Record<string, RetryRule>> = {
   SaveSnapshot: "safe",
   SaveTaskResult: "safe",
   LoadSnapshot: "safe",
   ListSnapshots: "safe",
+  DeleteSnapshot: "done-if-not-found",
   StoreSignal: "safe",
   GetSignal: "safe",
   ClearSignal: "safe",
+  SendEvent: "never",
+  ConsumeEvent: "never",
+  CheckAndCancel: "never",
+  CheckAndPause: "never",
+  CheckControlSignals: "never",
+  Unpause: "never",
   ClaimTask: "safe",
+  ReleaseTaskClaim: "done-if-not-found",
   ExtendTaskClaim: "safe",
   FindAvailableTasks: "safe",
   FindHintedTask: "safe",
   SaveSnapshotFenced: "safe",
+  ClaimAvailableTasks: "never",
+  CompleteTask: "never",
   LoadTaskResult: "safe",
-  DeleteSnapshot: "done-if-not-found",
-  ReleaseTaskClaim: "done-if-not-found",
+  ListWorkflows: "safe",
+  DescribeWorkflow: "safe",
+  ListWorkflowHistory: "safe",
+  GetWorkflowVersion: "safe",
+  ListClaims: "safe",
+  ActOnWorkflows: "never",
+  ReleaseClaim: "never",
 };
 
 export function retryRule(path: string): RetryRule {
@@ -98,13 +114,22 @@ export class Transport {
     this.timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
     this.retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
     this.#token = options.token;
-    this.client = new Client(target, channelCredentials(options.tls), {
+    const credentials = channelCredentials(options.tls);
+    try {
+      this.client = this.#open(target, credentials, options.channelOptions);
+    } catch (error) {
+      throw new InvalidArgumentError(`target: ${(error as Error).message}`);
+    }
+  }
+
+  #open(target: string, credentials: ReturnType<typeof channelCredentials>, channelOptions: ChannelOptions = {}): Client {
+    return new Client(target, credentials, {
       // Reconnect quickly after the service restarts, so retried calls land.
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 2000,
       // The service's default message limit (SAYIIR_MAX_MESSAGE_BYTES).
       "grpc.max_receive_message_length": 16 * 1024 * 1024,
-      ...options.channelOptions,
+      ...channelOptions,
     });
   }
 

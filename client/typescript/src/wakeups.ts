@@ -27,6 +27,7 @@ export async function* iterateWakeups(transport: Transport, workerTags: readonly
     const failure = error as ServiceError;
     if (failure.code !== Status.CANCELLED) throw errorFromGrpc(failure);
   } finally {
+    stream.on("error", () => {}); // the CANCELLED that cancel() emits is ours
     stream.cancel();
   }
 }

@@ -18,12 +18,12 @@ import {
   type WorkflowSnapshot,
 } from "../src/index.js";
 import { seedAtTask, uniqueId } from "./support/fixtures.js";
-import { freshService, type Service } from "./support/service.js";
+import { sharedService } from "./support/service.js";
 
-let service: Service;
+let service: Awaited<ReturnType<typeof sharedService>>;
 let client: SayiirClient;
 before(async () => {
-  service = await freshService();
+  service = await sharedService();
   client = await connect(service.target);
 });
 after(async () => {

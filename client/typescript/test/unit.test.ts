@@ -27,13 +27,16 @@ import {
   UnauthenticatedError,
   UnavailableError,
   unixNanos,
-  type SayiirClient,
+  OperatorClient,
+  SayiirClient,
   type WorkflowSnapshot,
 } from "../src/index.js";
 import { snapshotFromProto, snapshotToProto } from "../src/convert.js";
 import { SignalStoreService } from "../src/gen/sayiir/v1/signal_store.js";
 import { SnapshotStoreService } from "../src/gen/sayiir/v1/snapshot_store.js";
-import { retryRule } from "../src/transport.js";
+import { WorkflowOperatorService } from "../src/gen/sayiir/v1/operator.js";
+import { TaskClaimStoreService, TaskResultStoreService } from "../src/gen/sayiir/v1/task_claim_store.js";
+import { RETRY_RULES, retryRule } from "../src/transport.js";
 
 function statusDetails(code: number, reason: string, domain: string, metadata: Record<string, string>): Buffer {
   const info = new BinaryWriter().tag(1, WireType.LengthDelimited).string(reason).tag(2, WireType.LengthDelimited).string(domain);
@@ -213,10 +216,36 @@ describe("retries and idempotency keys", () => {
     server?.forceShutdown();
   });
 
+  test("every RPC of the contract has a client method and a retry decision", () => {
+    const methods = (cls: { prototype: object }) => cls.prototype as Record<string, unknown>;
+    // The operator methods take the Python OperatorClient's names.
+    const operatorNames: Record<string, string> = {
+      listWorkflowHistory: "workflowHistory",
+      getWorkflowVersion: "workflowVersion",
+      actOnWorkflows: "act",
+    };
+    const services: [object, Record<string, unknown>, Record<string, string>][] = [
+      [SnapshotStoreService, methods(SayiirClient), {}],
+      [SignalStoreService, methods(SayiirClient), {}],
+      [TaskClaimStoreService, methods(SayiirClient), {}],
+      [TaskResultStoreService, methods(SayiirClient), {}],
+      [WorkflowOperatorService, methods(OperatorClient), operatorNames],
+    ];
+    for (const [service, client, rename] of services) {
+      for (const [name, method] of Object.entries(service) as [string, { path: string; responseStream: boolean }][]) {
+        const methodName = rename[name] ?? name;
+        assert.equal(typeof client[methodName], "function", `${method.path} has no client method ${methodName}`);
+        if (method.responseStream) continue; // streams are reopened by the caller, never retried
+        const rpc = method.path.slice(method.path.lastIndexOf("/") + 1);
+        assert.ok(rpc in RETRY_RULES, `no retry decision for ${method.path}`);
+      }
+    }
+  });
+
   test("the rules follow the Python client", () => {
     assert.equal(retryRule("/sayiir.v1.SnapshotStore/LoadSnapshot"), "safe");
     assert.equal(retryRule("/sayiir.v1.SnapshotStore/DeleteSnapshot"), "done-if-not-found");
-    for (const name of ["SendEvent", "ConsumeEvent", "CheckAndCancel", "CheckAndPause", "CheckControlSignals", "Unpause", "CompleteTask", "ClaimAvailableTasks"]) {
+    for (const name of ["SendEvent", "ConsumeEvent", "CheckAndCancel", "CheckAndPause", "CheckControlSignals", "Unpause", "CompleteTask", "ClaimAvailableTasks", "ActOnWorkflows", "ReleaseClaim"]) {
       assert.equal(retryRule(`/sayiir.v1.X/${name}`), "never", name);
     }
   });

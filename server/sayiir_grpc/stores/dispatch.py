@@ -21,6 +21,7 @@ from sayiir_grpc.stores.history import (
     ELIGIBLE,
     LIVE_CLAIM,
     decode_snapshot,
+    eligible,
     lock_for_mutation,
     reread_snapshot,
     snapshot_of,
@@ -31,21 +32,51 @@ from sayiir_grpc.stores.signal_store import check_control_signals
 from sayiir_grpc.stores.task_claim_store import RELEASE_MANY
 
 # Dispatch scan. LIMIT-bounded arms, each read in the order of a partial
-# index that holds only the rows it can take (migration 0003): tasks ready
-# at a task by best priority (sayiir_grpc_ready_by_priority) and oldest
-# first (sayiir_grpc_ready_by_age); find also takes delays that are over
-# (sayiir_grpc_delays_by_wake). Workflows parked at a signal, a delay due
-# later or finished are in none of them, so however many wait, a scan reads
-# only the rows ready at a task, starting at the best one, and stops after
-# LIMIT claimable ones. The one walk left is over rows whose task is running
-# (ready at a task, but under a live claim): each costs one probe of the
-# claims' primary key. The exact aging score is computed over the few
-# candidates. FOR UPDATE SKIP LOCKED: concurrent finders skip each other's
-# rows rather than queue on them. $2 NULL means an untagged worker (takes
-# everything).
-_TAGS = "($2::text[] IS NULL OR s.task_tags <@ $2::text[])"
-_AT_TASK = f"s.status = 'InProgress' AND s.position_kind = 'AtTask' AND {_TAGS}"
-_DUE_DELAY = f"""s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_at <= now() AND {_TAGS}"""
+# index that holds only the rows it can take (migration 0003): ready at a
+# task by best priority (sayiir_grpc_ready_by_priority) and oldest first
+# (sayiir_grpc_ready_by_age); find also takes delays that are over
+# (sayiir_grpc_delays_by_wake). Workflows parked at a signal, at a delay due
+# later, or finished are in none of them, so however many wait, a scan
+# starts at the best ready row and stops after LIMIT claimable ones. The
+# exact aging score is computed over the few candidates. FOR UPDATE SKIP
+# LOCKED: concurrent finders skip each other's rows rather than queue on
+# them. $2 NULL means an untagged worker (takes everything).
+#
+# The one walk left is over rows whose task is running (ready at a task, but
+# under a live claim): they sit in front of the waiting ones in both orders,
+# having been the best when they were claimed. It grows with the tasks in
+# flight, not with the waiting workflows, and is made cheap in two ways:
+# - each arm picks its candidates from the covering index alone (an
+#   index-only scan: no heap page for a row it skips), then locks and
+#   re-checks only those, by primary key; a locking scan could not skip
+#   the heap;
+# - a running row is skipped with one lookup in a hash of the live claims,
+#   built once per statement, instead of three page reads to probe the
+#   claims' key. The hash is capped so that the planner always keeps it in
+#   memory (an unhashed NOT IN would rescan the claims for every row);
+#   claims past the cap are still skipped, by the key probe.
+# An arm takes SLACK times LIMIT candidates, so that rows a concurrent
+# finder holds locked are skipped and the next ones taken.
+_RUNNING_HASH_CAP = 20_000
+_SLACK = 4
+
+
+def _tags(row: str) -> str:
+    return f"($2::text[] IS NULL OR {row}.task_tags <@ $2::text[])"
+
+
+def _at_task(row: str) -> str:
+    return f"{row}.status = 'InProgress' AND {row}.position_kind = 'AtTask' AND {_tags(row)}"
+
+
+def _not_running(row: str) -> str:
+    return f"""{row}.instance_id NOT IN (
+    SELECT c.instance_id FROM sayiir_workflow_claims c WHERE {LIVE_CLAIM} LIMIT {_RUNNING_HASH_CAP})"""
+
+
+# The two positions dispatch offers, on row s (the backlog gauge counts with them too).
+_AT_TASK = _at_task("s")
+_DUE_DELAY = f"s.status = 'InProgress' AND s.position_kind = 'AtDelay' AND s.delay_wake_at <= now() AND {_tags('s')}"
 
 # While every ready row has the same priority (the usual case) the
 # best-priority order is the oldest-first order: the second arm would read
@@ -58,13 +89,15 @@ _PRIORITIES_DIFFER = """
     WHERE status = 'InProgress' AND position_kind = 'AtTask')
 """
 
+_COLUMNS = "s.instance_id, s.history_version, s.trace_parent, s.task_priority, s.updated_at, s.current_task_id"
 
-def _arm(order_by: str, name: str, where: str) -> str:
+
+def _locked(name: str, where: str, order_by: str) -> str:
     # The extra SELECT * level: a locking clause is not allowed directly
     # inside a UNION arm.
     return f"""
     SELECT * FROM (
-        SELECT s.instance_id, s.history_version, s.trace_parent, s.task_priority, s.updated_at, s.current_task_id
+        SELECT {_COLUMNS}
         FROM sayiir_workflow_snapshots s
         WHERE {where} AND {ELIGIBLE}
         ORDER BY {order_by}
@@ -72,13 +105,23 @@ def _arm(order_by: str, name: str, where: str) -> str:
         FOR UPDATE OF s SKIP LOCKED) {name}"""
 
 
-_READY_ARMS = f"""{_arm("s.task_priority, s.updated_at", "best", _AT_TASK)}
-    UNION ALL {_arm("s.updated_at", "oldest", f"{_AT_TASK} AND {_PRIORITIES_DIFFER}")}"""
+def _ready_arm(name: str, order: str, gate: str = "TRUE") -> str:
+    """Candidates from the covering index (r), then locked and re-checked (s)."""
+    candidates = f"""
+        SELECT r.instance_id FROM sayiir_workflow_snapshots r
+        WHERE {_at_task("r")} AND {_not_running("r")} AND {eligible("r")} AND {gate}
+        ORDER BY {order.format(row="r")}
+        LIMIT {_SLACK} * $1"""
+    return _locked(name, f"s.instance_id IN ({candidates}) AND {_at_task('s')}", order.format(row="s"))
+
+
+_READY_ARMS = f"""{_ready_arm("best", "{row}.task_priority, {row}.updated_at")}
+    UNION ALL {_ready_arm("oldest", "{row}.updated_at", _PRIORITIES_DIFFER)}"""
 
 FIND_CANDIDATES = f"""
 SELECT DISTINCT ON (u.instance_id)
        u.instance_id, u.trace_parent, u.task_priority, u.updated_at, h.data
-FROM ({_READY_ARMS} UNION ALL {_arm("s.delay_wake_at", "due", _DUE_DELAY)}) u
+FROM ({_READY_ARMS} UNION ALL {_locked("due", _DUE_DELAY, "s.delay_wake_at")}) u
 JOIN sayiir_workflow_snapshot_history h ON h.instance_id = u.instance_id AND h.version = u.history_version
 ORDER BY u.instance_id
 """
