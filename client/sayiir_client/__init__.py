@@ -24,6 +24,7 @@ from sayiir_common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    OutcomeUnknownError,
     SerializationError,
     UnavailableError,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "NotFoundError",
     "NotStarted",
     "OperatorClient",
+    "OutcomeUnknownError",
     "Page",
     "PauseRequest",
     "Paused",

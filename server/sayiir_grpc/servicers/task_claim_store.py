@@ -19,7 +19,10 @@ from sayiir_common.errors import ClaimLostError
 from sayiir_common.ids import TaskId
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
+from sayiir_grpc import limits
 from sayiir_grpc.db import Database
+from sayiir_grpc.errors import abort
+from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import dispatch, task_result_store
@@ -112,6 +115,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         self.sweep_in_claims = sweep_in_claims
 
     @rpc
+    @idempotent(rpc_pb.ClaimTaskResponse)
     async def ClaimTask(self, request: rpc_pb.ClaimTaskRequest, context: Context) -> rpc_pb.ClaimTaskResponse:
         instance_id, task_id, worker_id = claim_key(request)
         claim = await store.claim_task(self.db, instance_id, task_id, worker_id, ttl_from(request))
@@ -122,6 +126,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.ClaimTaskResponse(claim=convert.task_claim_to_proto(claim))
 
     @rpc
+    @idempotent(rpc_pb.ReleaseTaskClaimResponse)
     async def ReleaseTaskClaim(
         self, request: rpc_pb.ReleaseTaskClaimRequest, context: Context
     ) -> rpc_pb.ReleaseTaskClaimResponse:
@@ -131,6 +136,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.ReleaseTaskClaimResponse()
 
     @rpc
+    @idempotent(rpc_pb.ExtendTaskClaimResponse)
     async def ExtendTaskClaim(
         self, request: rpc_pb.ExtendTaskClaimRequest, context: Context
     ) -> rpc_pb.ExtendTaskClaimResponse:
@@ -146,7 +152,9 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     ) -> rpc_pb.FindAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         tasks = await dispatch.find_available_tasks(self.db, self.codec, worker_id, limit, aging, tags)
-        return rpc_pb.FindAvailableTasksResponse(tasks=[convert.available_task_to_proto(t) for t in tasks])
+        messages = [convert.available_task_to_proto(t) for t in tasks]
+        fit = limits.fitting(m.ByteSize() for m in messages)
+        return rpc_pb.FindAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
 
     @rpc
     async def FindHintedTask(
@@ -159,6 +167,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.FindHintedTaskResponse(task=convert.available_task_to_proto(task))
 
     @rpc
+    @idempotent(rpc_pb.SaveSnapshotFencedResponse)
     async def SaveSnapshotFenced(
         self, request: rpc_pb.SaveSnapshotFencedRequest, context: Context
     ) -> rpc_pb.SaveSnapshotFencedResponse:
@@ -174,34 +183,58 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def ClaimAvailableTasks(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
     ) -> rpc_pb.ClaimAvailableTasksResponse:
+        _, _, _, tags = dispatch_args(request)
+        wait = wait_from(request, context)
+        if wait > 0:
+            # The long poll waits outside any transaction (no connection held),
+            # then claims once, under the call's idempotency key.
+            await self._wait_until_ready(tags, wait)
+        return await self._claim_available(request, context)
+
+    @idempotent(rpc_pb.ClaimAvailableTasksResponse)
+    async def _claim_available(
+        self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
+    ) -> rpc_pb.ClaimAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         ttl = ttl_from(request)
-        wait = wait_from(request, context)
+        tasks = await dispatch.claim_available_tasks(
+            self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims
+        )
+        with_snapshot = not request.omit_snapshot
+        messages = [convert.available_task_to_proto(t, with_snapshot) for t in tasks]
+        fit = limits.fitting(m.ByteSize() for m in messages)
+        if fit < len(messages):
+            # Same transaction (@idempotent): the claims left out are never committed.
+            await dispatch.release_claims(self.db, [t.instance_id for t in tasks[fit:]], worker_id)
+        if self.metrics is not None and fit:
+            self.metrics.claims_granted.inc(fit)
+        return rpc_pb.ClaimAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
+
+    async def _wait_until_ready(self, tags: list[str], wait: float) -> None:
+        """Until a task these tags may take is ready, or `wait` seconds pass.
+
+        Each ready task wakes one waiting call of this process (its hint);
+        with no hint the readiness is looked at again every
+        LONG_POLL_RECHECK_S (hints are best effort). The claim that follows
+        may still come back empty when another worker was faster."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while True:
-            # Registered before the claim: a hint committed meanwhile still wakes us.
-            waiter = self.hub.wait_for_task(tags) if wait > 0 else None
+        while not self.hub.stopping:
+            # Registered before looking: a hint committed meanwhile still wakes us.
+            waiter = self.hub.wait_for_task(tags)
             try:
-                tasks = await dispatch.claim_available_tasks(
-                    self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims
-                )
+                if await dispatch.any_ready(self.db, tags):
+                    return
                 left = deadline - loop.time()
-                if tasks or waiter is None or left <= 0 or self.hub.stopping:
-                    break
+                if left <= 0:
+                    return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.woken.wait(), min(left, LONG_POLL_RECHECK_S))
             finally:
-                if waiter is not None:
-                    self.hub.stop_waiting(waiter)
-        if self.metrics is not None and tasks:
-            self.metrics.claims_granted.inc(len(tasks))
-        with_snapshot = not request.omit_snapshot
-        return rpc_pb.ClaimAvailableTasksResponse(
-            tasks=[convert.available_task_to_proto(t, with_snapshot) for t in tasks]
-        )
+                self.hub.stop_waiting(waiter)
 
     @rpc
+    @idempotent(rpc_pb.CompleteTaskResponse)
     async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
         instance_id, task_id, worker_id = claim_key(request)
         next_task = None
@@ -237,8 +270,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         try:
             tags = checks.check_tags("worker_tags", list(request.worker_tags))
         except checks.InvalidField as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "InvalidArgument", {"field": exc.field})
         subscription = self.hub.subscribe(tags)
         try:
             yield rpc_pb.WakeupEvent(subscribed=rpc_pb.Subscribed())
@@ -273,5 +305,5 @@ class TaskResultStoreServicer(rpc_grpc.TaskResultStoreServicer):
     ) -> rpc_pb.LoadTaskResultResponse:
         instance_id = checks.check_instance_id("instance_id", request.instance_id)
         task_id = checks.task_id_from("task_id", request.task_id)
-        output = await task_result_store.load_task_result(self.db, self.codec, instance_id, task_id)
+        output = await task_result_store.load_task_result(self.db, instance_id, task_id)
         return rpc_pb.LoadTaskResultResponse() if output is None else rpc_pb.LoadTaskResultResponse(output=output)

@@ -299,7 +299,7 @@ async def find_available_tasks(
     for row in candidates:
         pairs = by_instance.get(row["instance_id"], [])
         snapshots.append(
-            decode_snapshot(codec, row["data"], row["trace_parent"], [p[0] for p in pairs], [p[1] for p in pairs])
+            await decode_snapshot(codec, row["data"], row["trace_parent"], [p[0] for p in pairs], [p[1] for p in pairs])
         )
 
     now = Timestamp.now()
@@ -331,7 +331,7 @@ async def find_hinted_task(
     )
     if row is None:
         return None
-    snapshot = snapshot_of(codec, row)
+    snapshot = await snapshot_of(codec, row)
     if _runnable_task(snapshot, Timestamp.now()) != task_id:
         return None
     return available_task(snapshot, task_id)
@@ -344,6 +344,18 @@ async def _reread(db: Database, codec: SnapshotCodec, row: asyncpg.Record) -> Wo
         "claim_reread", lambda c: reread_snapshot(c, codec, instance_id, row), transaction=False
     )
     return snapshot
+
+
+# Is a task ready that a worker with these tags ($1; NULL: untagged) may
+# take? What a long poll looks at between hints; it claims nothing.
+ANY_READY = f"SELECT EXISTS (SELECT 1 FROM sayiir_workflow_snapshots s WHERE {_AT_TASK} AND {ELIGIBLE})".replace(
+    "$2::text[]", "$1::text[]"
+)
+
+
+async def any_ready(db: Database, worker_tags: list[str]) -> bool:
+    ready: bool = await db.run("any_ready", lambda c: c.fetchval(ANY_READY, worker_tags or None), transaction=False)
+    return ready
 
 
 async def sweep(db: Database, codec: SnapshotCodec, limit: int) -> int:
@@ -383,7 +395,7 @@ async def claim_available_tasks(
     claimed: list[AvailableTask] = []
     not_runnable: list[str] = []
     for row in rows:
-        snapshot = snapshot_of(codec, row) if row["data"] is not None else await _reread(db, codec, row)
+        snapshot = await snapshot_of(codec, row) if row["data"] is not None else await _reread(db, codec, row)
         task_id = None if snapshot is None else _runnable_task(snapshot, now)
         if snapshot is None or task_id is None:
             not_runnable.append(row["instance_id"])
@@ -393,3 +405,8 @@ async def claim_available_tasks(
         # Done already or backing off: give them back at once.
         await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)
     return claimed
+
+
+async def release_claims(db: Database, instance_ids: list[str], worker_id: str) -> None:
+    """Drop `worker_id`'s claims on these instances (tasks left out of a bounded reply)."""
+    await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, instance_ids, worker_id), transaction=False)
