@@ -101,6 +101,8 @@ def _process_main(settings: Settings, database_url: str, ready: multiprocessing.
         ready.send(port)
         ready.close()
 
+    from sayiir_grpc import offload
+
     try:
         run_event_loop(serve(settings, database_url, reuse_port=True, on_ready=on_ready))
     except KeyboardInterrupt:
@@ -108,6 +110,8 @@ def _process_main(settings: Settings, database_url: str, ready: multiprocessing.
     except (migrate.MigrationError, OSError, asyncpg.PostgresError, SecurityConfigError) as exc:
         print(f"sayiir-grpc: process {os.getpid()} cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    finally:
+        offload.shutdown()
 
 
 @dataclass

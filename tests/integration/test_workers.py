@@ -262,6 +262,7 @@ async def test_sigterm_drains_every_process(make_database: Callable[[], Awaitabl
                     await asyncio.sleep(0.05)
                 assert waiting == 1
                 running.proc.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
                 await asyncio.sleep(1.0)
                 assert running.proc.poll() is None  # still draining the held call
                 await locker.rollback()
@@ -270,4 +271,7 @@ async def test_sigterm_drains_every_process(make_database: Callable[[], Awaitabl
                 await pg.close()
         code = await asyncio.to_thread(running.proc.wait, 30)
         assert code == 0
+        # Drained, not killed: well within the grace (10 s) after the held call ended.
+        assert time.monotonic() - signalled < 8, running.lines
+        assert not any("did not stop in time" in line for line in running.lines), running.lines
         assert not any(alive(pid) for pid in pids)
