@@ -84,3 +84,17 @@ async def encode(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> bytes:
     if weight(snapshot) < OFFLOAD_BYTES:
         return codec.encode(snapshot)
     return await asyncio.get_running_loop().run_in_executor(_worker(), codec.encode, snapshot)
+
+
+def shutdown() -> None:
+    """Stop the worker process, if one was started.
+
+    A process started by multiprocessing (the server processes of
+    `serve --workers N`) joins its non-daemon children when it ends, before
+    any atexit hook would stop the pool: without this it would wait forever.
+    """
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
