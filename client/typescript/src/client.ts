@@ -4,6 +4,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   availableTaskFromProto,
+  claimedTaskFromProto,
   claimFromProto,
   controlSignalFromProto,
   hintToProto,
@@ -21,6 +22,7 @@ import { TaskClaimStoreService, TaskResultStoreService } from "./gen/sayiir/v1/t
 import { hexToBytes, type Hex32 } from "./ids.js";
 import type {
   AvailableTask,
+  ClaimedTask,
   ControlSignal,
   Payload,
   SignalKind,
@@ -50,6 +52,15 @@ export interface FindOptions {
 export interface ClaimAvailableOptions extends FindOptions {
   /** Lifetime of each claim (default 30 000 ms); null: the claims never expire. */
   ttlMs?: number | null;
+  /**
+   * Long poll: when no task is ready, the service waits up to this long (at
+   * most 300 000 ms) and answers as soon as one can be claimed; an empty
+   * list after the wait. The call's deadline is lengthened by this much.
+   * Absent or 0 answers at once.
+   */
+  waitMs?: number;
+  /** Leave the snapshot out of the tasks (the light form, `ClaimedTask`). */
+  omitSnapshot?: boolean;
 }
 
 export interface CompleteTaskOptions {
@@ -61,6 +72,27 @@ export interface CompleteTaskOptions {
   nextTaskPriority?: number;
   /** Tags of the next task. */
   nextTaskTags?: readonly string[];
+  /**
+   * Continue where you are: with `nextTaskId`, the next task is claimed for
+   * this worker in the same transaction, with this lifetime, and returned
+   * (see `CompletedTask`).
+   */
+  claimNextTtlMs?: number;
+  /** Aging of the fairness check of `claimNextTtlMs` (default 5 minutes). */
+  agingIntervalMs?: number;
+}
+
+/** CompleteTask with `claimNextTtlMs`. */
+export interface CompletedTask {
+  /** False, with nothing written, when the claim was lost. */
+  completed: boolean;
+  /**
+   * The next task, claimed for this worker (light form); null when the
+   * claim was lost, or when the service gave the turn to a ready task of
+   * another workflow that outranks it (the claim is then released and the
+   * task dispatched as usual).
+   */
+  next: ClaimedTask | null;
 }
 
 export interface SnapshotPage {
@@ -86,8 +118,8 @@ export class SayiirClient {
     this.transport = new Transport(target, options);
   }
 
-  async #call<Req, Res>(method: MethodDefinition<Req, Res>, request: Req): Promise<Res> {
-    return (await this.transport.unary(method, request)) as Res;
+  async #call<Req, Res>(method: MethodDefinition<Req, Res>, request: Req, extraTimeMs = 0): Promise<Res> {
+    return (await this.transport.unary(method, request, extraTimeMs)) as Res;
   }
 
   // -- SnapshotStore ------------------------------------------------------------
@@ -275,34 +307,80 @@ export class SayiirClient {
     return response.tasks.map(availableTaskFromProto);
   }
 
-  /** Fast path: find ready tasks and claim them for `workerId` in one call. */
-  async claimAvailableTasks(workerId: string, options: ClaimAvailableOptions = {}): Promise<AvailableTask[]> {
-    const response = await this.#call(TaskClaimStoreService.claimAvailableTasks, {
-      workerId: text(workerId, "workerId"),
-      limit: options.limit ?? 10,
-      ttl: ttl(options.ttlMs === undefined ? 30_000 : options.ttlMs, "ttlMs"),
-      agingInterval: durationFromMs(options.agingIntervalMs ?? DEFAULT_AGING_INTERVAL_MS, "agingIntervalMs"),
-      workerTags: [...(options.workerTags ?? [])],
-      // Long poll and the light form are not offered by this client yet.
-      wait: undefined,
-      omitSnapshot: false,
-    });
-    return response.tasks.map(availableTaskFromProto);
+  /**
+   * Fast path: find ready tasks and claim them for `workerId` in one call;
+   * with `waitMs`, a long poll. With `omitSnapshot: true`, the light form.
+   */
+  claimAvailableTasks(workerId: string, options: ClaimAvailableOptions & { omitSnapshot: true }): Promise<ClaimedTask[]>;
+  claimAvailableTasks(
+    workerId: string,
+    options?: ClaimAvailableOptions & { omitSnapshot?: false },
+  ): Promise<AvailableTask[]>;
+  claimAvailableTasks(workerId: string, options?: ClaimAvailableOptions): Promise<ClaimedTask[] | AvailableTask[]>;
+  async claimAvailableTasks(
+    workerId: string,
+    options: ClaimAvailableOptions = {},
+  ): Promise<ClaimedTask[] | AvailableTask[]> {
+    const waitMs = options.waitMs ?? 0;
+    const response = await this.#call(
+      TaskClaimStoreService.claimAvailableTasks,
+      {
+        workerId: text(workerId, "workerId"),
+        limit: options.limit ?? 10,
+        ttl: ttl(options.ttlMs === undefined ? 30_000 : options.ttlMs, "ttlMs"),
+        agingInterval: durationFromMs(options.agingIntervalMs ?? DEFAULT_AGING_INTERVAL_MS, "agingIntervalMs"),
+        workerTags: [...(options.workerTags ?? [])],
+        wait: durationFromMs(waitMs, "waitMs"),
+        omitSnapshot: options.omitSnapshot === true,
+      },
+      waitMs,
+    );
+    return options.omitSnapshot === true
+      ? response.tasks.map(claimedTaskFromProto)
+      : response.tasks.map(availableTaskFromProto);
+  }
+
+  /** The Python client's claim_tasks: claimAvailableTasks in the light form (what a worker needs). */
+  async claimTasks(workerId: string, options: Omit<ClaimAvailableOptions, "omitSnapshot"> = {}): Promise<ClaimedTask[]> {
+    return this.claimAvailableTasks(workerId, { ...options, omitSnapshot: true });
   }
 
   /**
    * Fast path: record the output, move to `nextTaskId` (or complete the
    * workflow), release the claim; one transaction. False, with nothing
-   * written, when the claim was lost.
+   * written, when the claim was lost. With `claimNextTtlMs` the claim moves
+   * to the next task instead, which comes back claimed (`CompletedTask`).
    */
+  completeTask(
+    instanceId: string,
+    taskId: Hex32,
+    workerId: string,
+    output: Payload,
+    options: CompleteTaskOptions & { nextTaskId: Hex32; claimNextTtlMs: number },
+  ): Promise<CompletedTask>;
+  completeTask(
+    instanceId: string,
+    taskId: Hex32,
+    workerId: string,
+    output: Payload,
+    options?: CompleteTaskOptions & { claimNextTtlMs?: undefined },
+  ): Promise<boolean>;
+  completeTask(
+    instanceId: string,
+    taskId: Hex32,
+    workerId: string,
+    output: Payload,
+    options?: CompleteTaskOptions,
+  ): Promise<boolean | CompletedTask>;
   async completeTask(
     instanceId: string,
     taskId: Hex32,
     workerId: string,
     output: Payload,
     options: CompleteTaskOptions = {},
-  ): Promise<boolean> {
+  ): Promise<boolean | CompletedTask> {
     const next = options.nextTaskId;
+    const continuing = options.claimNextTtlMs !== undefined;
     const response = await this.#call(TaskClaimStoreService.completeTask, {
       instanceId: text(instanceId, "instanceId"),
       taskId: hexToBytes(taskId, "taskId"),
@@ -312,11 +390,25 @@ export class SayiirClient {
       nextTaskPriority: options.nextTaskPriority,
       nextTaskTags: [...(options.nextTaskTags ?? [])],
       finalOutput: options.finalOutput === undefined ? undefined : payloadToBytes(options.finalOutput, "finalOutput"),
-      // "Continue where you are" is not offered by this client yet.
-      claimNextTtl: undefined,
-      agingInterval: undefined,
+      claimNextTtl: continuing ? durationFromMs(options.claimNextTtlMs as number, "claimNextTtlMs") : undefined,
+      agingInterval:
+        options.agingIntervalMs === undefined ? undefined : durationFromMs(options.agingIntervalMs, "agingIntervalMs"),
     });
-    return response.completed;
+    if (!continuing) return response.completed;
+    return { completed: response.completed, next: response.next === undefined ? null : claimedTaskFromProto(response.next) };
+  }
+
+  /** The Python client's complete_task_and_continue: completeTask keeping the workflow (lifetime `ttlMs`). */
+  async completeTaskAndContinue(
+    instanceId: string,
+    taskId: Hex32,
+    workerId: string,
+    output: Payload,
+    nextTaskId: Hex32,
+    ttlMs = 30_000,
+    options: Omit<CompleteTaskOptions, "nextTaskId" | "claimNextTtlMs" | "finalOutput"> = {},
+  ): Promise<CompletedTask> {
+    return this.completeTask(instanceId, taskId, workerId, output, { ...options, nextTaskId, claimNextTtlMs: ttlMs });
   }
 
   /** The hinted task if it is still available, else null. */

@@ -214,15 +214,20 @@ export function snapshotFromProto(value: pb.WorkflowSnapshot | undefined): m.Wor
   };
 }
 
-export function availableTaskFromProto(value: claim.AvailableTask): m.AvailableTask {
+/** The light form (a reply that left the snapshot out, or one the caller does not need). */
+export function claimedTaskFromProto(value: claim.AvailableTask): m.ClaimedTask {
   return {
     instanceId: value.instanceId,
     taskId: bytesToHex(value.taskId),
     input: value.input === undefined ? null : buffer(value.input),
     workflowDefinitionHash: bytesToHex(value.workflowDefinitionHash),
     traceParent: value.traceParent ?? null,
-    snapshot: snapshotFromProto(value.snapshot),
+    version: Number(value.version),
   };
+}
+
+export function availableTaskFromProto(value: claim.AvailableTask): m.AvailableTask {
+  return { ...claimedTaskFromProto(value), snapshot: snapshotFromProto(value.snapshot) };
 }
 
 export function hintFromProto(value: claim.TaskWakeupHint): m.TaskWakeupHint {

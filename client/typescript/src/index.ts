@@ -12,7 +12,7 @@ export type {
   WorkflowFilter,
   WorkflowSummary,
 } from "./operator.js";
-export type { ClaimAvailableOptions, CompleteTaskOptions, FindOptions, SnapshotPage } from "./client.js";
+export type { ClaimAvailableOptions, CompletedTask, CompleteTaskOptions, FindOptions, SnapshotPage } from "./client.js";
 export {
   BackendError,
   CannotCancelError,

@@ -142,13 +142,19 @@ export interface TaskClaim {
   expiresAt: Date | null;
 }
 
-export interface AvailableTask {
+/** A task in the light form: all a worker needs to run it, without the snapshot. */
+export interface ClaimedTask {
   instanceId: string;
   taskId: Hex32;
   /** The initial input for a first task, else the last completed task's output. */
   input: Buffer | null;
   workflowDefinitionHash: Hex32;
   traceParent: string | null;
+  /** The snapshot's history version the task was read at. */
+  version: number;
+}
+
+export interface AvailableTask extends ClaimedTask {
   /** The snapshot at dispatch time, task outputs included. */
   snapshot: WorkflowSnapshot;
 }

@@ -140,8 +140,14 @@ export class Transport {
     return metadata;
   }
 
-  #attempt<Res>(path: string, body: Buffer, deserialize: (value: Buffer) => Res, requestId: string): Promise<Res> {
-    const deadline = this.timeoutMs === null ? undefined : new Date(Date.now() + this.timeoutMs);
+  #attempt<Res>(
+    path: string,
+    body: Buffer,
+    deserialize: (value: Buffer) => Res,
+    requestId: string,
+    extraTimeMs: number,
+  ): Promise<Res> {
+    const deadline = this.timeoutMs === null ? undefined : new Date(Date.now() + this.timeoutMs + extraTimeMs);
     return new Promise((resolve, reject) => {
       this.client.makeUnaryRequest<Buffer, Res>(
         path,
@@ -162,9 +168,10 @@ export class Transport {
    * One logical unary call: encoded once, sent with a fresh `x-request-id`,
    * retried on UNAVAILABLE where its rule allows; failures become BackendError
    * subclasses. Resolves to null only for "done-if-not-found" calls whose retry
-   * found the work already done.
+   * found the work already done. `extraTimeMs` lengthens the deadline: a
+   * long poll may legitimately wait that long on the service.
    */
-  async unary<Req, Res>(method: MethodDefinition<Req, Res>, request: Req): Promise<Res | null> {
+  async unary<Req, Res>(method: MethodDefinition<Req, Res>, request: Req, extraTimeMs = 0): Promise<Res | null> {
     let body: Buffer;
     try {
       body = method.requestSerialize(request);
@@ -176,7 +183,7 @@ export class Transport {
     const requestId = randomUUID();
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#attempt(method.path, body, (value) => method.responseDeserialize(value), requestId);
+        return await this.#attempt(method.path, body, (value) => method.responseDeserialize(value), requestId, extraTimeMs);
       } catch (caught) {
         const error = caught as ServiceError;
         if (attempt > 0 && rule === "done-if-not-found" && error.code === Status.NOT_FOUND) return null;
