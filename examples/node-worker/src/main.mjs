@@ -15,7 +15,7 @@ const USAGE = `usage: node src/main.mjs [options]
   --worker-id ID         unique worker id (default node-<host>-<pid>)
   --concurrency N        tasks run at once (default 4)
   --claim-ttl-ms MS      claim lifetime, renewed every third of it (default 30000)
-  --poll-ms MS           poll for tasks at least this often (default 2000)
+  --poll-ms MS           longest a long poll for tasks waits on the service (default 2000)
   --signal-poll-ms MS    look for a cancel this often while a task runs (default 1000)
   --tag TAG              a worker tag (repeatable): run only tasks whose tags are all held
   --tls                  connect with TLS, trusting the system roots

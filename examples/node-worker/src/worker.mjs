@@ -1,34 +1,27 @@
 // A Sayiir worker on the sayiir-grpc-client package (client/typescript).
 //
-// Loop: wake on a wakeup hint (waitForWakeup) or every `pollMs`, find tasks
-// (findHintedTask / findAvailableTasks), and for each task of a workflow
-// the registry knows:
+// Loop: long-poll claimTasks (the service answers as soon as a task for
+// this worker's tags is ready, or empty after `pollMs`); each task comes
+// back already claimed. For each task of a workflow the registry knows:
 //
-//   claimTask -> checkControlSignals (a signal stored since dispatch)
+//   checkControlSignals (a signal stored since dispatch)
 //   -> run the task function, with a heartbeat that extends the claim and
 //      watches for a cancel (getSignal); a cancel aborts the task and is
 //      applied with checkAndCancel(interruptedAtTask)
-//   -> saveTaskResult -> loadSnapshot -> position AtTask(next step), or
-//      Completed with the last output -> saveSnapshotFenced
-//   -> checkControlSignals (a cancel or pause stored while the task ran
-//      takes effect at the new position) -> releaseTaskClaim.
+//   -> completeTask: output stored, position moved to the next step (or the
+//      workflow completed), claim released, in one transaction. With a next
+//      step the claim moves to it instead ("continue where you are"): the
+//      service hands the next task back, claimed, unless a ready task of
+//      another workflow outranks it, and this worker runs it at once.
+//   A failed step: loadSnapshot -> markFailed -> saveSnapshotFenced ->
+//   releaseTaskClaim. Tasks of workflows the registry does not know are
+//   released at once for other workers (route them away with tags).
 //
 // Every step of that is reported through `onEvent` (see README.md).
 
 import { setTimeout as sleep } from "node:timers/promises";
-import {
-  atTask,
-  ClaimLostError,
-  connect,
-  markCompleted,
-  markFailed,
-  NotFoundError,
-  updatePosition,
-} from "sayiir-grpc-client";
+import { ClaimLostError, connect, markFailed, NotFoundError } from "sayiir-grpc-client";
 import { Registry } from "./registry.mjs";
-
-// The longest a hint wait blocks, so a stop is noticed promptly.
-const HINT_WAIT_MS = 500;
 
 /** Lost claims (and instances deleted meanwhile) end a task's run quietly. */
 const isLost = (error) => error instanceof ClaimLostError || error instanceof NotFoundError;
@@ -38,10 +31,8 @@ export class Worker {
   #registry;
   #inFlight = new Map(); // instanceId -> promise of its task
   #stopping = false;
-  #woken = false;
   #wakeWaiter = null;
   #loopDone = null;
-  #hintsDone = null;
 
   /**
    * @param {object} options
@@ -50,7 +41,7 @@ export class Worker {
    * @param {Registry} [options.registry]
    * @param {number} [options.concurrency] tasks run at once (default 4)
    * @param {number} [options.claimTtlMs] claim lifetime, renewed every third of it (default 30 s)
-   * @param {number} [options.pollMs] poll findAvailableTasks at least this often (default 2 s)
+   * @param {number} [options.pollMs] how long one long poll waits on the service (default 2 s)
    * @param {number} [options.signalPollMs] look for a cancel this often while a task runs (default 1 s)
    * @param {string[]} [options.tags] worker tags: only tasks whose tags are all among them
    * @param {string} [options.token] bearer token of a service that requires one
@@ -87,9 +78,8 @@ export class Worker {
     this.log = log;
   }
 
-  /** Make the loop poll again now (a slot freed, or a stop). */
+  /** A slot freed, or a stop: the loop looks again. */
   #wakeUp() {
-    this.#woken = true;
     this.#wakeWaiter?.();
   }
 
@@ -97,11 +87,10 @@ export class Worker {
     this.onEvent({ event, worker: this.workerId, ...fields });
   }
 
-  /** Connect and subscribe to wakeups, then start the loops. Resolves once the subscription is live. */
+  /** Connect, then start the loop. */
   async start() {
-    this.#client = await connect(this.target, { token: this.token, tls: this.tls, watchWakeups: true });
+    this.#client = await connect(this.target, { token: this.token, tls: this.tls });
     this.#loopDone = this.#loop();
-    this.#hintsDone = this.#hintLoop();
     this.#emit("ready");
   }
 
@@ -109,74 +98,50 @@ export class Worker {
   async stop() {
     this.#stopping = true;
     this.#wakeUp();
-    await Promise.all([this.#loopDone, this.#hintsDone]);
+    await this.#loopDone;
     await Promise.allSettled([...this.#inFlight.values()]);
     this.#client?.close();
     this.#emit("stopped");
-  }
-
-  // -- wakeups ---------------------------------------------------------------
-
-  async #hintLoop() {
-    while (!this.#stopping) {
-      try {
-        // Hints come from a stream the client keeps open (and reopens after a failure).
-        const hint = await this.#client.waitForWakeup(HINT_WAIT_MS, this.tags);
-        if (hint) this.#onHint(hint);
-      } catch (error) {
-        this.log(`wakeups: ${error.message}`);
-        await sleep(HINT_WAIT_MS);
-      }
-    }
-  }
-
-  #onHint(hint) {
-    if (this.#stopping || this.#inFlight.has(hint.instanceId)) return;
-    if (!this.#registry.workflow(hint.definitionHash)) return; // not ours
-    if (this.#inFlight.size >= this.concurrency) return; // the loop polls once a slot frees
-    this.#reserve(hint.instanceId, async () => {
-      const task = await this.#client.findHintedTask(hint);
-      if (task) await this.#handle(task);
-    });
   }
 
   // -- the loop --------------------------------------------------------------
 
   async #loop() {
     while (!this.#stopping) {
-      this.#woken = false;
-      if (this.#inFlight.size < this.concurrency) {
-        try {
-          await this.#poll();
-        } catch (error) {
-          this.log(`findAvailableTasks failed: ${error.message}`);
-        }
+      const free = this.concurrency - this.#inFlight.size;
+      if (free <= 0) {
+        await new Promise((resolve) => (this.#wakeWaiter = resolve));
+        this.#wakeWaiter = null;
+        continue;
       }
-      if (this.#woken || this.#stopping) continue;
-      await new Promise((resolve) => {
-        const timer = setTimeout(resolve, this.pollMs);
-        this.#wakeWaiter = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#wakeWaiter = null;
+      try {
+        if (!(await this.#poll(free))) await sleep(this.pollMs);
+      } catch (error) {
+        this.log(`claimTasks failed: ${error.message}`);
+        await sleep(Math.min(this.pollMs, 1_000));
+      }
     }
   }
 
-  async #poll() {
-    const free = this.concurrency - this.#inFlight.size;
-    const tasks = await this.#client.findAvailableTasks(this.workerId, {
-      // Ask for more than the free slots: some tasks may belong to
-      // workflows this worker does not know.
-      limit: Math.min(1000, free * 2 + 8),
+  /** One long poll; false when it only brought tasks this worker does not run. */
+  async #poll(free) {
+    // The wait bounds how long a stop waits for the loop.
+    const tasks = await this.#client.claimTasks(this.workerId, {
+      limit: free,
+      ttlMs: this.claimTtlMs,
       workerTags: this.tags,
+      waitMs: this.pollMs,
     });
+    let ours = tasks.length === 0;
     for (const task of tasks) {
-      if (this.#stopping || this.#inFlight.size >= this.concurrency) break;
-      if (!this.#registry.workflow(task.workflowDefinitionHash)) continue;
-      this.#reserve(task.instanceId, () => this.#handle(task));
+      if (this.#registry.workflow(task.workflowDefinitionHash) && this.#reserve(task.instanceId, () => this.#handle(task))) {
+        ours = true;
+        continue;
+      }
+      // Not ours (or no slot after all): give it back to the other workers now.
+      await this.#release(task.instanceId, task.taskId, { instance: task.instanceId });
     }
+    return ours;
   }
 
   /** Run `body` as the one in-flight job of an instance; false when one already runs. */
@@ -198,75 +163,102 @@ export class Worker {
 
   // -- one task --------------------------------------------------------------
 
+  /** Run a claimed task, then the next ones the service hands back with it. */
   async #handle(task) {
+    for (let current = task; current; ) current = await this.#runClaimed(current);
+  }
+
+  /** Run one claimed task to its end; the next task when it comes back claimed, else null. */
+  async #runClaimed(task) {
     const client = this.#client;
     const resolved = this.#registry.resolve(task.workflowDefinitionHash, task.taskId);
     const instance = task.instanceId;
     if (!resolved) {
       this.#emit("unknown-task", { instance, task: task.taskId });
-      return;
+      await this.#release(instance, task.taskId, { instance });
+      return null;
     }
     const { workflow, step, next } = resolved;
     const about = { instance, workflow: workflow.name, step: step.name };
 
-    const claim = await client.claimTask(instance, step.id, this.workerId, { ttlMs: this.claimTtlMs });
-    if (!claim) return; // another worker was faster, or the task moved on
-
     let release = true;
     try {
-      // A cancel or pause stored after the task was dispatched.
-      if (this.#reportSignal(await client.checkControlSignals(instance, step.id), about)) return;
+      // A cancel or pause stored after the task was dispatched (or while
+      // the previous step ran, for a continued task).
+      if (this.#reportSignal(await client.checkControlSignals(instance, step.id), about)) return null;
 
       const outcome = await this.#runWithHeartbeat(task, step, about);
       if (outcome.kind === "lost") {
         release = false;
         this.#emit("claim-lost", about);
-        return;
+        return null;
       }
       if (outcome.kind === "cancelled") {
         const applied = await client.checkAndCancel(instance, step.id);
         this.#emit("cancelled", { ...about, applied });
-        return;
+        return null;
       }
-
-      if (outcome.kind === "ok") await client.saveTaskResult(instance, step.id, outcome.output);
-      const snapshot = await client.loadSnapshot(instance);
-      if (snapshot.state.kind !== "InProgress") {
-        // Finished or paused meanwhile (for instance by an operator).
-        this.#emit("not-in-progress", { ...about, state: snapshot.state.kind });
-        return;
-      }
-
-      let done;
       if (outcome.kind === "failed") {
-        markFailed(snapshot, `${step.name}: ${outcome.error}`);
-        done = "failed";
-      } else if (next) {
-        updatePosition(snapshot, atTask(next.id));
-        done = "advanced";
-      } else {
-        markCompleted(snapshot, outcome.output);
-        done = "completed";
+        release = await this.#fail(instance, step, outcome.error, about);
+        return null;
       }
-      if (!(await client.saveSnapshotFenced(snapshot, step.id, this.workerId))) {
-        release = false;
-        this.#emit("claim-lost", about);
-        return;
-      }
-      this.#emit(done, {
-        ...about,
-        ...(done === "advanced" ? { next: next.name } : {}),
-        ...(done === "failed" ? { error: outcome.error } : {}),
-      });
 
-      if (done === "advanced") {
-        // A cancel or pause stored while the task ran applies here, at the
-        // next task, while this worker still holds the claim.
-        this.#reportSignal(await client.checkControlSignals(instance), { ...about, step: next.name });
+      // Continue where you are, unless stopping: a stop lets running tasks
+      // finish, not their workflows.
+      const continuing = Boolean(next) && !this.#stopping;
+      const result = continuing
+        ? await client.completeTask(instance, step.id, this.workerId, outcome.output, {
+            nextTaskId: next.id,
+            claimNextTtlMs: this.claimTtlMs,
+          })
+        : {
+            completed: await client.completeTask(instance, step.id, this.workerId, outcome.output, {
+              nextTaskId: next?.id ?? null,
+            }),
+            next: null,
+          };
+      if (!result.completed) {
+        release = await this.#notCompleted(instance, about);
+        return null;
       }
+      release = false; // completeTask released it, or moved it to the next task
+      this.#emit(next ? "advanced" : "completed", { ...about, ...(next ? { next: next.name } : {}) });
+      return result.next;
     } finally {
-      if (release) await this.#release(instance, step, about);
+      if (release) await this.#release(instance, step.id, about);
     }
+  }
+
+  /** Mark the workflow failed (a fenced save); whether the claim is still to be released. */
+  async #fail(instance, step, error, about) {
+    const snapshot = await this.#client.loadSnapshot(instance);
+    if (snapshot.state.kind !== "InProgress") {
+      this.#emit("not-in-progress", { ...about, state: snapshot.state.kind });
+      return true;
+    }
+    markFailed(snapshot, `${step.name}: ${error}`);
+    if (!(await this.#client.saveSnapshotFenced(snapshot, step.id, this.workerId))) {
+      this.#emit("claim-lost", about);
+      return false;
+    }
+    this.#emit("failed", { ...about, error });
+    return true;
+  }
+
+  /** completeTask wrote nothing: finished or paused meanwhile (by an operator), or the claim was lost. */
+  async #notCompleted(instance, about) {
+    let state = null;
+    try {
+      state = (await this.#client.loadSnapshot(instance)).state.kind;
+    } catch (error) {
+      if (!isLost(error)) throw error;
+    }
+    if (state !== null && state !== "InProgress") {
+      this.#emit("not-in-progress", { ...about, state });
+      return true;
+    }
+    this.#emit("claim-lost", about);
+    return false;
   }
 
   #reportSignal(signal, about) {
@@ -281,9 +273,9 @@ export class Worker {
     return false;
   }
 
-  async #release(instance, step, about) {
+  async #release(instance, taskId, about) {
     try {
-      await this.#client.releaseTaskClaim(instance, step.id, this.workerId);
+      await this.#client.releaseTaskClaim(instance, taskId, this.workerId);
     } catch (error) {
       if (!isLost(error)) throw error;
       this.#emit("claim-lost", about);
