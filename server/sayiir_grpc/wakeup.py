@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from sayiir_common.aio import wait_until_set
 from sayiir_common.model import HintFormatError, TaskWakeupHint
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
@@ -30,21 +31,6 @@ RECONNECT_MAX_S = 5.0
 # A silently dead LISTEN link is found by a `SELECT 1` this often.
 PROBE_INTERVAL_S = 5.0
 PROBE_TIMEOUT_S = 5.0
-
-
-async def wait_until_set(event: asyncio.Event, timeout: float) -> bool:
-    """True once `event` is set, False after `timeout` seconds.
-
-    Not `asyncio.wait_for`: before Python 3.12 it swallows a cancellation
-    that arrives just as the awaited thing completes, so a cancelled loop
-    would carry on (and a service stop waiting for it would hang).
-    """
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 @dataclass(eq=False)

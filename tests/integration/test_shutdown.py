@@ -18,6 +18,9 @@ import pytest
 
 import sayiir_grpc.wakeup as wakeup
 from conftest import start_service
+from sayiir_client import GrpcBackend
+from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.model import TaskWakeupHint
 from sayiir_grpc.wakeup import WakeupHub
 
 
@@ -94,3 +97,16 @@ async def test_a_service_that_fails_to_start_closes_its_metrics_server(database_
             await start_service(database_url, console_listen=f"127.0.0.1:{busy}")
     leaked = [t for t in _serving_threads() - before if t.is_alive()]
     assert not leaked, f"a failed start left {len(leaked)} metrics server thread(s) serving"
+
+
+async def test_a_worker_cancelled_as_a_hint_arrives_is_cancelled(backend: GrpcBackend) -> None:
+    await backend.start_wakeups()
+    waiting = asyncio.create_task(backend.wait_for_wakeup(5))
+    await asyncio.sleep(0.05)  # now blocked on the hint queue
+    assert backend._wakeup_queue is not None and not waiting.done()
+    # The hint and the cancellation land in the same loop iteration.
+    backend._wakeup_queue.put_nowait(TaskWakeupHint("wf", TaskId.sha256("t"), DefinitionHash.sha256("d"), ()))
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert backend._wakeup_queue.qsize() == 1, "the hint a cancelled wait did not return is kept for the next one"
