@@ -191,6 +191,15 @@ async def fill(conn: asyncpg.Connection, before: dict[str, int], after: dict[str
         await conn.execute(f"VACUUM (ANALYZE) sayiir_workflow_{table}")
 
 
+async def index_sizes(conn: asyncpg.Connection) -> dict[str, float]:
+    """Each index of the snapshots table (the engine's and ours), in MB."""
+    rows = await conn.fetch(
+        "SELECT indexrelid::regclass::text AS name, pg_relation_size(indexrelid) AS bytes FROM pg_index "
+        "WHERE indrelid = 'sayiir_workflow_snapshots'::regclass ORDER BY 1"
+    )
+    return {r["name"]: round(r["bytes"] / 2**20, 2) for r in rows}
+
+
 async def table_sizes(conn: asyncpg.Connection) -> dict[str, dict[str, float]]:
     rows = await conn.fetch(
         "SELECT c.relname, pg_table_size(c.oid) AS table_bytes, pg_indexes_size(c.oid) AS index_bytes "
@@ -415,6 +424,7 @@ async def _prepare(level: Level, stack: contextlib.AsyncExitStack, quiet: bool) 
             "calls": {},
         }
         level.row["tables"] = await table_sizes(conn)
+        level.row["snapshot_indexes"] = await index_sizes(conn)
     finally:
         await conn.close()
     level.row["rss_mb_before"] = rss_mb(level.service.pid)
@@ -617,6 +627,9 @@ def report_markdown(result: dict[str, Any], before: dict[str, Any] | None) -> st
     ]
     for name, size in sorted(last["tables"].items()):
         lines.append(f"| {name} | {size['table_mb']} | {size['indexes_mb']} |")
+    lines += ["", "Indexes of `sayiir_workflow_snapshots` at the largest size (MB):", ""]
+    lines += ["| index | MB |", "|---|---:|"]
+    lines += [f"| {name} | {size} |" for name, size in last.get("snapshot_indexes", {}).items()]
     lines += ["", "EXPLAIN (ANALYZE, BUFFERS) of each dispatch statement at the largest size:", ""]
     for name, plan in result["explain"].items():
         lines += [f"<details><summary>{name}</summary>", "", "```", plan, "```", "", "</details>", ""]

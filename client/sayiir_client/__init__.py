@@ -24,6 +24,7 @@ from sayiir_common.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    OutcomeUnknownError,
     SerializationError,
     UnavailableError,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "NotFoundError",
     "NotStarted",
     "OperatorClient",
+    "OutcomeUnknownError",
     "Page",
     "PauseRequest",
     "Paused",

@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
-from sayiir_client.tracing import outgoing_metadata
 from sayiir_common import convert
 from sayiir_common.aio import wait_until_set
 from sayiir_common.errors import error_from_rpc
@@ -55,9 +54,14 @@ class Retry(enum.Enum):
     # Repeated, and a NOT_FOUND answer to a repeat means the first attempt
     # did it (delete, release).
     DONE_IF_NOT_FOUND = "done-if-not-found"
-    # A repeat would double or hide an effect (send_event, consume_event, the
-    # check_and_* composites, unpause, the fast path's claim and complete):
-    # UNAVAILABLE reaches the caller, who knows what to do.
+    # A blind repeat would double or hide an effect (send_event,
+    # consume_event, the check_and_* composites, unpause, the fast path's
+    # claim and complete), but the server stores the reply under the call's
+    # x-request-id in the same transaction: repeated, a repeat gets the
+    # first reply and applies nothing twice.
+    KEYED = "keyed"
+    # A repeat would double or hide an effect and the server keeps no reply
+    # for it: UNAVAILABLE reaches the caller, who knows what to do.
     NEVER = "never"
 
 
@@ -74,6 +78,30 @@ def _duration(value: Seconds) -> duration_pb2.Duration:
 
 def _task_id(value: TaskId | bytes | str) -> bytes:
     return TaskId.coerce(value).as_bytes()
+
+
+async def call_rpc(
+    method: Any, request: Any, *, retry: Retry, timeout: float | None, retry_delays: Sequence[float]
+) -> Any:
+    """Call one unary RPC (a stub method), retrying on UNAVAILABLE as `retry` says.
+
+    The call helper of every client class. Every attempt carries the same
+    `x-request-id`. Returns None when a DONE_IF_NOT_FOUND call's repeat found
+    nothing left to do.
+    """
+    metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())),)
+    attempt = 0
+    while True:
+        try:
+            return await method(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if attempt > 0 and retry is Retry.DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
+                return None
+            if code != grpc.StatusCode.UNAVAILABLE or retry is Retry.NEVER or attempt >= len(retry_delays):
+                raise error_from_rpc(exc) from None
+            await asyncio.sleep(retry_delays[attempt])
+            attempt += 1
 
 
 class GrpcBackend:
@@ -104,24 +132,7 @@ class GrpcBackend:
         self._wakeup_task: asyncio.Task[None] | None = None
 
     async def _call(self, method: Any, request: Any, *, retry: Retry) -> Any:
-        """Call one unary RPC (a stub method), retrying on UNAVAILABLE as `retry` says.
-
-        Every attempt carries the same `x-request-id`. Returns None when a
-        DONE_IF_NOT_FOUND call's repeat found nothing left to do.
-        """
-        metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())), *outgoing_metadata())
-        attempt = 0
-        while True:
-            try:
-                return await method(request, timeout=self.timeout, metadata=metadata)
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if attempt > 0 and retry is Retry.DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
-                    return None
-                if code != grpc.StatusCode.UNAVAILABLE or retry is Retry.NEVER or attempt >= len(self.retry_delays):
-                    raise error_from_rpc(exc) from None
-                await asyncio.sleep(self.retry_delays[attempt])
-                attempt += 1
+        return await call_rpc(method, request, retry=retry, timeout=self.timeout, retry_delays=self.retry_delays)
 
     def _stream(self, method: Any, request: Any) -> Any:
         """Open one server-streaming RPC (a stub method).
@@ -200,23 +211,23 @@ class GrpcBackend:
     async def send_event(self, instance_id: str, signal_name: str, payload: bytes) -> bool:
         """Deliver an event; True when it resumed a workflow parked at that signal."""
         request = sig_pb.SendEventRequest(instance_id=instance_id, signal_name=signal_name, payload=bytes(payload))
-        response = await self._call(self._signals.SendEvent, request, retry=Retry.NEVER)
+        response = await self._call(self._signals.SendEvent, request, retry=Retry.KEYED)
         return bool(response.resumed)
 
     async def consume_event(self, instance_id: str, signal_name: str) -> bytes | None:
         request = sig_pb.ConsumeEventRequest(instance_id=instance_id, signal_name=signal_name)
-        response = await self._call(self._signals.ConsumeEvent, request, retry=Retry.NEVER)
+        response = await self._call(self._signals.ConsumeEvent, request, retry=Retry.KEYED)
         return response.payload if response.HasField("payload") else None
 
     async def check_and_cancel(self, instance_id: str, interrupted_at_task: TaskId | bytes | str | None = None) -> bool:
         request = sig_pb.CheckAndCancelRequest(instance_id=instance_id)
         if interrupted_at_task is not None:
             request.interrupted_at_task = _task_id(interrupted_at_task)
-        return bool((await self._call(self._signals.CheckAndCancel, request, retry=Retry.NEVER)).cancelled)
+        return bool((await self._call(self._signals.CheckAndCancel, request, retry=Retry.KEYED)).cancelled)
 
     async def check_and_pause(self, instance_id: str) -> bool:
         request = sig_pb.CheckAndPauseRequest(instance_id=instance_id)
-        return bool((await self._call(self._signals.CheckAndPause, request, retry=Retry.NEVER)).paused)
+        return bool((await self._call(self._signals.CheckAndPause, request, retry=Retry.KEYED)).paused)
 
     async def check_control_signals(
         self, instance_id: str, interrupted_at_task: TaskId | bytes | str | None = None
@@ -224,12 +235,12 @@ class GrpcBackend:
         request = sig_pb.CheckControlSignalsRequest(instance_id=instance_id)
         if interrupted_at_task is not None:
             request.interrupted_at_task = _task_id(interrupted_at_task)
-        response = await self._call(self._signals.CheckControlSignals, request, retry=Retry.NEVER)
+        response = await self._call(self._signals.CheckControlSignals, request, retry=Retry.KEYED)
         return convert.PROTO_TO_CONTROL_SIGNAL[response.signal]
 
     async def unpause(self, instance_id: str) -> WorkflowSnapshot:
         request = sig_pb.UnpauseRequest(instance_id=instance_id)
-        response = await self._call(self._signals.Unpause, request, retry=Retry.NEVER)
+        response = await self._call(self._signals.Unpause, request, retry=Retry.KEYED)
         return convert.snapshot_from_proto(response.snapshot)
 
     # -- TaskClaimStore --------------------------------------------------------
@@ -285,7 +296,7 @@ class GrpcBackend:
         )
         if ttl is not None:
             request.ttl.CopyFrom(_duration(ttl))
-        response = await self._call(self._claims.ClaimAvailableTasks, request, retry=Retry.NEVER)
+        response = await self._call(self._claims.ClaimAvailableTasks, request, retry=Retry.KEYED)
         return [convert.available_task_from_proto(t) for t in response.tasks]
 
     async def complete_task(
@@ -317,7 +328,7 @@ class GrpcBackend:
             request.next_task_priority = next_task_priority
         if final_output is not None:
             request.final_output = bytes(final_output)
-        return bool((await self._call(self._claims.CompleteTask, request, retry=Retry.NEVER)).completed)
+        return bool((await self._call(self._claims.CompleteTask, request, retry=Retry.KEYED)).completed)
 
     async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
         request = claim_pb.FindHintedTaskRequest(hint=convert.wakeup_hint_to_proto(hint))

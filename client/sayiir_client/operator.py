@@ -5,19 +5,20 @@ async with connect_operator("127.0.0.1:50051", token=...) as ops:
         print(workflow.instance_id, workflow.error)
     print(await ops.cancel(WorkflowFilter(statuses=("InProgress",)), dry_run=True))
 
-Calls go through GrpcBackend's call helper: an `x-request-id` per logical
+Calls go through the clients' call helper (`backend.call_rpc`): an `x-request-id` per logical
 call, reads retried on UNAVAILABLE, actions never (a repeat could act twice).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 
-from sayiir_client.backend import DEFAULT_RETRY_DELAYS, DEFAULT_TIMEOUT_S, GrpcBackend, Retry, open_channel
+from sayiir_client.backend import DEFAULT_RETRY_DELAYS, DEFAULT_TIMEOUT_S, Retry, call_rpc, open_channel
 from sayiir_common import convert
 from sayiir_common import operator_convert as oc
 from sayiir_common.model import WorkflowSnapshot
@@ -50,8 +51,8 @@ class OperatorClient:
     ) -> None:
         self.channel = channel
         self._operator = op_grpc.WorkflowOperatorStub(channel)
-        # GrpcBackend's call helper: the same retries, idempotency key and errors.
-        self._call = GrpcBackend(channel, timeout=timeout, retry_delays=retry_delays)._call
+        # The clients' one call helper: the same retries, idempotency key and errors.
+        self._call = functools.partial(call_rpc, timeout=timeout, retry_delays=retry_delays)
 
     # -- reads ---------------------------------------------------------------
 

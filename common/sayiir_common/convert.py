@@ -95,12 +95,25 @@ def _definition_hash(field: str, raw: bytes) -> DefinitionHash:
     return DefinitionHash(raw)
 
 
+# The first and last microsecond of years 1 to 9999 are the `datetime` values
+# the database driver writes as -infinity and +infinity: a stored timestamp
+# must lie strictly between them to read back as itself.
+FIRST_MICROSECOND_NANOS = 1_000
+LAST_MICROSECOND_NANOS = 999_999_000
+TIMESTAMP_RANGE = "after 0001-01-01T00:00:00.000001Z and before 9999-12-31T23:59:59.999999Z"
+
+
 def _timestamp(field: str, message: timestamp_pb2.Timestamp) -> Timestamp:
-    if not MIN_TIMESTAMP_SECONDS <= message.seconds <= MAX_TIMESTAMP_SECONDS:
-        raise InvalidField(field, "must be between years 1 and 9999")
     if not 0 <= message.nanos < NANOS_PER_SECOND:
         raise InvalidField(field, "nanos must be in [0, 999999999]")
-    return Timestamp(message.seconds, message.nanos)
+    seconds, nanos = message.seconds, message.nanos
+    if (
+        not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS
+        or (seconds == MIN_TIMESTAMP_SECONDS and nanos < FIRST_MICROSECOND_NANOS)
+        or (seconds == MAX_TIMESTAMP_SECONDS and nanos >= LAST_MICROSECOND_NANOS)
+    ):
+        raise InvalidField(field, f"must be {TIMESTAMP_RANGE}")
+    return Timestamp(seconds, nanos)
 
 
 def _required_timestamp(parent: object, name: str, path: str) -> Timestamp:

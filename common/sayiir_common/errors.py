@@ -1,8 +1,12 @@
 """Client exceptions, named after the Rust `BackendError` variants.
 
-The server maps each error to one gRPC status and names the variant in the
-`sayiir-error` trailing metadata; `error_from_rpc` turns that back into the
-matching exception, so callers catch `NotFoundError` rather than inspect codes.
+The server maps each error to one gRPC status and names the variant twice:
+in the `sayiir-error` trailing metadata, and the standard way, as a
+`google.rpc.ErrorInfo` (reason = the variant, domain `sayiir.v1`, metadata
+naming the field or instance) inside the `google.rpc.Status` of the
+`grpc-status-details-bin` trailer. `error_from_rpc` turns either back into
+the matching exception, so callers catch `NotFoundError` rather than
+inspect codes.
 """
 
 from __future__ import annotations
@@ -10,9 +14,17 @@ from __future__ import annotations
 from typing import Any, ClassVar, cast
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 # The trailing-metadata key that carries the Rust error variant name.
 ERROR_KIND_METADATA = "sayiir-error"
+# gRPC's standard trailer for a serialized google.rpc.Status.
+STATUS_DETAILS_METADATA = "grpc-status-details-bin"
+# The ErrorInfo domain of every error this service answers.
+ERROR_DOMAIN = "sayiir.v1"
+# ErrorInfo metadata values are cut to this many characters.
+MAX_DETAIL_CHARS = 256
 
 
 class BackendError(Exception):
@@ -26,6 +38,8 @@ class BackendError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+        # The ErrorInfo metadata of the answer (e.g. `field`, `instance_id`).
+        self.metadata: dict[str, str] = {}
 
 
 class NotFoundError(BackendError):
@@ -82,6 +96,25 @@ class UnavailableError(BackendError):
     grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
+class ResourceExhaustedError(BackendError):
+    """The write would make a reply exceed the message limit; the message names both sizes."""
+
+    kind = "ResourceExhausted"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class OutcomeUnknownError(BackendError):
+    """The connection to the database was lost while the call committed.
+
+    The call may or may not have been applied: not safe to repeat blindly.
+    A call made with an idempotency key (`x-request-id`) never ends here on
+    the server: it is repeated with its key, which answers the first outcome.
+    """
+
+    kind = "OutcomeUnknown"
+    grpc_status = grpc.StatusCode.UNKNOWN
+
+
 _BY_KIND: dict[str, type[BackendError]] = {
     cls.kind: cls
     for cls in (
@@ -94,6 +127,8 @@ _BY_KIND: dict[str, type[BackendError]] = {
         InvalidArgumentError,
         FailedPreconditionError,
         UnavailableError,
+        OutcomeUnknownError,
+        ResourceExhaustedError,
     )
 }
 
@@ -108,22 +143,61 @@ _BY_CODE: dict[grpc.StatusCode, type[BackendError]] = {
         InvalidArgumentError,
         FailedPreconditionError,
         UnavailableError,
+        OutcomeUnknownError,
+        ResourceExhaustedError,
     )
 }
 
 
+def status_details(code: grpc.StatusCode, message: str, kind: str, metadata: dict[str, str]) -> bytes:
+    """The serialized google.rpc.Status, with its ErrorInfo, for an error."""
+    info = error_details_pb2.ErrorInfo(
+        reason=kind,
+        domain=ERROR_DOMAIN,
+        metadata={key: value[:MAX_DETAIL_CHARS] for key, value in metadata.items()},
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    serialized: bytes = status.SerializeToString()
+    return serialized
+
+
+def error_info(trailing: Any) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo of the `grpc-status-details-bin` trailer, if there is one."""
+    for key, value in trailing or ():
+        if key != STATUS_DETAILS_METADATA or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except Exception:  # not a Status: ignore it, the code still speaks
+            return None
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Is(info.DESCRIPTOR) and detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+                return info
+    return None
+
+
 def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> BackendError:
-    """The exception matching a failed call's status and `sayiir-error` metadata."""
+    """The exception matching a failed call's status and error details."""
     code = exc.code() if hasattr(exc, "code") else None
     details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
     kind = None
-    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    for key, value in cast(Any, trailing or ()):
-        if key == ERROR_KIND_METADATA:
+    trailing = cast(Any, exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None)
+    info = error_info(trailing)
+    if info is not None:
+        kind = info.reason
+    for key, value in trailing or ():
+        if key == ERROR_KIND_METADATA and kind is None:
             kind = value if isinstance(value, str) else value.decode()
     by_code = _BY_CODE.get(code) if code is not None else None
     cls = _BY_KIND.get(kind or "") or by_code or BackendError
     if cls is BackendError and by_code is not None:
         # "Backend" is the Rust catch-all; the status code says more (UNAVAILABLE).
         cls = by_code
-    return cls(details, code)
+    error = cls(details, code)
+    if info is not None:
+        error.metadata = dict(info.metadata)
+    return error

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import struct
 import time
 from collections.abc import Mapping
@@ -168,6 +169,10 @@ def _timedelta_nanos(value: timedelta) -> int:
     return ((value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds) * 1_000
 
 
+# Memoized: placing one new task in engine order rehashes every task of the
+# snapshot (a pure-Python hash), which made a result on a large workflow
+# cost seconds of the event loop.
+@functools.lru_cache(maxsize=1 << 16)
 def _task_hash(task_id: TaskId) -> int:
     return fx_hash_32_bytes(task_id.as_bytes())
 

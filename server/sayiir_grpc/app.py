@@ -25,7 +25,7 @@ from sayiir_common.proto.sayiir.v1 import (
     task_claim_store_pb2,
     task_claim_store_pb2_grpc,
 )
-from sayiir_grpc import migrate
+from sayiir_grpc import limits, listen, memory, migrate, offload
 from sayiir_grpc.backlog import backlog_loop
 from sayiir_grpc.config import Settings
 from sayiir_grpc.db import Database
@@ -36,6 +36,7 @@ from sayiir_grpc.servicers.operator import WorkflowOperatorServicer
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
+from sayiir_grpc.stores import idempotency as idempotency_store
 from sayiir_grpc.tracing import Tracing
 from sayiir_grpc.wakeup import WakeupHub
 
@@ -51,6 +52,9 @@ SERVICE_NAMES = (
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
     operator_pb2.DESCRIPTOR.services_by_name["WorkflowOperator"].full_name,
 )
+# Expired idempotency keys are deleted every PURGE_INTERVAL_S, in batches.
+PURGE_INTERVAL_S = 10.0
+PURGE_BATCH = 500
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -99,8 +103,26 @@ class RunningServer:
             self.metrics.pool_in_use.set(size - idle)
             await asyncio.sleep(1.0)
 
+    async def _purge_expired_keys(self) -> None:
+        retention = self.settings.idempotency_key_retention
+        deleted = PURGE_BATCH
+        while deleted >= PURGE_BATCH:
+            deleted = await self.db.run(
+                "purge_keys", lambda c: idempotency_store.purge_batch(c, retention, PURGE_BATCH), transaction=False
+            )
+
+    async def _purge_keys_loop(self) -> None:
+        """Delete expired idempotency keys, a small batch at a time."""
+        while True:
+            try:
+                await self._purge_expired_keys()
+            except Exception as exc:  # the database is down: try again next round
+                log.warning("idempotency key purge failed", error=type(exc).__name__)
+            await asyncio.sleep(PURGE_INTERVAL_S)
+
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health-probe"))
+        self._tasks.append(asyncio.create_task(self._purge_keys_loop(), name="purge-idempotency-keys"))
         self._tasks.append(asyncio.create_task(self._pool_loop(), name="pool-metrics"))
         settings, db, metrics = self.settings, self.db, self.metrics
         self._tasks.append(asyncio.create_task(backlog_loop(db, metrics, settings.gauge_interval), name="backlog"))
@@ -138,8 +160,9 @@ class RunningServer:
                 await task
 
 
-def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
+def _grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
     return [
+        listen.reuse_port_option(reuse_port),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Detect dead peers (and their wakeup streams) within a minute.
@@ -150,9 +173,18 @@ def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start(settings: Settings, database_url: str) -> RunningServer:
-    """Connect, migrate, and start serving; returns once the port is bound."""
+async def start(settings: Settings, database_url: str, *, reuse_port: bool = False) -> RunningServer:
+    """Connect, migrate, and start serving; returns once the port is bound.
+
+    `reuse_port` lets the processes of one service share its address; a
+    service of its own leaves it off, so an address in use stops the start.
+    """
+    if not reuse_port:
+        listen.ensure_free(settings.listen, listen.LISTEN_SETTING)
+    if settings.metrics_listen != "off":
+        listen.ensure_free(settings.metrics_listen, listen.METRICS_SETTING)
     codec = codec_by_name(settings.codec)
+    limits.set_max_reply_bytes(settings.max_message_bytes)
     tokens = load_tokens(settings.auth_tokens_file, settings.auth_tokens)
     credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     metrics = Metrics()
@@ -171,12 +203,13 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             for step in await migrate.migrate(conn):
                 log.info("migration", step=step)
         await hub.start()
+        await offload.warm_up()
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
         if tracing is not None:  # outermost: the span covers everything the call does
             interceptors.insert(0, tracing.interceptor())
         if tokens:
             interceptors.append(TokenAuthInterceptor(tokens))
-        server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings))
+        server = grpc.aio.server(interceptors=interceptors, options=_grpc_options(settings, reuse_port))
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
         signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
         task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(
@@ -190,13 +223,13 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
         )
-        if credentials is None:
-            port = server.add_insecure_port(settings.listen)
-        else:
-            port = server.add_secure_port(settings.listen, credentials)
-        if port == 0:
-            raise OSError(f"cannot listen on {settings.listen}")
-        metrics_port = None if settings.metrics_listen == "off" else metrics.serve(settings.metrics_listen)
+        port = listen.bind_grpc(server, settings.listen, credentials)
+        metrics_port = None
+        if settings.metrics_listen != "off":
+            try:
+                metrics_port = metrics.serve(settings.metrics_listen)
+            except OSError as exc:
+                raise listen.refused(settings.metrics_listen, listen.METRICS_SETTING, exc) from None
         await server.start()
         console = None
         if settings.console_listen != "off":
@@ -216,7 +249,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             await server.stop(0)
         await hub.stop()
         await db.close()
-        metrics.stop_serving()
+        await asyncio.to_thread(metrics.stop_serving)
         if tracing is not None:
             tracing.shutdown()
         raise
@@ -228,6 +261,7 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
 
 async def serve(settings: Settings, database_url: str) -> None:
     """Serve until SIGTERM or SIGINT, then drain within the grace period."""
+    memory.release_large_buffers()
     running = await start(settings, database_url)
     host = settings.listen.rpartition(":")[0]
     print(f"sayiir-grpc listening on {host}:{running.port}", flush=True)

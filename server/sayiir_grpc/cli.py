@@ -9,12 +9,13 @@ import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import structlog
 
 from sayiir_grpc import cli_operator, config, migrate, purge_command
-from sayiir_grpc.embedded import embedded_available
+from sayiir_grpc.embedded import EmbeddedPostgresError, embedded_available
+from sayiir_grpc.listen import ListenError
 from sayiir_grpc.log_setup import configure
 from sayiir_grpc.security import SecurityConfigError
 from sayiir_grpc.tracing import TracingConfigError
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _check(url: str) -> int:
     from sayiir_grpc.invariants import check_database
 
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(url, timeout=10)
     try:
         report = await check_database(conn)
     finally:
@@ -147,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         try:
             return asyncio.run(_check(url))
-        except (OSError, asyncpg.PostgresError) as exc:
-            print(f"sayiir-grpc: cannot check {url}: {exc}", file=sys.stderr)
+        except Exception as exc:  # any refusal is one line, without credentials
+            print(f"sayiir-grpc: cannot check {redact(url)}: {_one_line(exc, url)}", file=sys.stderr)
             return 2
     try:
         settings = config.load(args, names=MIGRATE_SETTINGS if args.command == "migrate" else None)
@@ -163,7 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     configure(settings.log_level, settings.log_format)
-    log = structlog.get_logger("sayiir_grpc")
     try:
         if args.command == "migrate":
             _with_database(settings, _migrate)
@@ -173,11 +173,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             _with_database(settings, lambda url: serve(settings, url))
     except KeyboardInterrupt:
         return 130
-    except (migrate.MigrationError, OSError, asyncpg.PostgresError, SecurityConfigError, TracingConfigError) as exc:
-        log.error("start failed", error=str(exc))
-        print(f"sayiir-grpc: {exc}", file=sys.stderr)
+    except Exception as exc:  # every refusal of every command: one line, non-zero
+        print(f"sayiir-grpc: {_one_line(exc, settings.database_url)}", file=sys.stderr)
         return 1
     return 0
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _one_line(exc: BaseException, url: str | None) -> str:
+    """A refusal as one line: our own errors speak for themselves, others say their type."""
+    known = (
+        config.ConfigError,
+        migrate.MigrationError,
+        SecurityConfigError,
+        TracingConfigError,
+        ListenError,
+        EmbeddedPostgresError,
+    )
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, known):
+        text = f"{type(exc).__name__}: {text}"
+    password = urlsplit(url).password if url else None
+    if password:
+        text = text.replace(password, "***")
+    return text
 
 
 if __name__ == "__main__":

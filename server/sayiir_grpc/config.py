@@ -191,8 +191,15 @@ SETTINGS: tuple[Setting, ...] = (
         "max_message_bytes",
         "SAYIIR_MAX_MESSAGE_BYTES",
         _positive_int,
-        16 * 1024 * 1024,
-        "Largest gRPC message accepted or sent; larger ones get RESOURCE_EXHAUSTED.",
+        4 * 1024 * 1024,
+        "Largest gRPC message accepted or sent (gRPC's usual 4 MiB); larger ones get RESOURCE_EXHAUSTED.",
+    ),
+    Setting(
+        "idempotency_key_retention",
+        "SAYIIR_IDEMPOTENCY_KEY_RETENTION",
+        _positive_float,
+        3600.0,
+        "Seconds an idempotency key (x-request-id) and its stored reply are kept; a repeat after that runs again.",
     ),
     Setting(
         "health_probe_interval",
@@ -269,7 +276,8 @@ class Settings:
     metrics_listen: str = "127.0.0.1:9464"
     console_listen: str = "off"
     shutdown_grace: float = 10.0
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 4 * 1024 * 1024
+    idempotency_key_retention: float = 3600.0
     health_probe_interval: float = 2.0
     tls_cert_file: str | None = None
     tls_key_file: str | None = None

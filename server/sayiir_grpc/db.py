@@ -8,20 +8,28 @@ so every connection of the pool carries them without a server-side change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
 import structlog
 
+from sayiir_common.errors import OutcomeUnknownError
 from sayiir_grpc.errors import certainly_rolled_back, is_transient
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+# The connection of the call's own transaction (`Database.one_transaction`):
+# while set, every `Database.run` of the call joins it instead of taking a
+# connection of its own, so the whole call commits (or not) as one.
+_CALL_CONNECTION: ContextVar[asyncpg.Connection | None] = ContextVar("sayiir_call_connection", default=None)
 
 # Two retries with delays of 10 ms then 40 ms, as the original's backoff:
 # enough to ride out a deadlock victim or a dropped connection, short
@@ -147,6 +155,10 @@ class Database:
         only after deadlocks and serialization failures, which certainly
         rolled back.
         """
+        joined = _CALL_CONNECTION.get()
+        if joined is not None:
+            # Part of the call's transaction: its owner retries and commits.
+            return await body(joined)
         attempt = 0
         while True:
             try:
@@ -167,3 +179,37 @@ class Database:
                     self.on_retry(op)
                 log.warning("transient database error, retrying", op=op, error=type(exc).__name__, delay_s=delay)
                 await asyncio.sleep(delay)
+
+    async def one_transaction(self, op: str, body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `body`, and every `run` it makes, in one transaction; no retry.
+
+        A failure before COMMIT was sent leaves nothing written. A connection
+        lost while COMMIT was under way leaves the outcome unknown: that
+        raises `OutcomeUnknownError`, never a "safe to retry" error.
+        """
+        if _CALL_CONNECTION.get() is not None:
+            raise RuntimeError(f"{op}: one_transaction cannot nest")
+        async with self.connection() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            token = _CALL_CONNECTION.set(conn)
+            try:
+                result = await body(conn)
+            except BaseException:
+                _CALL_CONNECTION.reset(token)
+                if not conn.is_closed():
+                    # A failed rollback means the connection is gone, and the transaction with it.
+                    with contextlib.suppress(Exception):
+                        await transaction.rollback()
+                raise
+            _CALL_CONNECTION.reset(token)
+            try:
+                await transaction.commit()
+            except Exception as exc:
+                if is_transient(exc) and not certainly_rolled_back(exc):
+                    raise OutcomeUnknownError(
+                        f"{op}: the database connection was lost while committing; the call may or may not "
+                        "have been applied (send an x-request-id to make retries safe)"
+                    ) from exc
+                raise
+            return result

@@ -9,14 +9,18 @@ variant name in the `sayiir-error` trailing metadata.
 from __future__ import annotations
 
 import asyncio
+from typing import Any, NoReturn
 
 import asyncpg
 import grpc
 
 from sayiir_common.checks import InvalidField
 from sayiir_common.errors import (
+    ERROR_KIND_METADATA,
+    STATUS_DETAILS_METADATA,
     BackendError,
     InvalidArgumentError,
+    status_details,
 )
 
 # SQLSTATEs a fresh transaction is likely to clear (the original's list):
@@ -70,3 +74,28 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
         # that validation should have caught; they are still the caller's fault.
         return grpc.StatusCode.INVALID_ARGUMENT, f"value rejected by the database: {exc}", "InvalidArgument"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", "Backend"
+
+
+def error_metadata(exc: BaseException, request: Any) -> dict[str, str]:
+    """What the ErrorInfo names: the field at fault, and the instance."""
+    found: dict[str, str] = {}
+    if isinstance(exc, InvalidField):
+        found["field"] = exc.field
+    instance_id = getattr(request, "instance_id", None)
+    if isinstance(instance_id, str) and instance_id:
+        found["instance_id"] = instance_id
+    return found
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    code: grpc.StatusCode,
+    message: str,
+    kind: str,
+    metadata: dict[str, str] | None = None,
+) -> NoReturn:
+    """End the call with `code`, naming `kind` in both error trailers."""
+    details = status_details(code, message, kind, metadata or {})
+    context.set_trailing_metadata(((ERROR_KIND_METADATA, kind), (STATUS_DETAILS_METADATA, details)))
+    await context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")

@@ -9,6 +9,7 @@ service's own, served on its own port.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import uuid
@@ -19,9 +20,14 @@ import grpc
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from sayiir_common.errors import InvalidArgumentError
+from sayiir_grpc.errors import abort
+from sayiir_grpc.security import unparsed
+
 log = structlog.get_logger("sayiir_grpc.calls")
 
 REQUEST_ID_METADATA = "x-request-id"
+MAX_LOG_FIELD_CHARS = 256
 # Buckets from 0.5 ms to 5 s: the interesting range of a store call.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -121,11 +127,24 @@ class Undecodable:
         self.error = error
 
 
-def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+# Methods whose requests carry no payload: ids, names, a few tags or
+# statuses. Their bodies are refused unparsed past SMALL_REQUEST_BYTES, so
+# millions of repeated entries never reach the parser (which runs on the
+# event loop). The others carry snapshots, outputs or event payloads.
+PAYLOAD_METHODS = frozenset({"SaveSnapshot", "SaveSnapshotFenced", "SaveTaskResult", "SendEvent", "CompleteTask"})
+SMALL_REQUEST_BYTES = 64 * 1024
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None, method: str = "") -> Callable[[bytes], Any] | None:
     if deserialize is None:
         return None
+    # A call refused by the token check is never parsed anyway, and must be
+    # answered UNAUTHENTICATED whatever its size.
+    small = bool(method) and method not in PAYLOAD_METHODS and deserialize is not unparsed
 
     def parse(data: bytes) -> Any:
+        if small and len(data) > SMALL_REQUEST_BYTES:
+            return Undecodable(f"{len(data)} bytes is more than any valid request of {method} ({SMALL_REQUEST_BYTES})")
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, or a RuntimeError from upb
@@ -135,8 +154,12 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
 
 
 async def _refuse(context: grpc.aio.ServicerContext[Any, Any], request: Undecodable) -> None:
-    await context.abort(
-        grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message of this method: {request.error}"
+    await abort(
+        context,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the request is not a valid message of this method: {request.error}",
+        InvalidArgumentError.kind,
+        {"field": "request"},
     )
 
 
@@ -157,8 +180,22 @@ def _instance_id(request: Any) -> str | None:
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_METADATA and isinstance(value, str) and value:
-            return value[:128]
+            return value
     return uuid.uuid4().hex
+
+
+def cut_fields(**fields: str | None) -> dict[str, str | int | None]:
+    """Log fields cut at MAX_LOG_FIELD_CHARS, each cut one with `<name>_length`.
+
+    A refused 8 MB instance id must not become 8 MB of log per call.
+    """
+    out: dict[str, str | int | None] = {}
+    for name, value in fields.items():
+        if value is not None and len(value) > MAX_LOG_FIELD_CHARS:
+            out[f"{name}_length"] = len(value)
+            value = value[:MAX_LOG_FIELD_CHARS]
+        out[name] = value
+    return out
 
 
 def call_status(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
@@ -206,11 +243,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=_lenient(handler.request_deserializer),
+                request_deserializer=_lenient(handler.request_deserializer, method),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
+            deserializer = _lenient(handler.request_deserializer, method)
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 started = time.perf_counter()
@@ -228,9 +266,24 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     metrics.wakeup_streams.dec()
                     _record(metrics, method, request, context, error, started)
 
+            async def writing_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                # A streaming handler that is a coroutine writing with
+                # `context.write` (grpc's own health Watch), not a generator.
+                started = time.perf_counter()
+                error: BaseException | None = None
+                try:
+                    if isinstance(request, Undecodable):
+                        await _refuse(context, request)
+                    await inner_stream(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    _record(metrics, method, request, context, error, started)
+
             return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=_lenient(handler.request_deserializer),
+                stream if inspect.isasyncgenfunction(inner_stream) else writing_stream,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -253,6 +306,5 @@ def _record(
         method=method,
         status=code,
         duration_ms=round(elapsed * 1000, 3),
-        instance_id=_instance_id(request),
-        request_id=_request_id(context),
+        **cut_fields(instance_id=_instance_id(request), request_id=_request_id(context)),
     )

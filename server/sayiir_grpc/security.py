@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,15 @@ from sayiir_common.proto.sayiir.v1 import (
     snapshot_store_pb2,
     task_claim_store_pb2,
 )
+from sayiir_grpc.errors import abort
 
 AUTH_METADATA = "authorization"
 UNAUTHENTICATED_MESSAGE = "a valid bearer token is required"
+# The ErrorInfo reasons of refused tokens (not Rust BackendError variants).
+DENIED_KINDS = {
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+}
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 
@@ -155,9 +162,39 @@ def server_credentials(
     chain = read(cert_file, "SAYIIR_TLS_CERT_FILE")
     key = read(key_file, "SAYIIR_TLS_KEY_FILE")
     client_ca = read(client_ca_file, "SAYIIR_TLS_CLIENT_CA_FILE") if client_ca_file else None
+    check_tls_files(cert_file, key_file, client_ca_file)
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    return str(exc.reason or exc).replace("_", " ").lower()
+
+
+def check_tls_files(cert_file: str, key_file: str, client_ca_file: str | None) -> None:
+    """Refuse, naming the setting, what gRPC would only refuse as "Failed to bind"."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            probe.load_verify_locations(cert_file)
+        except ssl.SSLError:
+            raise SecurityConfigError(
+                f"SAYIIR_TLS_CERT_FILE holds no usable PEM certificate ({_ssl_reason(exc)})"
+            ) from None
+        raise SecurityConfigError(
+            f"SAYIIR_TLS_KEY_FILE is not the private key of SAYIIR_TLS_CERT_FILE ({_ssl_reason(exc)})"
+        ) from None
+    if client_ca_file:
+        try:
+            context.load_verify_locations(client_ca_file)
+        except ssl.SSLError as exc:
+            raise SecurityConfigError(
+                f"SAYIIR_TLS_CLIENT_CA_FILE holds no usable PEM certificate ({_ssl_reason(exc)})"
+            ) from None
 
 
 def matching_token(presented: bytes, tokens: list[Token]) -> Token | None:
@@ -196,31 +233,44 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(details)
 
 
+def unparsed(data: bytes) -> None:
+    """The deserializer of a refused call: the body is never parsed."""
+    return None
+
+
 def _deny(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    """A handler that refuses the call without deserializing its request.
+
+    The token is checked from the metadata alone: a caller without one
+    costs the service the received bytes (bounded by the message limit),
+    never the memory and time of parsing them.
+    """
+    kind = DENIED_KINDS[code]
+
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, message)
+        await abort(context, code, message, kind)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, message)
+        await abort(context, code, message, kind)
         yield None  # pragma: no cover - abort raises
 
     if handler is None:
         return None
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            unary, request_deserializer=unparsed, response_serializer=handler.response_serializer
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            stream, request_deserializer=unparsed, response_serializer=handler.response_serializer
         )
     if handler.stream_stream is not None:
 
         async def bidi(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await context.abort(code, message)
+            await abort(context, code, message, kind)
             yield None  # pragma: no cover
 
         return grpc.stream_stream_rpc_method_handler(
-            bidi, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            bidi, request_deserializer=unparsed, response_serializer=handler.response_serializer
         )
     return None

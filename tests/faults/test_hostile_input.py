@@ -500,7 +500,7 @@ async def test_requests_read_from_the_descriptor(
 
 
 def _oversized(name: str) -> Message:
-    """A request of `name` just past the 16 MiB limit (one huge text or bytes field)."""
+    """A request of `name` past the message limit (one huge text or bytes field)."""
     huge_text = "x" * (17 * 1024 * 1024)
     request = _empty_request(name)
     descriptor = request.DESCRIPTOR

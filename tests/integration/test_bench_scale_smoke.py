@@ -62,6 +62,7 @@ def test_quick_scale_bench_writes_its_report(tmp_path: Path) -> None:
     assert levels[-1]["counts"] == {"sig": 3000, "delay": 600, "run": 0, "done": 3000}
     snapshots = largest["tables"]["sayiir_workflow_snapshots"]
     assert snapshots["table_mb"] > 0 and snapshots["indexes_mb"] > 0
+    assert largest["snapshot_indexes"]["sayiir_grpc_delays_by_wake"] > 0
     for row in levels:
         assert set(row["calls"]) == CALLS
         assert all(call["p50_ms"] > 0 for call in row["calls"].values())

@@ -135,3 +135,52 @@ async def test_healthcheck_command(target: str) -> None:
         timeout=60,
     )
     assert down.returncode == 1
+
+
+def _refusal(args: list[str], env: dict[str, str] | None = None, timeout: float = 90) -> str:
+    """Run a command that must refuse: non-zero exit, one line on stderr, no traceback; returns the line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sayiir_grpc", *args],
+        env={**os.environ, "SAYIIR_LOG_FORMAT": "json", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+async def test_a_second_service_on_an_address_in_use_fails_naming_it(
+    make_database: Callable[[], Awaitable[str]],
+) -> None:
+    first_url, second_url = await make_database(), await make_database()
+    with running_service(["--database-url", first_url]) as (address, _proc):
+        line = await asyncio.to_thread(
+            _refusal, ["serve", "--listen", address, "--database-url", second_url, "--metrics-listen", "off"]
+        )
+        assert address in line and "SAYIIR_LISTEN" in line and "in use" in line
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        metrics = f"127.0.0.1:{busy.getsockname()[1]}"
+        line = await asyncio.to_thread(
+            _refusal, ["serve", "--listen", "127.0.0.1:0", "--database-url", second_url, "--metrics-listen", metrics]
+        )
+    assert metrics in line and "SAYIIR_METRICS_LISTEN" in line and "in use" in line
+
+
+def test_check_never_prints_the_password() -> None:
+    line = _refusal(["check", "--database-url", "postgresql://someone:Secret-Pass-42@127.0.0.1:1/nowhere"])
+    assert "Secret-Pass-42" not in line and "***" in line
+
+
+async def test_migrate_on_the_data_dir_of_a_running_service_is_one_line(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "pgdata")
+    with running_service(["--data-dir", data_dir], env={"SAYIIR_DATABASE_URL": ""}, timeout=120):
+        line = await asyncio.to_thread(_refusal, ["migrate", "--data-dir", data_dir])
+    assert line.startswith("sayiir-grpc: ")

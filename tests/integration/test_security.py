@@ -9,6 +9,7 @@ import socket
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -184,24 +185,56 @@ async def test_idempotent_calls_are_retried_on_unavailable(make_database: Callab
         await running.stop(grace=1)
 
 
-async def test_calls_that_are_unsafe_to_repeat_are_not_retried(make_database: Callable[[], Awaitable[str]]) -> None:
-    port = _free_port()
-    channel = open_channel(f"127.0.0.1:{port}")
-    client = GrpcBackend(channel, retry_delays=(5.0,))  # a retry would take 5 s
+async def test_retries_reuse_the_calls_idempotency_key(make_database: Callable[[], Awaitable[str]]) -> None:
+    """Every call is retried on UNAVAILABLE, with the same x-request-id; each logical call has its own."""
+    running = await start_service(await make_database())
+    seen: list[str] = []
+
+    class LoseFirstReply(grpc.aio.ServerInterceptor):
+        # The call is applied, then its reply is lost: UNAVAILABLE reaches the client.
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            handler = await continuation(details)
+            if not details.method.endswith("/SendEvent"):
+                return handler
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                key = dict(context.invocation_metadata() or ()).get("x-request-id", "")
+                seen.append(key)
+                reply = await inner(request, context)
+                if seen.count(key) == 1:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "reply lost")
+                return reply
+
+            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+
+    # A relay server in front of the service adds the fault; the real service answers.
+    relay = grpc.aio.server(interceptors=[LoseFirstReply()])
+    upstream = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    from sayiir_common.proto.sayiir.v1 import signal_store_pb2_grpc
+
+    class Relay(signal_store_pb2_grpc.SignalStoreServicer):
+        async def SendEvent(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            metadata = tuple((k, v) for k, v in context.invocation_metadata() or () if k == "x-request-id")
+            return await signal_store_pb2_grpc.SignalStoreStub(upstream).SendEvent(request, metadata=metadata)
+
+    signal_store_pb2_grpc.add_SignalStoreServicer_to_server(Relay(), relay)
+    port = relay.add_insecure_port("127.0.0.1:0")
+    await relay.start()
     try:
-        loop = asyncio.get_running_loop()
-        for call in (
-            client.send_event("x", "go", b"1"),
-            client.consume_event("x", "go"),
-            client.check_and_cancel("x"),
-            client.unpause("x"),
-        ):
-            started = loop.time()
-            with pytest.raises(UnavailableError):
-                await call
-            assert loop.time() - started < 2, "an unsafe call was retried"
+        async with connect(f"127.0.0.1:{port}", watch_wakeups=False, retry_delays=(0.05,)) as client:
+            assert await client.send_event("keyed-retry", "go", b"1") is False
+            assert await client.send_event("keyed-retry", "go", b"2") is False
+        assert len(seen) == 4 and seen[0] == seen[1] and seen[2] == seen[3] and seen[0] != seen[2]
+        async with connect(f"127.0.0.1:{running.port}", watch_wakeups=False) as direct:
+            # Each logical call applied once, in order.
+            assert await direct.consume_event("keyed-retry", "go") == b"1"
+            assert await direct.consume_event("keyed-retry", "go") == b"2"
+            assert await direct.consume_event("keyed-retry", "go") is None
     finally:
-        await channel.close()
+        await relay.stop(None)
+        await upstream.close()
+        await running.stop(grace=1)
 
 
 async def test_a_retried_delete_or_release_that_already_happened_succeeds(backend: GrpcBackend) -> None:
@@ -268,3 +301,90 @@ async def test_service_runs_as_a_least_privilege_role(make_database: Callable[[]
             await owner.execute(f"DROP ROLE IF EXISTS {role}")
     finally:
         await owner.close()
+
+
+# -- unauthenticated requests are refused before they are parsed -----------------
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_unauthenticated_large_requests_are_not_parsed(make_database: Callable[[], Awaitable[str]]) -> None:
+    """Eight 16 MB requests without a token leave the service's memory where it was."""
+    from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2, snapshot_store_pb2_grpc
+
+    limit = 17 * 1024 * 1024
+    env = {"SAYIIR_AUTH_TOKENS": TOKEN, "SAYIIR_MAX_MESSAGE_BYTES": str(limit)}
+    # 16 MB of packed enum values: 16 million entries once parsed.
+    request = snapshot_store_pb2.ListSnapshotsRequest(statuses=[1] * (16 * 1024 * 1024))
+    with running_service(["--database-url", await make_database()], env=env) as (address, proc):
+        options = [("grpc.max_send_message_length", limit)]
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
+            stub = snapshot_store_pb2_grpc.SnapshotStoreStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as first:
+                await stub.ListSnapshots(snapshot_store_pb2.ListSnapshotsRequest(), timeout=10)
+            assert first.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            before = _rss_bytes(proc.pid)
+            started = asyncio.get_running_loop().time()
+            for _ in range(8):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.ListSnapshots(request, timeout=30)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            elapsed = asyncio.get_running_loop().time() - started
+            after = _rss_bytes(proc.pid)
+    print(f"\n[security] RSS before {before // 2**20} MiB, after {after // 2**20} MiB, 8 calls in {elapsed:.2f} s")
+    assert after - before < 100 * 2**20
+
+
+def test_unusable_tls_files_stop_the_start_with_one_line(pki: Path, tmp_path: Path) -> None:
+    from test_cli import _refusal
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    url = ["serve", "--database-url", "postgresql://postgres@127.0.0.1:1/none", "--metrics-listen", "off"]
+    cases = [
+        (
+            {"SAYIIR_TLS_CERT_FILE": str(garbage), "SAYIIR_TLS_KEY_FILE": str(pki / "server.key")},
+            "SAYIIR_TLS_CERT_FILE",
+        ),
+        # A certificate with another certificate's key.
+        (
+            {"SAYIIR_TLS_CERT_FILE": str(pki / "server.pem"), "SAYIIR_TLS_KEY_FILE": str(pki / "client.key")},
+            "SAYIIR_TLS_KEY_FILE",
+        ),
+        (
+            {
+                "SAYIIR_TLS_CERT_FILE": str(pki / "server.pem"),
+                "SAYIIR_TLS_KEY_FILE": str(pki / "server.key"),
+                "SAYIIR_TLS_CLIENT_CA_FILE": str(garbage),
+            },
+            "SAYIIR_TLS_CLIENT_CA_FILE",
+        ),
+    ]
+    for env, setting in cases:
+        line = _refusal([*url, "--listen", "127.0.0.1:0"], env=env)
+        assert setting in line, line
+
+
+async def test_refused_huge_ids_are_cut_in_the_logs(make_database: Callable[[], Awaitable[str]]) -> None:
+    from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2, snapshot_store_pb2_grpc
+
+    huge = "i" * (3 * 1024 * 1024)
+    with running_service(["--database-url", await make_database()]) as (address, proc):
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = snapshot_store_pb2_grpc.SnapshotStoreStub(channel)
+            for _ in range(10):
+                request = snapshot_store_pb2.SaveTaskResultRequest(instance_id=huge, task_id=b"\x01" * 32)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.SaveTaskResult(request)
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    calls = [json.loads(line) for line in output.splitlines() if '"method": "SaveTaskResult"' in line]
+    assert len(calls) == 10
+    assert all(len(c["instance_id"]) == 256 and c["instance_id_length"] == len(huge) for c in calls)
+    assert len(output) < 100_000

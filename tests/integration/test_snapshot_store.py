@@ -22,6 +22,7 @@ from sayiir_client import (
     ExecutionPosition,
     GrpcBackend,
     InProgress,
+    InvalidArgumentError,
     NotFoundError,
     SerializationError,
     TaskId,
@@ -438,3 +439,59 @@ async def test_nul_characters_and_bad_priority_are_invalid(
     await _expect_invalid(
         raw_stub.SaveSnapshot(rpc_pb.SaveSnapshotRequest(snapshot=message)), "completed_tasks[1].task_id"
     )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(-62_135_596_800, 0), (-62_135_596_800, 999), (253_402_300_799, 999_999_000), (253_402_300_799, 999_999_999)],
+)
+async def test_wake_at_that_would_be_stored_as_infinity_is_refused(
+    backend: GrpcBackend, instance_id: str, seconds: int, nanos: int
+) -> None:
+    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "h", b"1")
+    snapshot.update_position(AtDelay(TaskId.sha256("d"), Timestamp(1_800_000_000), Timestamp(seconds, nanos)))
+    with pytest.raises(InvalidArgumentError) as refused:
+        await backend.save_snapshot(snapshot)
+    assert refused.value.metadata["field"].endswith("wake_at")
+
+
+async def test_wake_at_just_inside_the_range_reads_back_and_checks_green(
+    backend: GrpcBackend, instance_id: str, database_url: str
+) -> None:
+    from sayiir_grpc.invariants import check_invariants
+
+    for wake in (Timestamp(-62_135_596_800, 1_000), Timestamp(253_402_300_799, 999_998_999)):
+        snapshot = WorkflowSnapshot.with_initial_input(instance_id, "h", b"1")
+        snapshot.update_position(AtDelay(TaskId.sha256("d"), Timestamp(1_800_000_000), wake))
+        await backend.save_snapshot(snapshot)
+        conn = await asyncpg.connect(database_url)
+        try:
+            stored = await conn.fetchval(
+                "SELECT delay_wake_at::text FROM sayiir_workflow_snapshots WHERE instance_id = $1", instance_id
+            )
+            assert "infinity" not in stored
+            violations = [v for v in await check_invariants(conn) if instance_id in str(v)]
+        finally:
+            await conn.close()
+        assert violations == []
+
+
+async def test_unspecified_status_means_any_and_the_filter_is_capped(
+    raw_stub: rpc_grpc.SnapshotStoreStub, backend: GrpcBackend, instance_id: str
+) -> None:
+    await backend.save_snapshot(WorkflowSnapshot.with_initial_input(instance_id, "h", b"1"))
+    done = WorkflowSnapshot.with_initial_input(instance_id + "-done", "h", b"1")
+    done.mark_completed(b'"x"')
+    await backend.save_snapshot(done)
+    after = instance_id[:-1]
+    request = rpc_pb.ListSnapshotsRequest(
+        after_instance_id=after, page_size=10, statuses=[pb.SNAPSHOT_STATUS_UNSPECIFIED]
+    )
+    listed = (await raw_stub.ListSnapshots(request)).instance_ids
+    assert instance_id in listed and instance_id + "-done" in listed
+    only_done = rpc_pb.ListSnapshotsRequest(
+        after_instance_id=after, page_size=10, statuses=[pb.SNAPSHOT_STATUS_COMPLETED]
+    )
+    assert instance_id not in (await raw_stub.ListSnapshots(only_done)).instance_ids
+    seven = rpc_pb.ListSnapshotsRequest(statuses=[pb.SNAPSHOT_STATUS_COMPLETED] * 7)
+    await _expect_invalid(raw_stub.ListSnapshots(seven), "statuses")

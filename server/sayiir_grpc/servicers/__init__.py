@@ -1,7 +1,7 @@
 """Thin gRPC servicers: decode the request, call a store function, encode.
 
 `rpc` wraps every handler so that any exception becomes the status chosen by
-`sayiir_grpc.errors.status_for`, with the error kind in trailing metadata.
+`sayiir_grpc.errors.status_for`, with the error kind in the trailers (`errors.abort`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from sayiir_common.errors import ERROR_KIND_METADATA
-from sayiir_grpc.errors import status_for
+from sayiir_grpc.errors import abort, error_metadata, status_for
 
 log = structlog.get_logger(__name__)
 
@@ -35,8 +34,6 @@ def rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             code, message, kind = status_for(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("unexpected error", method=handler.__name__)
-            context.set_trailing_metadata(((ERROR_KIND_METADATA, kind),))
-            await context.abort(code, message)
-            raise  # unreachable: abort raises
+            await abort(context, code, message, kind, error_metadata(exc, request))
 
     return wrapper

@@ -3,18 +3,38 @@ DeleteSnapshot, ListSnapshots. Logic and SQL: `sayiir_grpc.stores.snapshot_store
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sayiir_common import checks, convert
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
+from sayiir_grpc import limits
 from sayiir_grpc.db import Database
+from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import snapshot_store as store
 from sayiir_grpc.tracing import adopt_caller_trace
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
+# One entry per SnapshotStatus value is all a filter can mean.
+MAX_STATUSES = len(pb.SnapshotStatus.values())
+
+
+def statuses_filter(values: Sequence[int]) -> list[str]:
+    """The stored statuses to list; empty means any (as does SNAPSHOT_STATUS_UNSPECIFIED)."""
+    if len(values) > MAX_STATUSES:
+        raise checks.InvalidField("statuses", f"at most {MAX_STATUSES} values, got {len(values)}")
+    statuses = []
+    for index, value in enumerate(values):
+        if value == pb.SNAPSHOT_STATUS_UNSPECIFIED:
+            return []
+        if value not in convert.PROTO_TO_STATUS:
+            raise checks.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
+        statuses.append(convert.PROTO_TO_STATUS[value])
+    return statuses
 
 
 class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
@@ -23,12 +43,14 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         self.codec = codec
 
     @rpc
+    @idempotent(rpc_pb.SaveSnapshotResponse)
     async def SaveSnapshot(self, request: rpc_pb.SaveSnapshotRequest, context: Context) -> rpc_pb.SaveSnapshotResponse:
         snapshot = adopt_caller_trace(convert.snapshot_from_proto(checks.require(request, "snapshot")), context)
         written, version = await store.save_snapshot(self.db, self.codec, snapshot)
         return rpc_pb.SaveSnapshotResponse(written=written, history_version=version)
 
     @rpc
+    @idempotent(rpc_pb.SaveTaskResultResponse)
     async def SaveTaskResult(
         self, request: rpc_pb.SaveTaskResultRequest, context: Context
     ) -> rpc_pb.SaveTaskResultResponse:
@@ -49,6 +71,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         return response
 
     @rpc
+    @idempotent(rpc_pb.DeleteSnapshotResponse)
     async def DeleteSnapshot(
         self, request: rpc_pb.DeleteSnapshotRequest, context: Context
     ) -> rpc_pb.DeleteSnapshotResponse:
@@ -64,11 +87,12 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
             raise checks.InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}")
         limit = request.page_size or DEFAULT_PAGE_SIZE
         after = checks.check_text("after_instance_id", request.after_instance_id) or None
-        statuses = []
-        for index, value in enumerate(request.statuses):
-            if value not in convert.PROTO_TO_STATUS:
-                raise checks.InvalidField(f"statuses[{index}]", f"unknown SnapshotStatus value {value}")
-            statuses.append(convert.PROTO_TO_STATUS[value])
+        statuses = statuses_filter(request.statuses)
         ids = await store.list_snapshots(self.db, after, limit, statuses)
-        next_after = ids[-1] if len(ids) == limit else ""
+        fit = limits.fitting(len(i.encode()) for i in ids)
+        if fit < len(ids):
+            ids = ids[:fit]
+            next_after = ids[-1]
+        else:
+            next_after = ids[-1] if len(ids) == limit else ""
         return rpc_pb.ListSnapshotsResponse(instance_ids=ids, next_after_instance_id=next_after)

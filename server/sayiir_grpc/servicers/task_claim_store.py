@@ -19,7 +19,10 @@ from sayiir_common.errors import ClaimLostError
 from sayiir_common.ids import TaskId
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
+from sayiir_grpc import limits
 from sayiir_grpc.db import Database
+from sayiir_grpc.errors import abort
+from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import dispatch, task_result_store
@@ -75,6 +78,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         self.metrics = metrics
 
     @rpc
+    @idempotent(rpc_pb.ClaimTaskResponse)
     async def ClaimTask(self, request: rpc_pb.ClaimTaskRequest, context: Context) -> rpc_pb.ClaimTaskResponse:
         instance_id, task_id, worker_id = claim_key(request)
         claim = await store.claim_task(self.db, instance_id, task_id, worker_id, ttl_from(request))
@@ -85,6 +89,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.ClaimTaskResponse(claim=convert.task_claim_to_proto(claim))
 
     @rpc
+    @idempotent(rpc_pb.ReleaseTaskClaimResponse)
     async def ReleaseTaskClaim(
         self, request: rpc_pb.ReleaseTaskClaimRequest, context: Context
     ) -> rpc_pb.ReleaseTaskClaimResponse:
@@ -94,6 +99,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.ReleaseTaskClaimResponse()
 
     @rpc
+    @idempotent(rpc_pb.ExtendTaskClaimResponse)
     async def ExtendTaskClaim(
         self, request: rpc_pb.ExtendTaskClaimRequest, context: Context
     ) -> rpc_pb.ExtendTaskClaimResponse:
@@ -109,7 +115,9 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     ) -> rpc_pb.FindAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         tasks = await dispatch.find_available_tasks(self.db, self.codec, worker_id, limit, aging, tags)
-        return rpc_pb.FindAvailableTasksResponse(tasks=[convert.available_task_to_proto(t) for t in tasks])
+        messages = [convert.available_task_to_proto(t) for t in tasks]
+        fit = limits.fitting(m.ByteSize() for m in messages)
+        return rpc_pb.FindAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
 
     @rpc
     async def FindHintedTask(
@@ -122,6 +130,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.FindHintedTaskResponse(task=convert.available_task_to_proto(task))
 
     @rpc
+    @idempotent(rpc_pb.SaveSnapshotFencedResponse)
     async def SaveSnapshotFenced(
         self, request: rpc_pb.SaveSnapshotFencedRequest, context: Context
     ) -> rpc_pb.SaveSnapshotFencedResponse:
@@ -134,17 +143,24 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.SaveSnapshotFencedResponse(written=written)
 
     @rpc
+    @idempotent(rpc_pb.ClaimAvailableTasksResponse)
     async def ClaimAvailableTasks(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
     ) -> rpc_pb.ClaimAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         ttl = ttl_from(request)
         tasks = await dispatch.claim_available_tasks(self.db, self.codec, worker_id, limit, ttl, aging, tags)
-        if self.metrics is not None and tasks:
-            self.metrics.claims_granted.inc(len(tasks))
-        return rpc_pb.ClaimAvailableTasksResponse(tasks=[convert.available_task_to_proto(t) for t in tasks])
+        messages = [convert.available_task_to_proto(t) for t in tasks]
+        fit = limits.fitting(m.ByteSize() for m in messages)
+        if fit < len(messages):
+            # Same transaction (@idempotent): the claims left out are never committed.
+            await dispatch.release_claims(self.db, [t.instance_id for t in tasks[fit:]], worker_id)
+        if self.metrics is not None and fit:
+            self.metrics.claims_granted.inc(fit)
+        return rpc_pb.ClaimAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
 
     @rpc
+    @idempotent(rpc_pb.CompleteTaskResponse)
     async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
         instance_id, task_id, worker_id = claim_key(request)
         next_task = None
@@ -169,8 +185,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         try:
             tags = checks.check_tags("worker_tags", list(request.worker_tags))
         except checks.InvalidField as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "InvalidArgument", {"field": exc.field})
         subscription = self.hub.subscribe(tags)
         try:
             yield rpc_pb.WakeupEvent(subscribed=rpc_pb.Subscribed())
@@ -205,5 +220,5 @@ class TaskResultStoreServicer(rpc_grpc.TaskResultStoreServicer):
     ) -> rpc_pb.LoadTaskResultResponse:
         instance_id = checks.check_instance_id("instance_id", request.instance_id)
         task_id = checks.task_id_from("task_id", request.task_id)
-        output = await task_result_store.load_task_result(self.db, self.codec, instance_id, task_id)
+        output = await task_result_store.load_task_result(self.db, instance_id, task_id)
         return rpc_pb.LoadTaskResultResponse() if output is None else rpc_pb.LoadTaskResultResponse(output=output)

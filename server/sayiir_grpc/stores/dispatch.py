@@ -309,7 +309,7 @@ async def find_available_tasks(
     for row in candidates:
         pairs = by_instance.get(row["instance_id"], [])
         snapshots.append(
-            decode_snapshot(codec, row["data"], row["trace_parent"], [p[0] for p in pairs], [p[1] for p in pairs])
+            await decode_snapshot(codec, row["data"], row["trace_parent"], [p[0] for p in pairs], [p[1] for p in pairs])
         )
 
     now = Timestamp.now()
@@ -341,7 +341,7 @@ async def find_hinted_task(
     )
     if row is None:
         return None
-    snapshot = snapshot_of(codec, row)
+    snapshot = await snapshot_of(codec, row)
     if _runnable_task(snapshot, Timestamp.now()) != task_id:
         return None
     return available_task(snapshot, task_id)
@@ -381,7 +381,7 @@ async def claim_available_tasks(
     claimed: list[AvailableTask] = []
     not_runnable: list[str] = []
     for row in rows:
-        snapshot = snapshot_of(codec, row) if row["data"] is not None else await _reread(db, codec, row)
+        snapshot = await snapshot_of(codec, row) if row["data"] is not None else await _reread(db, codec, row)
         task_id = None if snapshot is None else _runnable_task(snapshot, now)
         if snapshot is None or task_id is None:
             not_runnable.append(row["instance_id"])
@@ -391,3 +391,8 @@ async def claim_available_tasks(
         # Done already or backing off: give them back at once.
         await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)
     return claimed
+
+
+async def release_claims(db: Database, instance_ids: list[str], worker_id: str) -> None:
+    """Drop `worker_id`'s claims on these instances (tasks left out of a bounded reply)."""
+    await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, instance_ids, worker_id), transaction=False)

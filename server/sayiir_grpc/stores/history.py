@@ -16,6 +16,7 @@ import asyncpg
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
 from sayiir_common.model import TaskWakeupHint, WorkflowSnapshot
+from sayiir_grpc import limits, offload
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
 # A claim is live until it expires; one without expiry until it is released.
@@ -154,19 +155,22 @@ def hydrate(snapshot: WorkflowSnapshot, task_ids: list[bytes], outputs: list[byt
     snapshot.hydrate_task_outputs((TaskId(tid), out) for tid, out in zip(task_ids, outputs, strict=True))
 
 
-def decode_snapshot(
+async def decode_snapshot(
     codec: SnapshotCodec, data: bytes, trace_parent: str | None, task_ids: list[bytes], outputs: list[bytes]
 ) -> WorkflowSnapshot:
-    """The snapshot a stored blob holds, with its row's trace parent and its stored outputs."""
-    snapshot = codec.decode(data)
+    """The snapshot a stored blob holds, with its row's trace parent and its stored outputs.
+
+    A large blob is decoded in the worker process (`sayiir_grpc.offload`).
+    """
+    snapshot = await offload.decode(codec, data)
     snapshot.trace_parent = trace_parent
     hydrate(snapshot, task_ids, outputs)
     return snapshot
 
 
-def snapshot_of(codec: SnapshotCodec, row: asyncpg.Record) -> WorkflowSnapshot:
+async def snapshot_of(codec: SnapshotCodec, row: asyncpg.Record) -> WorkflowSnapshot:
     """`decode_snapshot` of a row with `data`, `trace_parent` and `stored_outputs` columns."""
-    return decode_snapshot(codec, row["data"], row["trace_parent"], row["task_ids"], row["outputs"])
+    return await decode_snapshot(codec, row["data"], row["trace_parent"], row["task_ids"], row["outputs"])
 
 
 async def reread_snapshot(
@@ -182,7 +186,7 @@ async def reread_snapshot(
     again = await conn.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, row["history_version"])
     if again["data"] is None:
         return None
-    return decode_snapshot(codec, again["data"], row["trace_parent"], again["task_ids"], again["outputs"])
+    return await decode_snapshot(codec, again["data"], row["trace_parent"], again["task_ids"], again["outputs"])
 
 
 def snapshot_row_args(snapshot: WorkflowSnapshot, blob: bytes) -> list[object]:
@@ -225,7 +229,9 @@ async def lock_for_mutation(
     # No blob: we waited for a writer (see LOCK_AND_READ), or the row
     # predates blobs in history; the re-read runs under the lock we now hold.
     snapshot = (
-        snapshot_of(codec, row) if row["data"] is not None else await reread_snapshot(conn, codec, instance_id, row)
+        await snapshot_of(codec, row)
+        if row["data"] is not None
+        else await reread_snapshot(conn, codec, instance_id, row)
     )
     if snapshot is None:
         return None
@@ -241,6 +247,18 @@ def encode_stripped(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> tuple[b
     outputs = snapshot.take_task_outputs()
     try:
         blob = codec.encode(snapshot)
+    finally:
+        snapshot.hydrate_task_outputs(outputs)
+    return blob, outputs
+
+
+async def encode_stripped_off_loop(
+    codec: SnapshotCodec, snapshot: WorkflowSnapshot
+) -> tuple[bytes, list[tuple[TaskId, bytes]]]:
+    """`encode_stripped`, with a large blob encoded in the worker process."""
+    outputs = snapshot.take_task_outputs()
+    try:
+        blob = await offload.encode(codec, snapshot)
     finally:
         snapshot.hydrate_task_outputs(outputs)
     return blob, outputs
@@ -262,7 +280,8 @@ async def write_mutation(
     pass False when the hint would name a task that is already done.
     """
     snapshot = locked.snapshot
-    blob, _ = encode_stripped(codec, snapshot)
+    limits.check_snapshot_fits(snapshot)
+    blob, _ = await encode_stripped_off_loop(codec, snapshot)
     version = locked.history_version + 1
     await conn.execute(
         WRITE_MUTATION,

@@ -14,11 +14,12 @@ from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import NotFoundError
 from sayiir_common.ids import TaskId
 from sayiir_common.model import TERMINAL_STATUSES, WorkflowSnapshot
+from sayiir_grpc import limits
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores import TASK_READY_CHANNEL, WORKFLOW_CHILD_TABLES
 from sayiir_grpc.stores.history import (
     LOCK_SNAPSHOT_ROW,
-    encode_stripped,
+    encode_stripped_off_loop,
     lock_for_mutation,
     snapshot_of,
     snapshot_row_args,
@@ -169,9 +170,10 @@ def _outputs_to_write(snapshot: WorkflowSnapshot, taken: list[tuple[TaskId, byte
     return ids, outputs
 
 
-def save_snapshot_args(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> list[object]:
+async def save_snapshot_args(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> list[object]:
     """The bind values of SAVE_SNAPSHOT for one snapshot."""
-    blob, taken = encode_stripped(codec, snapshot)
+    limits.check_snapshot_fits(snapshot)
+    blob, taken = await encode_stripped_off_loop(codec, snapshot)
     output_ids, outputs = _outputs_to_write(snapshot, taken)
     return [
         *snapshot_row_args(snapshot, blob),
@@ -184,13 +186,13 @@ def save_snapshot_args(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> list
 
 async def save_snapshot_on(conn: asyncpg.Connection, codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> int | None:
     """Run SAVE_SNAPSHOT on `conn`; the new history version, or None if kept terminal."""
-    row = await conn.fetchrow(SAVE_SNAPSHOT, *save_snapshot_args(codec, snapshot))
+    row = await conn.fetchrow(SAVE_SNAPSHOT, *(await save_snapshot_args(codec, snapshot)))
     return None if row is None else int(row["history_version"])
 
 
 async def save_snapshot(db: Database, codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> tuple[bool, int]:
     """Save a checkpoint; (written, current history version)."""
-    args = save_snapshot_args(codec, snapshot)
+    args = await save_snapshot_args(codec, snapshot)
 
     async def body(conn: asyncpg.Connection) -> tuple[bool, int]:
         row = await conn.fetchrow(SAVE_SNAPSHOT, *args)
@@ -224,7 +226,7 @@ async def load_snapshot(db: Database, codec: SnapshotCodec, instance_id: str) ->
     row = await db.run("load_snapshot", lambda conn: conn.fetchrow(LOAD_SNAPSHOT, instance_id), transaction=False)
     if row is None or row["data"] is None:
         raise NotFoundError(f"workflow instance not found: {instance_id}")
-    return LoadedSnapshot(snapshot_of(codec, row), row["status"], int(row["history_version"]))
+    return LoadedSnapshot(await snapshot_of(codec, row), row["status"], int(row["history_version"]))
 
 
 async def delete_snapshot_on(conn: asyncpg.Connection, instance_id: str) -> bool:

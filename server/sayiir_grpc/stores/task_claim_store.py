@@ -149,7 +149,7 @@ async def extend_task_claim(db: Database, instance_id: str, task_id: TaskId, wor
 async def save_snapshot_fenced(
     db: Database, codec: SnapshotCodec, snapshot: WorkflowSnapshot, task_id: TaskId, worker_id: str
 ) -> bool:
-    args = save_snapshot_args(codec, snapshot)
+    args = await save_snapshot_args(codec, snapshot)
 
     async def body(conn: asyncpg.Connection) -> bool:
         await conn.execute(LOCK_SNAPSHOT_ROW, snapshot.instance_id)

@@ -125,10 +125,12 @@ class FindAvailableTasksRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., limit: _Optional[int] = ..., aging_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FindAvailableTasksResponse(_message.Message):
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "more_ready")
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    MORE_READY_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[AvailableTask]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[AvailableTask, _Mapping]]] = ...) -> None: ...
+    more_ready: bool
+    def __init__(self, tasks: _Optional[_Iterable[_Union[AvailableTask, _Mapping]]] = ..., more_ready: _Optional[bool] = ...) -> None: ...
 
 class FindHintedTaskRequest(_message.Message):
     __slots__ = ("hint",)
@@ -179,10 +181,12 @@ class ClaimAvailableTasksRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., limit: _Optional[int] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., aging_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClaimAvailableTasksResponse(_message.Message):
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "more_ready")
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    MORE_READY_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[AvailableTask]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[AvailableTask, _Mapping]]] = ...) -> None: ...
+    more_ready: bool
+    def __init__(self, tasks: _Optional[_Iterable[_Union[AvailableTask, _Mapping]]] = ..., more_ready: _Optional[bool] = ...) -> None: ...
 
 class CompleteTaskRequest(_message.Message):
     __slots__ = ("instance_id", "task_id", "worker_id", "output", "next_task_id", "next_task_priority", "next_task_tags", "final_output")

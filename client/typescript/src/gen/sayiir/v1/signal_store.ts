@@ -32,12 +32,8 @@ export const protobufFileName = "sayiir/v1/signal_store.proto";
  * transaction that holds the instance's snapshot row, so concurrent workers
  * and operators never see half of one.
  *
- * Errors (gRPC status, and the `sayiir-error` trailing metadata value):
- * - INVALID_ARGUMENT ("InvalidArgument"): a malformed request, named field.
- * - NOT_FOUND ("NotFound"): the instance does not exist.
- * - FAILED_PRECONDITION ("CannotCancel", "CannotPause"): the instance's state
- *   forbids the request; the message names the state.
- * - DATA_LOSS ("Serialization"), UNAVAILABLE ("Backend"): as in SnapshotStore.
+ * Errors and idempotency keys (`x-request-id`): see the table at the top
+ * of snapshot_store.proto, the one list of every reason.
  */
 
 /** A control signal kind. */

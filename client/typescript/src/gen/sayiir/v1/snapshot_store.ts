@@ -28,13 +28,43 @@ export const protobufFileName = "sayiir/v1/snapshot_store.proto";
  * The SnapshotStore service: save, load, delete and list workflow
  * checkpoints. Mirrors the Rust `sayiir_persistence::SnapshotStore` trait.
  *
- * Errors (gRPC status, and the `sayiir-error` trailing metadata value):
- * - INVALID_ARGUMENT ("InvalidArgument"): a malformed request; the message
- *   names the offending field. Nothing is written.
- * - NOT_FOUND ("NotFound"): the instance does not exist.
- * - DATA_LOSS ("Serialization"): a stored blob cannot be decoded (for
- *   example it was written with another codec).
- * - UNAVAILABLE ("Backend"): the database cannot be reached; safe to retry.
+ * Errors, for every service of sayiir.v1 (this is their one list). Each error
+ * carries its reason twice: in the `sayiir-error` trailing metadata, and as a
+ * `google.rpc.ErrorInfo` (reason = the name below, domain = "sayiir.v1",
+ * metadata `field` = the request field at fault, `instance_id` = the
+ * instance the call named) inside the `google.rpc.Status` of the standard
+ * `grpc-status-details-bin` trailer.
+ *
+ * | reason            | gRPC status          | meaning                                         |
+ * |-------------------|----------------------|-------------------------------------------------|
+ * | InvalidArgument   | INVALID_ARGUMENT     | a malformed request (`field` names it), an       |
+ * |                   |                      | undecodable body, or an `x-request-id` reused    |
+ * |                   |                      | for another request. Nothing is written.         |
+ * | NotFound          | NOT_FOUND            | the instance (or claim) does not exist.          |
+ * | CannotCancel      | FAILED_PRECONDITION  | cancel refused: the instance is finished.        |
+ * | CannotPause       | FAILED_PRECONDITION  | pause refused: the instance is finished.         |
+ * | FailedPrecondition| FAILED_PRECONDITION  | the state forbids the call (unpause of a         |
+ * |                   |                      | running instance).                               |
+ * | ClaimLost         | ABORTED              | another worker or task holds the claim.          |
+ * | Serialization     | DATA_LOSS            | a stored blob cannot be decoded.                 |
+ * | ResourceExhausted | RESOURCE_EXHAUSTED   | a write would make a reply exceed the message    |
+ * |                   |                      | limit; the message names both sizes.             |
+ * | Backend           | UNAVAILABLE          | the database cannot be reached. Nothing was      |
+ * |                   |                      | committed, or the call carried an idempotency    |
+ * |                   |                      | key: safe to retry (with the same key).          |
+ * | OutcomeUnknown    | UNKNOWN              | the connection was lost while the call           |
+ * |                   |                      | committed and it carried no key: it may or may   |
+ * |                   |                      | not have been applied. Not safe to retry blindly.|
+ * | Backend           | INTERNAL, DEADLINE_EXCEEDED | any other failure.                        |
+ * | Unauthenticated   | UNAUTHENTICATED      | a missing or unknown bearer token.               |
+ *
+ * Idempotency: every mutating call (saves, deletes, signals, events, claims,
+ * releases, extensions, completions) is one PostgreSQL transaction. A call
+ * that sends the `x-request-id` metadata (1 to 128 printable characters, one
+ * per logical call, reused on retries) has its reply stored under that key in
+ * the same transaction; a repeat of the key answers the stored reply without
+ * applying anything again, for SAYIIR_IDEMPOTENCY_KEY_RETENTION seconds
+ * (default 3600). Failed calls store nothing: they changed nothing.
  */
 
 export interface SaveSnapshotRequest {
@@ -95,12 +125,19 @@ export interface ListSnapshotsRequest {
   afterInstanceId: string;
   /** Page size, 1 to 10000; 0 means the default of 1000. */
   pageSize: number;
-  /** Only instances in one of these statuses; empty means every status. */
+  /**
+   * Only instances in one of these statuses; empty, or any entry
+   * SNAPSHOT_STATUS_UNSPECIFIED, means every status. At most 6 entries (one
+   * per value): more get INVALID_ARGUMENT.
+   */
   statuses: SnapshotStatus[];
 }
 
 export interface ListSnapshotsResponse {
-  /** Instance ids in ascending order (the database collation). */
+  /**
+   * Instance ids in ascending order (the database collation). A page stops
+   * before it would exceed the message limit, even short of page_size.
+   */
   instanceIds: string[];
   /** Pass as `after_instance_id` to get the next page; empty on the last page. */
   nextAfterInstanceId: string;

@@ -33,13 +33,8 @@ export const protobufFileName = "sayiir/v1/task_claim_store.proto";
  * `TaskResultStore` traits, plus a server-streaming wakeup feed that
  * replaces each worker's own LISTEN connection.
  *
- * Errors (gRPC status, and the `sayiir-error` trailing metadata value):
- * - INVALID_ARGUMENT ("InvalidArgument"): a malformed request, named field
- *   (empty ids, 31-byte task ids, zero limits, non-positive TTLs or aging).
- * - NOT_FOUND ("NotFound"): the instance (or, for release/extend, the
- *   claim) does not exist.
- * - ABORTED ("ClaimLost"): the claim belongs to another worker or task.
- * - DATA_LOSS ("Serialization"), UNAVAILABLE ("Backend"): as in SnapshotStore.
+ * Errors and idempotency keys (`x-request-id`): see the table at the top
+ * of snapshot_store.proto, the one list of every reason.
  */
 
 /** A worker's claim on an instance's current task. */
@@ -174,8 +169,13 @@ export interface FindAvailableTasksRequest {
 
 /** FindAvailableTasks result. */
 export interface FindAvailableTasksResponse {
-  /** Tasks, best first. */
+  /**
+   * Tasks, best first. The reply stops adding tasks before it would exceed
+   * the message limit (SAYIIR_MAX_MESSAGE_BYTES).
+   */
   tasks: AvailableTask[];
+  /** True when more tasks were found than fit in this reply: call again. */
+  moreReady: boolean;
 }
 
 /** FindHintedTask input. */
@@ -237,8 +237,14 @@ export interface ClaimAvailableTasksRequest {
 
 /** ClaimAvailableTasks result. */
 export interface ClaimAvailableTasksResponse {
-  /** The claimed tasks, best first. */
+  /**
+   * The claimed tasks, best first. The reply stops adding tasks before it
+   * would exceed the message limit; a task left out is not claimed (its
+   * claim is dropped in the same transaction).
+   */
   tasks: AvailableTask[];
+  /** True when more tasks were ready than fit in this reply: call again. */
+  moreReady: boolean;
 }
 
 /** CompleteTask input. */
@@ -1233,13 +1239,16 @@ export const FindAvailableTasksRequest: MessageFns<FindAvailableTasksRequest> = 
 };
 
 function createBaseFindAvailableTasksResponse(): FindAvailableTasksResponse {
-  return { tasks: [] };
+  return { tasks: [], moreReady: false };
 }
 
 export const FindAvailableTasksResponse: MessageFns<FindAvailableTasksResponse> = {
   encode(message: FindAvailableTasksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.tasks) {
       AvailableTask.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.moreReady !== false) {
+      writer.uint32(16).bool(message.moreReady);
     }
     return writer;
   },
@@ -1265,6 +1274,14 @@ export const FindAvailableTasksResponse: MessageFns<FindAvailableTasksResponse> 
             message.tasks.push(AvailableTask.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.moreReady = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1283,6 +1300,7 @@ export const FindAvailableTasksResponse: MessageFns<FindAvailableTasksResponse> 
   fromPartial(object: DeepPartial<FindAvailableTasksResponse>): FindAvailableTasksResponse {
     const message = createBaseFindAvailableTasksResponse();
     message.tasks = object.tasks?.map((e) => AvailableTask.fromPartial(e)) || [];
+    message.moreReady = object.moreReady ?? false;
     return message;
   },
 };
@@ -1698,13 +1716,16 @@ export const ClaimAvailableTasksRequest: MessageFns<ClaimAvailableTasksRequest> 
 };
 
 function createBaseClaimAvailableTasksResponse(): ClaimAvailableTasksResponse {
-  return { tasks: [] };
+  return { tasks: [], moreReady: false };
 }
 
 export const ClaimAvailableTasksResponse: MessageFns<ClaimAvailableTasksResponse> = {
   encode(message: ClaimAvailableTasksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.tasks) {
       AvailableTask.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.moreReady !== false) {
+      writer.uint32(16).bool(message.moreReady);
     }
     return writer;
   },
@@ -1730,6 +1751,14 @@ export const ClaimAvailableTasksResponse: MessageFns<ClaimAvailableTasksResponse
             message.tasks.push(AvailableTask.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.moreReady = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1748,6 +1777,7 @@ export const ClaimAvailableTasksResponse: MessageFns<ClaimAvailableTasksResponse
   fromPartial(object: DeepPartial<ClaimAvailableTasksResponse>): ClaimAvailableTasksResponse {
     const message = createBaseClaimAvailableTasksResponse();
     message.tasks = object.tasks?.map((e) => AvailableTask.fromPartial(e)) || [];
+    message.moreReady = object.moreReady ?? false;
     return message;
   },
 };

@@ -1,0 +1,66 @@
+"""Every reply stays within the message limit (SAYIIR_MAX_MESSAGE_BYTES).
+
+Two rules keep it so. A write that would make a workflow's snapshot too
+large to be returned (by LoadSnapshot, or as one task of FindAvailableTasks
+or ClaimAvailableTasks, which also carry the task's input) is refused with
+RESOURCE_EXHAUSTED. Replies that list several items stop adding them before
+the limit and say that more remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sayiir_common import convert
+from sayiir_common.errors import ResourceExhaustedError
+from sayiir_common.model import WorkflowSnapshot
+
+# Room for a reply's own fields, the gRPC framing and a task's ids.
+REPLY_HEADROOM = 4096
+# The tag and length prefix of one item of a repeated field.
+ITEM_OVERHEAD = 10
+DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
+
+_max_reply_bytes = [DEFAULT_MAX_REPLY_BYTES]
+
+
+def set_max_reply_bytes(limit: int) -> None:
+    """The service's message limit (set once at start)."""
+    _max_reply_bytes[0] = limit
+
+
+def max_reply_bytes() -> int:
+    return _max_reply_bytes[0]
+
+
+def fitting(sizes: Iterable[int]) -> int:
+    """How many of the leading items (of these serialized sizes) fit in one reply."""
+    room = max_reply_bytes() - REPLY_HEADROOM
+    count = 0
+    for size in sizes:
+        room -= size + ITEM_OVERHEAD
+        if room < 0:
+            break
+        count += 1
+    return count
+
+
+def check_snapshot_fits(snapshot: WorkflowSnapshot) -> None:
+    """Refuse a snapshot that no reply could carry, naming its size and the limit."""
+    outputs = [r.output for r in (getattr(snapshot.state, "completed_tasks", None) or {}).values()]
+    largest_input = max([len(snapshot.initial_input or b""), *map(len, outputs)])
+    final = snapshot.final_output_bytes() or b""
+    # A generous bound first: most snapshots are far below the limit, and
+    # then the exact size (a conversion to the reply message) is not needed.
+    rough = len(snapshot.initial_input or b"") + sum(map(len, outputs)) + len(final) + 200 * len(outputs)
+    if 2 * (rough + largest_input) + 4 * REPLY_HEADROOM < max_reply_bytes():
+        return
+    size = convert.snapshot_to_proto(snapshot).ByteSize()
+    needed = size + largest_input + REPLY_HEADROOM
+    limit = max_reply_bytes()
+    if needed > limit:
+        raise ResourceExhaustedError(
+            f"the workflow {snapshot.instance_id[:256]!r} would need {needed} bytes in a reply "
+            f"(snapshot {size}, largest task input {largest_input}), over the {limit}-byte message limit "
+            "(SAYIIR_MAX_MESSAGE_BYTES)"
+        )

@@ -1,0 +1,68 @@
+"""Encoding and decoding of large blobs, in a worker process.
+
+A snapshot blob of a few MB costs seconds of CPU to encode or decode on a
+busy machine (the JSON codec writes every byte of a buffer as a number).
+Run on the event loop, that stalls every other call, health checks
+included; a thread would not help, since the work holds the GIL. So blobs
+past OFFLOAD_BYTES go to one worker process (spawned on first use), and the
+event loop only copies bytes to and from it. Small blobs, the common case,
+are coded inline: a round trip to the worker costs more than they do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.model import Completed, WorkflowSnapshot
+
+OFFLOAD_BYTES = 128 * 1024
+# A completed task's id and bookkeeping in the JSON blob, roughly.
+TASK_ENTRY_BYTES = 120
+
+_pool: ProcessPoolExecutor | None = None
+_lock = threading.Lock()
+
+
+def _worker() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            # spawn: forking a process that runs gRPC's threads is unsafe.
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return _pool
+
+
+def _ready() -> bool:
+    return True
+
+
+async def warm_up() -> None:
+    """Start the worker now (from a thread), not on the first large blob's call."""
+    await asyncio.to_thread(lambda: _worker().submit(_ready).result())
+
+
+def weight(snapshot: WorkflowSnapshot) -> int:
+    """About how many bytes of payload the snapshot's blob carries (outputs stripped)."""
+    total = len(snapshot.initial_input or b"")
+    if isinstance(snapshot.state, Completed):
+        total += len(snapshot.state.final_output)
+    tasks = getattr(snapshot.state, "completed_tasks", None)
+    if tasks:
+        total += TASK_ENTRY_BYTES * len(tasks)
+    return total
+
+
+async def decode(codec: SnapshotCodec, blob: bytes) -> WorkflowSnapshot:
+    if len(blob) < OFFLOAD_BYTES:
+        return codec.decode(blob)
+    return await asyncio.get_running_loop().run_in_executor(_worker(), codec.decode, bytes(blob))
+
+
+async def encode(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> bytes:
+    if weight(snapshot) < OFFLOAD_BYTES:
+        return codec.encode(snapshot)
+    return await asyncio.get_running_loop().run_in_executor(_worker(), codec.encode, snapshot)
