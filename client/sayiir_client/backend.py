@@ -16,6 +16,7 @@ from google.protobuf import duration_pb2
 
 from sayiir_client.tracing import outgoing_metadata
 from sayiir_common import convert
+from sayiir_common.aio import wait_until_set
 from sayiir_common.errors import error_from_rpc
 from sayiir_common.ids import TaskId
 from sayiir_common.model import (
@@ -470,7 +471,8 @@ class GrpcBackend:
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
             try:
-                hint = await asyncio.wait_for(self._wakeup_queue.get(), max(remaining, 0))
+                async with asyncio.timeout(max(remaining, 0)):
+                    hint = await self._wakeup_queue.get()
             except TimeoutError:
                 return None
             if not allowed or set(hint.tags) <= allowed:
@@ -495,8 +497,7 @@ class GrpcBackend:
         self._wakeup_queue = asyncio.Queue(maxsize=WAKEUP_BUFFER)
         ready = asyncio.Event()
         self._wakeup_task = asyncio.create_task(self._collect_wakeups(self._wakeup_queue, ready))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ready.wait(), ready_timeout)
+        await wait_until_set(ready, ready_timeout)
 
     async def _collect_wakeups(self, queue: asyncio.Queue[TaskWakeupHint], ready: asyncio.Event) -> None:
         call = self._stream(self._claims.WatchWakeups, claim_pb.WatchWakeupsRequest())

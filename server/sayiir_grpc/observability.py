@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +37,7 @@ class Metrics:
     """Every metric the service exports (one registry per server)."""
 
     def __init__(self) -> None:
+        self._http: tuple[Any, threading.Thread] | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.calls = Counter(
@@ -125,8 +127,19 @@ class Metrics:
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT) in a thread; returns the port."""
         host, _, port = listen.rpartition(":")
-        server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
+        server, thread = start_http_server(int(port), addr=host, registry=self.registry)
+        self._http = (server, thread)
         return int(server.server_port)
+
+    def stop_serving(self) -> None:
+        """Close the /metrics server and end its thread (blocks up to its half-second poll)."""
+        if self._http is None:
+            return
+        server, thread = self._http
+        self._http = None
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class Undecodable:
