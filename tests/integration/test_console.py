@@ -308,3 +308,16 @@ async def test_the_list_pages(page: Page, base: str, console: tuple[RunningServe
     await expect(page.locator("#next-page")).to_have_count(0)
     # The filter is kept across pages.
     assert "status=InProgress" in page.url
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["status=sleeping", "definition=zz", "created_after=yesterday", "status=in_progress&task=12"],
+)
+async def test_a_bad_filter_is_a_400_page_naming_the_field(page: Page, base: str, query: str) -> None:
+    await sign_in(page, base, READER)
+    response = await page.goto(f"{base}/workflows?{query}")
+    assert response is not None and response.status == 400
+    field = query.rsplit("&", 1)[-1].split("=")[0]
+    await expect(page.locator("#error")).to_contain_text(field)
+    await expect(page.locator("form.filters")).to_have_count(1)

@@ -188,7 +188,14 @@ class Console:
             where = _filter_from(query)
         except InvalidField as exc:
             return self._render(
-                request, "workflows.html", status=400, error=str(exc), items=[], query=query, **_filter_context(query)
+                request,
+                "workflows.html",
+                status=400,
+                error=str(exc),
+                items=[],
+                next_url=None,
+                filter_query="",
+                **_filter_context(query),
             )
         after = query.get("after") or None
         page = await queries.list_workflows(self.db, where, after, PAGE_SIZE)
