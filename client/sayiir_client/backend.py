@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
+from sayiir_client.tracing import outgoing_metadata
 from sayiir_common import convert
 from sayiir_common.errors import error_from_rpc
 from sayiir_common.ids import TaskId
@@ -85,10 +86,12 @@ async def call_rpc(
     """Call one unary RPC (a stub method), retrying on UNAVAILABLE as `retry` says.
 
     The call helper of every client class. Every attempt carries the same
-    `x-request-id`. Returns None when a DONE_IF_NOT_FOUND call's repeat found
+    `x-request-id` (and the current span's `traceparent`). Returns None when a DONE_IF_NOT_FOUND call's repeat found
     nothing left to do.
     """
-    metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())),)
+    # The caller's trace context goes with the key, so the service's span (and a
+    # save without trace_parent) joins the caller's trace.
+    metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())), *outgoing_metadata())
     attempt = 0
     while True:
         try:
