@@ -55,14 +55,19 @@ function expectError(cls: typeof BackendError, code: Status | undefined, kind?: 
   };
 }
 
-test("NOT_FOUND: NotFoundError", async () => {
-  await assert.rejects(client.loadSnapshot("no-such-instance"), expectError(NotFoundError, Status.NOT_FOUND, "NotFound"));
+test("NOT_FOUND: NotFoundError, with the ErrorInfo the service sends in the status details", async () => {
+  await assert.rejects(client.loadSnapshot("no-such-instance"), (error: unknown) => {
+    expectError(NotFoundError, Status.NOT_FOUND, "NotFound")(error);
+    assert.deepEqual((error as NotFoundError).info, { instance_id: "no-such-instance" });
+    return true;
+  });
 });
 
 test("INVALID_ARGUMENT: InvalidArgumentError naming the field, from the service and before sending", async () => {
   await assert.rejects(client.findAvailableTasks("w", { limit: 0 }), (error: unknown) => {
     expectError(InvalidArgumentError, Status.INVALID_ARGUMENT, "InvalidArgument")(error);
     assert.match((error as Error).message, /limit/);
+    assert.equal((error as InvalidArgumentError).info.field, "limit");
     return true;
   });
   await assert.rejects(client.loadSnapshot(""), expectError(InvalidArgumentError, Status.INVALID_ARGUMENT, "InvalidArgument"));
