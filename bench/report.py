@@ -154,6 +154,103 @@ def _linear_table(runs: dict[str, Any]) -> list[str]:
     return lines
 
 
+FLEET_ROWS = (
+    "fleet_service_w1",
+    "fleet_service_w2",
+    "fleet_service_w1_classic",
+    "fleet_dbos_queue",
+    "fleet_dbos_in_process",
+)
+
+
+def _engine_split(run: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """(engine process, PostgreSQL) CPU ms per workflow of an engine run."""
+    if not _ok(run):
+        return None, None
+    done = run.get("completed_window")  # type: ignore[union-attr]
+    if not done:
+        return None, None
+    cpu, pg = run.get("cpu_s"), run.get("pg_cpu_s")  # type: ignore[union-attr]
+    return (None if cpu is None else 1000.0 * cpu / done), (None if pg is None else 1000.0 * pg / done)
+
+
+def fleet_goals(runs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 14's goals, from one run's figures."""
+    w1, w2 = runs.get("fleet_service_w1"), runs.get("fleet_service_w2")
+    engine_cpu, engine_pg = _engine_split(runs.get("engine_32"))
+    engine_total = None if engine_cpu is None or engine_pg is None else engine_cpu + engine_pg
+    goals: list[dict[str, Any]] = []
+
+    def goal(name: str, value: float | None, target: str, met: bool | None) -> None:
+        goals.append({"target": name, "value": value, "goal": target, "met": met})
+
+    roles = (w1 or {}).get("cpu_ms_per_wf_by_role") or {}
+    total = (w1 or {}).get("cpu_ms_per_wf")
+    whole = _ratio(total, engine_total)
+    goal(
+        "whole CPU per workflow / engine in process (32 threads)",
+        whole,
+        "<= 1.5x",
+        None if whole is None else whole <= 1.5,
+    )
+    server = roles.get("server")
+    goal("server CPU ms per workflow", server, "<= 2.5", None if server is None else server <= 2.5)
+    workers = roles.get("workers")
+    goal("Python worker client CPU ms per workflow", workers, "<= 1.5", None if workers is None else workers <= 1.5)
+    best = max((_wf(w1) or 0.0, _wf(w2) or 0.0)) or None
+    vs_fleet = _ratio(best, _wf(runs.get("fleet_32")))
+    goal("throughput / engine Worker fleet", vs_fleet, ">= 5x", None if vs_fleet is None else vs_fleet >= 5)
+    vs_dbos = _ratio(best, _wf(runs.get("fleet_dbos_queue")))
+    goal("throughput / DBOS queue, 4 worker processes", vs_dbos, ">= 5x", None if vs_dbos is None else vs_dbos >= 5)
+    p99 = ((w1 or {}).get("load_snapshot_server") or {}).get("p99_at_most_ms")
+    goal("load_snapshot p99 server-side, ms (histogram bucket)", p99, "< 5", None if p99 is None else p99 < 5)
+    scale = _ratio(_wf(w2), _wf(w1))
+    goal("service --workers 2 / --workers 1 throughput", scale, "> 1 when the service is the bottleneck", None)
+    return goals
+
+
+def _fleet_table(runs: dict[str, Any]) -> list[str]:
+    lines = [
+        "| System | wf/s | CPU ms/wf, all | server | workers | submitter | PostgreSQL "
+        "| load_snapshot p99 server / client ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in FLEET_ROWS:
+        run = runs.get(key)
+        if not run:
+            continue
+        if not _ok(run):
+            lines.append(f"| {run.get('label', key)} | {run.get('failed')} |" + " |" * 6)
+            continue
+        roles = run.get("cpu_ms_per_wf_by_role") or {}
+        server_p99 = (run.get("load_snapshot_server") or {}).get("p99_at_most_ms")
+        client_p99 = (run.get("load_snapshot_client") or {}).get("p99_ms")
+        probe = f"<= {_n(server_p99, 1)} / {_n(client_p99, 1)}" if server_p99 is not None else "–"
+        lines.append(
+            f"| {run['label']} | **{_n(run['wf_per_s'])}** | **{_n(run.get('cpu_ms_per_wf'), 2)}** "
+            f"| {_n(roles.get('server'), 2)} | {_n(roles.get('workers'), 2)} | {_n(roles.get('submitter'), 2)} "
+            f"| {_n(roles.get('postgres'), 2)} | {probe} |"
+        )
+    floor = runs.get("floor")
+    if _ok(floor):
+        lines.append(
+            f"| floor: {floor['label']} ({floor['rpcs_per_wf']} RPCs, {floor['statements_per_wf']} statements "  # type: ignore[index]
+            f"per workflow) | {_n(floor['wf_per_s'])} | – | {_n(floor['server_cpu_ms_per_wf'], 2)} "  # type: ignore[index]
+            f"| {_n(floor['client_cpu_ms_per_wf'], 2)} (all 6 calls) | – | – | – |"  # type: ignore[index]
+        )
+    for key in ("engine_32", "fleet_32"):
+        run = runs.get(key)
+        cpu, pg = _engine_split(run)
+        if cpu is None:
+            continue
+        total = cpu + (pg or 0.0)
+        lines.append(
+            f"| {run['system']} (one process: engine + harness) | **{_n(run['wf_per_s'])}** "  # type: ignore[index]
+            f"| **{_n(total, 2)}** | – | {_n(cpu, 2)} | – | {_n(pg, 2)} | – |"
+        )
+    return lines
+
+
 def _per_wf_ms(run: dict[str, Any]) -> float | None:
     cpu, done = run.get("cpu_s"), run.get("completed_window")
     return None if cpu is None or not done else 1000.0 * cpu / done
@@ -225,6 +322,13 @@ def markdown(data: dict[str, Any], pngs: list[str], image_prefix: str = "") -> s
         met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
         note = f" ({t['note']})" if t["note"] else ""
         out.append(f"| {t['target']}{note} | {_n(t['value'], 2)} | {t['goal']} | {met} |")
+    if any(key in runs for key in FLEET_ROWS):
+        out += ["", "### Separate processes, CPU per workflow by role (linear 4 steps, 32 in flight)", ""]
+        out += _fleet_table(runs)
+        out += ["", "| Goal (issue 14) | Measured | Goal | Met |", "|---|---:|---:|:---:|"]
+        for t in fleet_goals(runs):
+            met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
+            out.append(f"| {t['target']} | {_n(t['value'], 2)} | {t['goal']} | {met} |")
     sweep = _sweep_rows(runs)
     if sweep:
         points = sorted({n for s in sweep.values() for n in s})

@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import engine  # noqa: E402
+import fleet  # noqa: E402
+import floor  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
 
@@ -386,6 +388,26 @@ class Bench:
         self.runs[key] = result
         return result
 
+    async def fleet_run(self, key: str) -> dict[str, Any]:
+        duration = self.scale.fleet
+        bar = self.progress(f"fleet: {key}", self.scale.warmup + duration)
+        result: dict[str, Any] = await fleet.SYSTEMS[key](self.admin, self.scale.warmup, duration)
+        bar.close(f"{result.get('wf_per_s', 0):.0f} wf/s")
+        result["system"] = result["label"]
+        self.runs[f"fleet_{key}"] = result
+        return result
+
+    async def floor_run(self) -> dict[str, Any]:
+        duration = self.scale.fleet
+        bar = self.progress("floor: bare grpc.aio + asyncpg", self.scale.warmup + duration)
+        result: dict[str, Any] = await asyncio.to_thread(
+            floor.measure, self.admin, MAIN_INFLIGHT, self.scale.warmup, duration
+        )
+        bar.close(f"{result['wf_per_s']:.0f} wf/s")
+        result["system"] = result["label"]
+        self.runs["floor"] = result
+        return result
+
     # -- pgbench --------------------------------------------------------------
 
     async def pgbench(self, duration: float, clients: int = 16) -> dict[str, Any]:
@@ -656,6 +678,10 @@ async def run_all(bench: Bench) -> None:
             ),
         )
     add("sleeping", lambda: bench.sleeping("sleeping", primary_fast))
+    # Issue 14: every system as separate processes, CPU per workflow by role.
+    for key in fleet.SYSTEMS:
+        add(f"fleet_{key}", lambda key=key: bench.fleet_run(key))
+    add("floor", lambda: bench.floor_run())
 
     only = [o.strip() for o in bench.args.only.split(",")] if bench.args.only else None
     for name, fn in steps:

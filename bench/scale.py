@@ -479,6 +479,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "levels": [],
     }
+    result["meta"]["databases"] = [db_name(level.url) for level in levels]
     admin = await asyncpg.connect(args.admin_url, timeout=10)
     try:
         async with contextlib.AsyncExitStack() as stack:

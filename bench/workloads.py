@@ -305,6 +305,8 @@ class StoreOps(Ops):
             final_output=None,
         )
         done = await self.timed("CompleteTask", fn(**_bind(fn, values)))
+        if isinstance(done, tuple):  # (completed, the next task claimed when continuing)
+            done = done[0]
         if not done:
             self.lost_claims += 1
         return bool(done)

@@ -162,7 +162,14 @@ async def make_database(postgres_server: str) -> AsyncIterator[Callable[[], Awai
 
 
 async def start_service(database_url: str, **overrides: object) -> RunningServer:
-    values: dict[str, object] = {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0", "pool_min_connections": 1}
+    # sweep_interval 0: dispatch calls apply idle signals and due delays, so
+    # tests see them applied exactly when they dispatch (test_sweeps.py runs the sweeper).
+    values: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "metrics_listen": "127.0.0.1:0",
+        "pool_min_connections": 1,
+        "sweep_interval": 0,
+    }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
     return await start(settings, database_url)

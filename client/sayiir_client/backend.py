@@ -25,6 +25,7 @@ from sayiir_common.errors import error_from_rpc
 from sayiir_common.ids import TaskId
 from sayiir_common.model import (
     AvailableTask,
+    ClaimedTask,
     ControlSignal,
     SignalKind,
     SignalRequest,
@@ -67,6 +68,12 @@ def _duration(value: Seconds) -> duration_pb2.Duration:
     return convert.duration_to_proto(value.total_seconds() if isinstance(value, timedelta) else float(value))
 
 
+def _seconds(value: Seconds | None) -> float:
+    if value is None:
+        return 0.0
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 def _task_id(value: TaskId | bytes | str) -> bytes:
     return TaskId.coerce(value).as_bytes()
 
@@ -98,8 +105,10 @@ class GrpcBackend:
         self._wakeup_queue: asyncio.Queue[TaskWakeupHint] | None = None
         self._wakeup_task: asyncio.Task[None] | None = None
 
-    async def _call(self, method: Any, request: Any, *, retry: Retry) -> Any:
-        return await call_rpc(method, request, retry=retry, timeout=self.timeout, retry_delays=self.retry_delays)
+    async def _call(self, method: Any, request: Any, *, retry: Retry, extra_time: float = 0.0) -> Any:
+        """One unary call (`extra_time` lengthens the deadline: a long poll may wait that long)."""
+        timeout = None if self.timeout is None else self.timeout + extra_time
+        return await call_rpc(method, request, retry=retry, timeout=timeout, retry_delays=self.retry_delays)
 
     def _stream(self, method: Any, request: Any) -> Any:
         """Open one server-streaming RPC (a stub method).
@@ -256,15 +265,56 @@ class GrpcBackend:
         ttl: Seconds | None = 30.0,
         aging_interval: Seconds = timedelta(minutes=5),
         worker_tags: Sequence[str] = (),
+        *,
+        wait: Seconds | None = None,
     ) -> list[AvailableTask]:
-        """Fast path: find ready tasks and claim them for `worker_id` in one call."""
+        """Fast path: find ready tasks and claim them for `worker_id` in one call.
+
+        With `wait`, a call that finds nothing waits on the server (long
+        poll) up to that long for a task, then claims and returns it."""
+        request = self._claim_request(worker_id, limit, ttl, aging_interval, worker_tags, wait)
+        response = await self._call(
+            self._claims.ClaimAvailableTasks, request, retry=Retry.KEYED, extra_time=_seconds(wait)
+        )
+        return [convert.available_task_from_proto(t) for t in response.tasks]
+
+    async def claim_tasks(
+        self,
+        worker_id: str,
+        limit: int = 10,
+        ttl: Seconds | None = 30.0,
+        *,
+        wait: Seconds | None = None,
+        aging_interval: Seconds = timedelta(minutes=5),
+        worker_tags: Sequence[str] = (),
+    ) -> list[ClaimedTask]:
+        """`claim_available_tasks` in the light form a worker loop needs: no
+        snapshots are sent or decoded (task id, input, definition hash,
+        trace parent, version)."""
+        request = self._claim_request(worker_id, limit, ttl, aging_interval, worker_tags, wait)
+        request.omit_snapshot = True
+        response = await self._call(
+            self._claims.ClaimAvailableTasks, request, retry=Retry.KEYED, extra_time=_seconds(wait)
+        )
+        return [convert.claimed_task_from_proto(t) for t in response.tasks]
+
+    @staticmethod
+    def _claim_request(
+        worker_id: str,
+        limit: int,
+        ttl: Seconds | None,
+        aging_interval: Seconds,
+        worker_tags: Sequence[str],
+        wait: Seconds | None,
+    ) -> claim_pb.ClaimAvailableTasksRequest:
         request = claim_pb.ClaimAvailableTasksRequest(
             worker_id=worker_id, limit=limit, aging_interval=_duration(aging_interval), worker_tags=list(worker_tags)
         )
         if ttl is not None:
             request.ttl.CopyFrom(_duration(ttl))
-        response = await self._call(self._claims.ClaimAvailableTasks, request, retry=Retry.KEYED)
-        return [convert.available_task_from_proto(t) for t in response.tasks]
+        if wait is not None:
+            request.wait.CopyFrom(_duration(wait))
+        return request
 
     async def complete_task(
         self,
@@ -296,6 +346,43 @@ class GrpcBackend:
         if final_output is not None:
             request.final_output = bytes(final_output)
         return bool((await self._call(self._claims.CompleteTask, request, retry=Retry.KEYED)).completed)
+
+    async def complete_task_and_continue(
+        self,
+        instance_id: str,
+        task_id: TaskId | bytes | str,
+        worker_id: str,
+        output: bytes,
+        next_task_id: TaskId | bytes | str,
+        ttl: Seconds = 30.0,
+        *,
+        next_task_priority: int | None = None,
+        next_task_tags: Sequence[str] = (),
+        aging_interval: Seconds = timedelta(minutes=5),
+    ) -> tuple[bool, ClaimedTask | None]:
+        """`complete_task`, keeping the workflow: the claim moves to
+        `next_task_id` (lifetime `ttl`) in the same transaction.
+
+        Returns (completed, the next task claimed for this worker). The next
+        task is None when the service gives the turn to a ready task of
+        another workflow that outranks it (the claim is then released and
+        the task dispatched as usual), or when the claim was lost (completed
+        False, nothing written)."""
+        request = claim_pb.CompleteTaskRequest(
+            instance_id=instance_id,
+            task_id=_task_id(task_id),
+            worker_id=worker_id,
+            output=bytes(output),
+            next_task_id=_task_id(next_task_id),
+            next_task_tags=list(next_task_tags),
+            claim_next_ttl=_duration(ttl),
+            aging_interval=_duration(aging_interval),
+        )
+        if next_task_priority is not None:
+            request.next_task_priority = next_task_priority
+        response = await self._call(self._claims.CompleteTask, request, retry=Retry.KEYED)
+        following = convert.claimed_task_from_proto(response.next) if response.HasField("next") else None
+        return bool(response.completed), following
 
     async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
         request = claim_pb.FindHintedTaskRequest(hint=convert.wakeup_hint_to_proto(hint))

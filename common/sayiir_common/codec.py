@@ -19,6 +19,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from sayiir_common import convert
 from sayiir_common.checks import InvalidField
 from sayiir_common.errors import SerializationError
@@ -130,9 +132,13 @@ class SnapshotCodec:
 
 
 def _str(value: str) -> str:
-    # serde_json escapes exactly what json.dumps(ensure_ascii=False) escapes:
-    # the quote, the backslash and control characters below 0x20.
-    return json.dumps(value, ensure_ascii=False)
+    # serde_json, orjson and json.dumps(ensure_ascii=False) escape the same
+    # characters the same way: the quote, the backslash and control
+    # characters below 0x20 (tests/unit/test_codec.py compares all three).
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:  # a lone surrogate, which no UTF-8 blob can hold anyway
+        return json.dumps(value, ensure_ascii=False)
 
 
 def _opt_str(value: str | None) -> str:
@@ -141,7 +147,7 @@ def _opt_str(value: str | None) -> str:
 
 def _bytes(value: bytes) -> str:
     # The `bytes` crate serializes a buffer as a sequence of integers.
-    return "[" + ",".join(map(str, value)) + "]"
+    return orjson.dumps(list(value)).decode("ascii")
 
 
 def _id(value: TaskId | DefinitionHash) -> str:
@@ -490,8 +496,8 @@ def _dec_retry(value: Any) -> TaskRetryState:
 
 def decode_json(payload: bytes) -> WorkflowSnapshot:
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
         raise SerializationError(f"snapshot payload is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise SerializationError("snapshot JSON is not an object")

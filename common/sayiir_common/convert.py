@@ -39,6 +39,7 @@ from sayiir_common.model import (
     AtTask,
     AvailableTask,
     Cancelled,
+    ClaimedTask,
     Completed,
     ControlSignal,
     Duration,
@@ -514,18 +515,33 @@ def task_claim_from_proto(message: claim_pb.TaskClaim) -> TaskClaim:
     )
 
 
-def available_task_to_proto(task: AvailableTask) -> claim_pb.AvailableTask:
+def available_task_to_proto(task: AvailableTask, with_snapshot: bool = True) -> claim_pb.AvailableTask:
+    """`with_snapshot=False`: the light form (omit_snapshot, a continued claim)."""
     message = claim_pb.AvailableTask(
         instance_id=task.instance_id,
         task_id=task.task_id.as_bytes(),
         workflow_definition_hash=task.workflow_definition_hash.as_bytes(),
+        version=task.version,
     )
     if task.input is not None:
         message.input = task.input
     if task.trace_parent is not None:
         message.trace_parent = task.trace_parent
-    fill_snapshot(message.snapshot, task.snapshot)
+    if with_snapshot:
+        fill_snapshot(message.snapshot, task.snapshot)
     return message
+
+
+def claimed_task_from_proto(message: claim_pb.AvailableTask, path: str = "task") -> ClaimedTask:
+    """The light form of an AvailableTask: its snapshot, if any, is not decoded."""
+    return ClaimedTask(
+        instance_id=message.instance_id,
+        task_id=task_id_from(f"{path}.task_id", message.task_id),
+        input=message.input if message.HasField("input") else None,
+        workflow_definition_hash=_definition_hash(f"{path}.workflow_definition_hash", message.workflow_definition_hash),
+        trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
+        version=message.version,
+    )
 
 
 def available_task_from_proto(message: claim_pb.AvailableTask, path: str = "task") -> AvailableTask:
@@ -536,6 +552,7 @@ def available_task_from_proto(message: claim_pb.AvailableTask, path: str = "task
         workflow_definition_hash=_definition_hash(f"{path}.workflow_definition_hash", message.workflow_definition_hash),
         trace_parent=message.trace_parent if message.HasField("trace_parent") else None,
         snapshot=snapshot_from_proto(message.snapshot, f"{path}.snapshot"),
+        version=message.version,
     )
 
 

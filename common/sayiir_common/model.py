@@ -881,6 +881,20 @@ class AvailableTask:
     workflow_definition_hash: DefinitionHash
     trace_parent: str | None
     snapshot: WorkflowSnapshot
+    version: int = 0  # the snapshot's history version the task was read at (0: unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task claimed for this worker, in the fast path's light form: what
+    running it takes, without the snapshot (load it when a task needs it)."""
+
+    instance_id: str
+    task_id: TaskId
+    input: bytes | None
+    workflow_definition_hash: DefinitionHash
+    trace_parent: str | None
+    version: int  # the snapshot's history version the task was read at
 
 
 class HintFormatError(ValueError):

@@ -1,5 +1,6 @@
 from sayiir_grpc.cli import main
 
-# Guarded: the blob worker process (sayiir_grpc.offload) imports this module.
+# Guarded: spawned processes import this module again (`serve --workers N`, the blob worker of
+# sayiir_grpc.offload).
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from sayiir_grpc.servicers.operator import WorkflowOperatorServicer
 from sayiir_grpc.servicers.signal_store import SignalStoreServicer
 from sayiir_grpc.servicers.snapshot_store import SnapshotStoreServicer
 from sayiir_grpc.servicers.task_claim_store import TaskClaimStoreServicer, TaskResultStoreServicer
+from sayiir_grpc.stores import dispatch
 from sayiir_grpc.stores import idempotency as idempotency_store
 from sayiir_grpc.tracing import Tracing
 from sayiir_grpc.wakeup import WakeupHub
@@ -52,6 +54,7 @@ SERVICE_NAMES = (
     task_claim_store_pb2.DESCRIPTOR.services_by_name["TaskResultStore"].full_name,
     operator_pb2.DESCRIPTOR.services_by_name["WorkflowOperator"].full_name,
 )
+SWEEP_BATCH = 100
 # Expired idempotency keys are deleted every PURGE_INTERVAL_S, in batches.
 PURGE_INTERVAL_S = 10.0
 PURGE_BATCH = 500
@@ -103,6 +106,19 @@ class RunningServer:
             self.metrics.pool_in_use.set(size - idle)
             await asyncio.sleep(1.0)
 
+    async def _sweep_loop(self) -> None:
+        """Idle signals and due delays, off the claim path: each sweep handles
+        at most SWEEP_BATCH of each and runs again at once while batches are
+        full, so a backlog drains without one long transaction."""
+        codec = codec_by_name(self.settings.codec)
+        while True:
+            try:
+                while await dispatch.sweep(self.db, codec, SWEEP_BATCH) >= SWEEP_BATCH:
+                    pass
+            except Exception as exc:  # a database outage: the health loop reports it; try again later
+                log.warning("background sweep failed", error=str(exc))
+            await asyncio.sleep(self.settings.sweep_interval)
+
     async def _purge_expired_keys(self) -> None:
         retention = self.settings.idempotency_key_retention
         deleted = PURGE_BATCH
@@ -124,6 +140,8 @@ class RunningServer:
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health-probe"))
         self._tasks.append(asyncio.create_task(self._purge_keys_loop(), name="purge-idempotency-keys"))
         self._tasks.append(asyncio.create_task(self._pool_loop(), name="pool-metrics"))
+        if self.settings.sweep_interval > 0:
+            self._tasks.append(asyncio.create_task(self._sweep_loop(), name="sweeper"))
         settings, db, metrics = self.settings, self.db, self.metrics
         self._tasks.append(asyncio.create_task(backlog_loop(db, metrics, settings.gauge_interval), name="backlog"))
         if settings.retention is not None:
@@ -169,14 +187,15 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
     `reuse_port` lets the processes of one service share its address; a
     service of its own leaves it off, so an address in use stops the start.
     """
-    if not reuse_port:
-        listen.ensure_free(settings.listen, listen.LISTEN_SETTING)
-    if settings.metrics_listen != "off":
-        listen.ensure_free(settings.metrics_listen, listen.METRICS_SETTING)
     codec = codec_by_name(settings.codec)
     limits.set_max_reply_bytes(settings.max_message_bytes)
     tokens = load_tokens(settings.auth_tokens_file, settings.auth_tokens)
     credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    # After the settings' own checks, before anything starts.
+    if not reuse_port:
+        listen.ensure_free(settings.listen, listen.LISTEN_SETTING)
+    if settings.metrics_listen != "off":
+        listen.ensure_free(settings.metrics_listen, listen.METRICS_SETTING)
     metrics = Metrics()
     db = await Database.connect(database_url, settings.pool_options())
     db.on_retry = lambda op: metrics.transient_retries.labels(op).inc()
@@ -202,7 +221,7 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
         snapshot_store_pb2_grpc.add_SnapshotStoreServicer_to_server(SnapshotStoreServicer(db, codec), server)
         signal_store_pb2_grpc.add_SignalStoreServicer_to_server(SignalStoreServicer(db, codec), server)
         task_claim_store_pb2_grpc.add_TaskClaimStoreServicer_to_server(
-            TaskClaimStoreServicer(db, codec, hub, metrics), server
+            TaskClaimStoreServicer(db, codec, hub, metrics, sweep_in_claims=settings.sweep_interval == 0), server
         )
         task_claim_store_pb2_grpc.add_TaskResultStoreServicer_to_server(TaskResultStoreServicer(db, codec), server)
         operator_pb2_grpc.add_WorkflowOperatorServicer_to_server(WorkflowOperatorServicer(db, codec), server)
@@ -245,12 +264,23 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
     return running
 
 
-async def serve(settings: Settings, database_url: str) -> None:
-    """Serve until SIGTERM or SIGINT, then drain within the grace period."""
+async def serve(
+    settings: Settings,
+    database_url: str,
+    reuse_port: bool = False,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain within the grace period.
+
+    `on_ready(port)` replaces the "listening on" line (a supervised process
+    reports to its supervisor, which announces the service once)."""
     memory.release_large_buffers()
-    running = await start(settings, database_url)
+    running = await start(settings, database_url, reuse_port=reuse_port)
     host = settings.listen.rpartition(":")[0]
-    print(f"sayiir-grpc listening on {host}:{running.port}", flush=True)
+    if on_ready is not None:
+        on_ready(running.port)
+    else:
+        print(f"sayiir-grpc listening on {host}:{running.port}", flush=True)
     if running.metrics_port is not None:
         metrics_host = settings.metrics_listen.rpartition(":")[0]
         print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)

@@ -7,8 +7,8 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -19,6 +19,8 @@ from sayiir_grpc.listen import ListenError
 from sayiir_grpc.log_setup import configure
 from sayiir_grpc.security import SecurityConfigError
 from sayiir_grpc.tracing import TracingConfigError
+
+T = TypeVar("T")
 
 # The settings `migrate` uses: where the database is (or the embedded one's
 # data), and how to log. The listen, pool, TLS, token and metrics settings
@@ -118,18 +120,27 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def _with_database(settings: config.Settings, run: object) -> None:
-    """Run `run(url)` against the configured database or an embedded one."""
-    assert callable(run)
+def _with_database(settings: config.Settings, run: Callable[[str], T]) -> T:
+    """`run(url)` against the configured database or an embedded one (started once, here)."""
     if settings.database_url:
-        run_event_loop(run(settings.database_url))
-        return
+        return run(settings.database_url)
     from sayiir_grpc.embedded import EmbeddedPostgres
 
     data_dir = settings.embedded_data_dir()
     with EmbeddedPostgres(data_dir) as embedded:
         print(f"embedded PostgreSQL at {embedded.url} (data in {data_dir})", flush=True)
-        run_event_loop(run(embedded.url))
+        return run(embedded.url)
+
+
+def _serve(settings: config.Settings, url: str) -> int:
+    if settings.workers > 1:
+        from sayiir_grpc import supervisor
+
+        return supervisor.run(settings, url)
+    from sayiir_grpc.app import serve
+
+    run_event_loop(serve(settings, url))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,11 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     try:
         if args.command == "migrate":
-            _with_database(settings, _migrate)
+            _with_database(settings, lambda url: run_event_loop(_migrate(url)))
         else:
-            from sayiir_grpc.app import serve
-
-            _with_database(settings, lambda url: serve(settings, url))
+            return _with_database(settings, lambda url: _serve(settings, url))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # every refusal of every command: one line, non-zero

@@ -44,6 +44,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
 def _listen(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -76,6 +83,13 @@ def _log_format(text: str) -> str:
 
 def _text(text: str) -> str:
     return text
+
+
+def _workers(text: str) -> int:
+    """A process count, or `auto`: one per core."""
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _positive_int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Prepared statements cached per connection; 0 for poolers in transaction mode.",
     ),
     Setting("listen", "SAYIIR_LISTEN", _listen, "127.0.0.1:50051", "gRPC listen address, HOST:PORT."),
+    Setting(
+        "workers",
+        "SAYIIR_WORKERS",
+        _workers,
+        1,
+        "Server processes sharing the listen address (SO_REUSEPORT), or auto (one per core); "
+        "the pool size limit is shared out among them.",
+    ),
     Setting(
         "data_dir",
         "SAYIIR_DATA_DIR",
@@ -202,6 +224,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds an idempotency key (x-request-id) and its stored reply are kept; a repeat after that runs again.",
     ),
     Setting(
+        "sweep_interval",
+        "SAYIIR_SWEEP_INTERVAL",
+        _non_negative_float,
+        0.5,
+        "Seconds between each process's background sweeps (pending cancel/pause of idle workflows, "
+        "due delays); 0 runs them in every ClaimAvailableTasks call instead.",
+    ),
+    Setting(
         "health_probe_interval",
         "SAYIIR_HEALTH_PROBE_INTERVAL",
         _positive_float,
@@ -264,6 +294,7 @@ class Settings:
     listener_database_url: str | None = None
     statement_cache_size: int = 100
     listen: str = "127.0.0.1:50051"
+    workers: int = 1
     data_dir: str | None = None
     codec: str = "json"
     pool_max_connections: int = 20
@@ -278,6 +309,7 @@ class Settings:
     shutdown_grace: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
     idempotency_key_retention: float = 3600.0
+    sweep_interval: float = 0.5
     health_probe_interval: float = 2.0
     tls_cert_file: str | None = None
     tls_key_file: str | None = None

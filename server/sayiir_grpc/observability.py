@@ -10,10 +10,11 @@ service's own, served on its own port.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import structlog
@@ -44,10 +45,22 @@ class Metrics:
         self.latency = Histogram(
             "sayiir_grpc_call_duration_seconds", "gRPC call latency.", ["method"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.in_flight = Gauge("sayiir_grpc_calls_in_flight", "gRPC calls being served.", registry=r)
-        self.pool_size = Gauge("sayiir_grpc_pool_connections", "Connections open in the pool.", registry=r)
-        self.pool_in_use = Gauge("sayiir_grpc_pool_connections_in_use", "Pool connections checked out.", registry=r)
-        self.pool_max = Gauge("sayiir_grpc_pool_connections_max", "Pool size limit.", registry=r)
+        # Gauges say how processes of `serve --workers N` add up (multiprocess mode; ignored otherwise).
+        self.in_flight = Gauge(
+            "sayiir_grpc_calls_in_flight", "gRPC calls being served.", registry=r, multiprocess_mode="livesum"
+        )
+        self.pool_size = Gauge(
+            "sayiir_grpc_pool_connections", "Connections open in the pool.", registry=r, multiprocess_mode="livesum"
+        )
+        self.pool_in_use = Gauge(
+            "sayiir_grpc_pool_connections_in_use",
+            "Pool connections checked out.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.pool_max = Gauge(
+            "sayiir_grpc_pool_connections_max", "Pool size limit.", registry=r, multiprocess_mode="livesum"
+        )
         self.pool_wait = Histogram(
             "sayiir_grpc_pool_acquire_wait_seconds",
             "Time waiting for a pool connection.",
@@ -60,7 +73,9 @@ class Metrics:
             "Wakeup hints dropped for slow streams (wakeup_drops_total).",
             registry=r,
         )
-        self.wakeup_streams = Gauge("sayiir_grpc_wakeup_streams", "Open wakeup streams.", registry=r)
+        self.wakeup_streams = Gauge(
+            "sayiir_grpc_wakeup_streams", "Open wakeup streams.", registry=r, multiprocess_mode="livesum"
+        )
         self.claims_granted = Counter("sayiir_grpc_claims_granted", "Task claims granted.", registry=r)
         self.claims_lost = Counter(
             "sayiir_grpc_claims_lost", "Claims found lost: ClaimLost answers and fenced saves refused.", registry=r
@@ -72,7 +87,10 @@ class Metrics:
             registry=r,
         )
         self.database_up = Gauge(
-            "sayiir_grpc_database_up", "1 while the database answers the health probe.", registry=r
+            "sayiir_grpc_database_up",
+            "1 while the database answers the health probe (every process's probe, when several).",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.purged = Counter(
             "sayiir_grpc_purged", "Finished workflows purged by retention, by status.", ["status"], registry=r
@@ -83,17 +101,28 @@ class Metrics:
             if status in TERMINAL_STATUSES:
                 self.purged.labels(status)
         # The backlog (sayiir_grpc.backlog): bounded labels, the five engine statuses only.
-        self.workflows = Gauge("sayiir_grpc_workflows", "Workflows stored, by status.", ["status"], registry=r)
+        # Database-wide figures every process of `serve --workers N` reads: the latest one is shown.
+        backlog: Literal["livemostrecent"] = "livemostrecent"
+        self.workflows = Gauge(
+            "sayiir_grpc_workflows", "Workflows stored, by status.", ["status"], registry=r, multiprocess_mode=backlog
+        )
         self.runnable_tasks = Gauge(
-            "sayiir_grpc_runnable_tasks", "Tasks a worker could claim now (no live claim).", registry=r
+            "sayiir_grpc_runnable_tasks",
+            "Tasks a worker could claim now (no live claim).",
+            registry=r,
+            multiprocess_mode=backlog,
         )
         self.oldest_runnable_task_age = Gauge(
             "sayiir_grpc_oldest_runnable_task_age_seconds",
             "How long the oldest runnable task has waited for a worker (0 when none waits).",
             registry=r,
+            multiprocess_mode=backlog,
         )
         self.expired_claims = Gauge(
-            "sayiir_grpc_expired_claims", "Claims past their expiry: workers that died or stalled.", registry=r
+            "sayiir_grpc_expired_claims",
+            "Claims past their expiry: workers that died or stalled.",
+            registry=r,
+            multiprocess_mode=backlog,
         )
 
     def count_purged(self, status: str, count: int) -> None:
@@ -294,6 +323,8 @@ def _record(
     code = call_status(context, error)
     metrics.calls.labels(method, code).inc()
     metrics.latency.labels(method).observe(elapsed)
+    if not log.is_enabled_for(logging.INFO):
+        return  # below the level: skip building the line (a uuid, metadata lookups)
     log.info(
         "call",
         method=method,

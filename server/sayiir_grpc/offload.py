@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from sayiir_common.codec import SnapshotCodec
@@ -32,8 +34,24 @@ def _worker() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             # spawn: forking a process that runs gRPC's threads is unsafe.
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         return _pool
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the worker: exit when the service is gone, even killed (SIGKILL leaves no goodbye)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _ready() -> bool:
@@ -66,3 +84,17 @@ async def encode(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> bytes:
     if weight(snapshot) < OFFLOAD_BYTES:
         return codec.encode(snapshot)
     return await asyncio.get_running_loop().run_in_executor(_worker(), codec.encode, snapshot)
+
+
+def shutdown() -> None:
+    """Stop the worker process, if one was started.
+
+    A process started by multiprocessing (the server processes of
+    `serve --workers N`) joins its non-daemon children when it ends, before
+    any atexit hook would stop the pool: without this it would wait forever.
+    """
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)

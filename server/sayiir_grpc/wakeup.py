@@ -44,18 +44,32 @@ class Subscription:
         return not self.worker_tags or set(hint.tags) <= self.worker_tags
 
 
+@dataclass(eq=False)
+class Waiter:
+    """A long-polling claim call: woken by the first hint it may run."""
+
+    worker_tags: frozenset[str]
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, hint: TaskWakeupHint) -> bool:
+        return not self.worker_tags or set(hint.tags) <= self.worker_tags
+
+
 class WakeupHub:
-    """The LISTEN connection and the set of subscribed streams."""
+    """The LISTEN connection, the subscribed streams and the waiting claim calls."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
         self._subscribers: set[Subscription] = set()
+        # Oldest first: a hint wakes the call that has waited longest.
+        self._waiters: dict[Waiter, None] = {}
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._stopping = False
         self.hints_received = 0
         self.hints_sent = 0
         self.hints_dropped = 0
+        self.waiters_woken = 0
         self.reconnects = 0
         self.on_sent: Callable[[int], None] | None = None
         self.on_dropped: Callable[[int], None] | None = None
@@ -70,12 +84,19 @@ class WakeupHub:
 
     async def stop(self) -> None:
         self._stopping = True
+        for waiter in list(self._waiters):
+            waiter.woken.set()
+        self._waiters.clear()
         for subscription in list(self._subscribers):
             self._close(subscription)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     @property
     def connected(self) -> bool:
@@ -89,6 +110,20 @@ class WakeupHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
 
+    def wait_for_task(self, worker_tags: list[str]) -> Waiter:
+        """Register a long-polling call; `woken` is set by one hint it may run
+        (or by the server stopping). Register before looking for tasks, so no
+        hint committed in between is missed; `stop_waiting` when done."""
+        waiter = Waiter(frozenset(worker_tags))
+        if self._stopping:
+            waiter.woken.set()
+        else:
+            self._waiters[waiter] = None
+        return waiter
+
+    def stop_waiting(self, waiter: Waiter) -> None:
+        self._waiters.pop(waiter, None)
+
     def _close(self, subscription: Subscription) -> None:
         # None tells the stream to end; make room for it if the queue is full.
         while True:
@@ -100,6 +135,13 @@ class WakeupHub:
 
     def publish(self, hint: TaskWakeupHint) -> None:
         self.hints_received += 1
+        # One ready task, one waiting call (not a broadcast).
+        for waiter in self._waiters:
+            if waiter.wants(hint):
+                del self._waiters[waiter]
+                waiter.woken.set()
+                self.waiters_woken += 1
+                break
         for subscription in list(self._subscribers):
             if not subscription.wants(hint):
                 continue

@@ -79,3 +79,39 @@ def test_quick_bench_writes_the_report(tmp_path: Path) -> None:
     if plots:
         assert (tmp_path / "throughput_vs_concurrency.png").stat().st_size > 0
         assert (tmp_path / "rpc_latency.png").stat().st_size > 0
+
+
+def test_quick_fleet_rows_meter_every_role(tmp_path: Path) -> None:
+    """Issue 14's rows: separate processes, CPU per workflow by role, and the floor."""
+    only = ["fleet_service_w1", "fleet_service_w2", "floor"]
+    if importlib.util.find_spec("dbos") is not None:
+        only.append("fleet_dbos_queue")
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--quick",
+        "--scale",
+        "0.25",
+        "--quiet",
+        "--no-plots",
+        "--only",
+        ",".join(only),
+        "--admin-url",
+        admin_url(),
+        "--out",
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=140, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = json.loads((tmp_path / "report.json").read_text())["runs"]
+    for key in only[:2]:
+        run = runs[key]
+        assert "failed" not in run, run
+        assert run["completed_in_window"] > 0
+        assert run["cpu_ms_per_wf_by_role"].keys() == {"server", "workers", "submitter", "postgres"}
+        assert all(value > 0 for value in run["cpu_ms_per_wf_by_role"].values()), run
+        assert run["load_snapshot_server"]["count"] > 0
+    assert runs["floor"]["server_cpu_ms_per_wf"] > 0 and runs["floor"]["wf_per_s"] > 0
+    if "fleet_dbos_queue" in runs:
+        assert runs["fleet_dbos_queue"]["completed_in_window"] > 0, runs["fleet_dbos_queue"]
+    assert "### Separate processes, CPU per workflow by role" in (tmp_path / "report.md").read_text()

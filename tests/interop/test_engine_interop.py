@@ -596,7 +596,7 @@ async def test_engine_first_the_service_adopts_its_schema_unchanged(make_databas
             assert {t: await table_rows(pg, t) for t in rows_before} == rows_before
             schema_after = await describe_schema(url)
             assert schema_after["tables"].pop("sayiir_grpc_schema_migrations")
-            # Our own tables (sayiir_grpc_*, e.g. the idempotency keys) are additions the engine never reads.
+            # Our own tables (sayiir_grpc_*, e.g. the idempotency keys) are additions too.
             for name in [name for name in schema_after["tables"] if name.startswith("sayiir_grpc_")]:
                 schema_after["tables"].pop(name)
             assert without_service_indexes(schema_after) == schema_before

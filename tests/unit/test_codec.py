@@ -160,6 +160,34 @@ def test_strings_are_escaped_like_serde() -> None:
     assert '"error":"\x7f\u2028"' in text
 
 
+def test_every_character_is_escaped_as_serde_escapes_it() -> None:
+    # serde_json escapes `"`, `\\` and U+0000..U+001F (\b \t \n \f \r short,
+    # the rest as lowercase \u00XX) and nothing else; so does
+    # json.dumps(ensure_ascii=False), the reference the fast path is held to.
+    step = 4096
+    for start in range(0, 0x110000, step):
+        chunk = "".join(chr(c) for c in range(start, min(start + step, 0x110000)) if not 0xD800 <= c <= 0xDFFF)
+        snapshot = WorkflowSnapshot.new(chunk, "h")
+        expected = json.dumps(chunk, ensure_ascii=False)
+        assert encode_json(snapshot).decode().startswith('{"instance_id":' + expected + ",")
+    assert json.dumps("\x08\x0c\x1f", ensure_ascii=False) == '"\\b\\f\\u001f"'
+
+
+def test_byte_buffers_are_integer_arrays() -> None:
+    snapshot = WorkflowSnapshot.with_initial_input("wf", "h", bytes(range(256)))
+    text = encode_json(snapshot).decode()
+    assert '"initial_input":[' + ",".join(str(b) for b in range(256)) + "]" in text
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"{", b'{"instance_id":"\\ud800"}', b"\xff", b'{"a":NaN}', b'{"created_at":' + b"9" * 30 + b"}"],
+)
+def test_payloads_serde_refuses_are_serialization_errors(payload: bytes) -> None:
+    with pytest.raises(SerializationError):
+        JsonCodec().decode(frame(CodecId.JSON, payload))
+
+
 def test_reads_the_max_attempts_alias_and_ignores_unknown_fields() -> None:
     snapshot = WorkflowSnapshot.new("wf", "h")
     snapshot.task_retries[TaskId.sha256("t")] = TaskRetryState(1, RetryPolicy(5), "e", Timestamp(0))

@@ -283,6 +283,9 @@ export class SayiirClient {
       ttl: ttl(options.ttlMs === undefined ? 30_000 : options.ttlMs, "ttlMs"),
       agingInterval: durationFromMs(options.agingIntervalMs ?? DEFAULT_AGING_INTERVAL_MS, "agingIntervalMs"),
       workerTags: [...(options.workerTags ?? [])],
+      // Long poll and the light form are not offered by this client yet.
+      wait: undefined,
+      omitSnapshot: false,
     });
     return response.tasks.map(availableTaskFromProto);
   }
@@ -309,6 +312,9 @@ export class SayiirClient {
       nextTaskPriority: options.nextTaskPriority,
       nextTaskTags: [...(options.nextTaskTags ?? [])],
       finalOutput: options.finalOutput === undefined ? undefined : payloadToBytes(options.finalOutput, "finalOutput"),
+      // "Continue where you are" is not offered by this client yet.
+      claimNextTtl: undefined,
+      agingInterval: undefined,
     });
     return response.completed;
   }

@@ -32,6 +32,22 @@ from sayiir_grpc.wakeup import WakeupHub
 
 MAX_LIMIT = 1000
 DEFAULT_AGING_S = 300.0
+MAX_WAIT_S = 300.0
+# A long poll looks again this often even without a hint: hints are best
+# effort, and a claim that expires wakes nobody.
+LONG_POLL_RECHECK_S = 1.0
+# A long poll answers this long before the call's deadline, so the answer
+# (and any task claimed) reaches the worker instead of a DEADLINE_EXCEEDED.
+DEADLINE_MARGIN_S = 0.25
+
+
+def aging_from(
+    request: rpc_pb.FindAvailableTasksRequest | rpc_pb.ClaimAvailableTasksRequest | rpc_pb.CompleteTaskRequest,
+) -> float:
+    """The aging interval of a dispatch call or of a continued claim's fairness check, in seconds."""
+    if not request.HasField("aging_interval"):
+        return DEFAULT_AGING_S
+    return checks.positive_seconds("aging_interval", request.aging_interval)
 
 
 ClaimRequest = (
@@ -55,15 +71,27 @@ def dispatch_args(
     request: rpc_pb.FindAvailableTasksRequest | rpc_pb.ClaimAvailableTasksRequest,
 ) -> tuple[str, int, float, list[str]]:
     """(worker_id, limit, aging interval in seconds, worker tags) of a dispatch call, each checked."""
-    aging = DEFAULT_AGING_S
-    if request.HasField("aging_interval"):
-        aging = checks.positive_seconds("aging_interval", request.aging_interval)
     return (
         checks.check_worker_id("worker_id", request.worker_id),
         checks.check_limit("limit", request.limit, MAX_LIMIT),
-        aging,
+        aging_from(request),
         checks.check_tags("worker_tags", list(request.worker_tags)),
     )
+
+
+def wait_from(request: rpc_pb.ClaimAvailableTasksRequest, context: Context) -> float:
+    """How long a claim call may wait for a task: its `wait`, cut to the deadline."""
+    if not request.HasField("wait"):
+        return 0.0
+    wait = request.wait.seconds + request.wait.nanos / 1e9
+    if wait < 0:
+        raise checks.InvalidField("wait", "must not be negative")
+    if wait > MAX_WAIT_S:
+        raise checks.InvalidField("wait", f"must be at most {int(MAX_WAIT_S)} seconds")
+    remaining = context.time_remaining()
+    if remaining is not None:
+        wait = min(wait, remaining - DEADLINE_MARGIN_S)
+    return max(wait, 0.0)
 
 
 def ttl_from(request: rpc_pb.ClaimTaskRequest | rpc_pb.ClaimAvailableTasksRequest) -> float | None:
@@ -71,11 +99,20 @@ def ttl_from(request: rpc_pb.ClaimTaskRequest | rpc_pb.ClaimAvailableTasksReques
 
 
 class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
-    def __init__(self, db: Database, codec: SnapshotCodec, hub: WakeupHub, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        codec: SnapshotCodec,
+        hub: WakeupHub,
+        metrics: Metrics | None = None,
+        sweep_in_claims: bool = True,
+    ) -> None:
         self.db = db
         self.codec = codec
         self.hub = hub
         self.metrics = metrics
+        # False when this process sweeps in the background (RunningServer._sweep_loop).
+        self.sweep_in_claims = sweep_in_claims
 
     @rpc
     @idempotent(rpc_pb.ClaimTaskResponse)
@@ -143,14 +180,28 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return rpc_pb.SaveSnapshotFencedResponse(written=written)
 
     @rpc
-    @idempotent(rpc_pb.ClaimAvailableTasksResponse)
     async def ClaimAvailableTasks(
+        self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
+    ) -> rpc_pb.ClaimAvailableTasksResponse:
+        _, _, _, tags = dispatch_args(request)
+        wait = wait_from(request, context)
+        if wait > 0:
+            # The long poll waits outside any transaction (no connection held),
+            # then claims once, under the call's idempotency key.
+            await self._wait_until_ready(tags, wait)
+        return await self._claim_available(request, context)
+
+    @idempotent(rpc_pb.ClaimAvailableTasksResponse)
+    async def _claim_available(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
     ) -> rpc_pb.ClaimAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         ttl = ttl_from(request)
-        tasks = await dispatch.claim_available_tasks(self.db, self.codec, worker_id, limit, ttl, aging, tags)
-        messages = [convert.available_task_to_proto(t) for t in tasks]
+        tasks = await dispatch.claim_available_tasks(
+            self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims
+        )
+        with_snapshot = not request.omit_snapshot
+        messages = [convert.available_task_to_proto(t, with_snapshot) for t in tasks]
         fit = limits.fitting(m.ByteSize() for m in messages)
         if fit < len(messages):
             # Same transaction (@idempotent): the claims left out are never committed.
@@ -158,6 +209,29 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         if self.metrics is not None and fit:
             self.metrics.claims_granted.inc(fit)
         return rpc_pb.ClaimAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
+
+    async def _wait_until_ready(self, tags: list[str], wait: float) -> None:
+        """Until a task these tags may take is ready, or `wait` seconds pass.
+
+        Each ready task wakes one waiting call of this process (its hint);
+        with no hint the readiness is looked at again every
+        LONG_POLL_RECHECK_S (hints are best effort). The claim that follows
+        may still come back empty when another worker was faster."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not self.hub.stopping:
+            # Registered before looking: a hint committed meanwhile still wakes us.
+            waiter = self.hub.wait_for_task(tags)
+            try:
+                if await dispatch.any_ready(self.db, tags):
+                    return
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.woken.wait(), min(left, LONG_POLL_RECHECK_S))
+            finally:
+                self.hub.stop_waiting(waiter)
 
     @rpc
     @idempotent(rpc_pb.CompleteTaskResponse)
@@ -172,12 +246,23 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             tags = checks.check_tags("next_task_tags", list(request.next_task_tags))
             next_task = (next_id, priority, tags)
         final = request.final_output if request.HasField("final_output") else None
-        completed = await store.complete_task(
-            self.db, self.codec, instance_id, task_id, worker_id, request.output, next_task, final
+        claim_next = None
+        if request.HasField("claim_next_ttl"):
+            if next_task is None:
+                raise checks.InvalidField("claim_next_ttl", "needs next_task_id")
+            claim_next = (checks.positive_seconds("claim_next_ttl", request.claim_next_ttl), aging_from(request))
+        completed, following = await store.complete_task(
+            self.db, self.codec, instance_id, task_id, worker_id, request.output, next_task, final, claim_next
         )
-        if not completed and self.metrics is not None:
-            self.metrics.claims_lost.inc()
-        return rpc_pb.CompleteTaskResponse(completed=completed)
+        if self.metrics is not None:
+            if not completed:
+                self.metrics.claims_lost.inc()
+            elif following is not None:
+                self.metrics.claims_granted.inc()
+        response = rpc_pb.CompleteTaskResponse(completed=completed)
+        if following is not None:
+            response.next.CopyFrom(convert.available_task_to_proto(following, with_snapshot=False))
+        return response
 
     async def WatchWakeups(
         self, request: rpc_pb.WatchWakeupsRequest, context: Context

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from sayiir_common.model import STATUS_NAMES
 from sayiir_grpc.db import Database
-from sayiir_grpc.stores.dispatch import _AT_TASK, _DUE_DELAY, ELIGIBLE
-from sayiir_grpc.stores.history import LIVE_CLAIM
+from sayiir_grpc.stores.dispatch import _AT_TASK, _DUE_DELAY
+from sayiir_grpc.stores.history import ELIGIBLE, LIVE_CLAIM
 
 # Dispatch binds $2 to the worker's tags; NULL is an untagged worker, who takes every task.
 _RUNNABLE = f"(({_AT_TASK}) OR ({_DUE_DELAY})) AND {ELIGIBLE}".replace("$2::text[]", "NULL::text[]")

@@ -18,8 +18,10 @@ from sayiir_common.ids import TaskId
 from sayiir_common.model import AtDelay, AtTask, AvailableTask, InProgress, Timestamp, WorkflowSnapshot
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores.history import (
+    ELIGIBLE,
     LIVE_CLAIM,
     decode_snapshot,
+    eligible,
     lock_for_mutation,
     reread_snapshot,
     snapshot_of,
@@ -28,19 +30,6 @@ from sayiir_grpc.stores.history import (
 )
 from sayiir_grpc.stores.signal_store import check_control_signals
 from sayiir_grpc.stores.task_claim_store import RELEASE_MANY
-
-
-# "Claimable right now": no live claim and no pending cancel or pause. One
-# fragment for the dispatch scan and the hinted lookup, so the two paths can
-# never disagree. A claim without expiry is live until released.
-def _eligible(row: str) -> str:
-    return f"""
-NOT EXISTS (SELECT 1 FROM sayiir_workflow_claims c WHERE c.instance_id = {row}.instance_id AND {LIVE_CLAIM})
-AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_signals sig WHERE sig.instance_id = {row}.instance_id)
-"""
-
-
-ELIGIBLE = _eligible("s")
 
 # Dispatch scan. LIMIT-bounded arms, each read in the order of a partial
 # index that holds only the rows it can take (migration 0003): ready at a
@@ -120,7 +109,7 @@ def _ready_arm(name: str, order: str, gate: str = "TRUE") -> str:
     """Candidates from the covering index (r), then locked and re-checked (s)."""
     candidates = f"""
         SELECT r.instance_id FROM sayiir_workflow_snapshots r
-        WHERE {_at_task("r")} AND {_not_running("r")} AND {_eligible("r")} AND {gate}
+        WHERE {_at_task("r")} AND {_not_running("r")} AND {eligible("r")} AND {gate}
         ORDER BY {order.format(row="r")}
         LIMIT {_SLACK} * $1"""
     return _locked(name, f"s.instance_id IN ({candidates}) AND {_at_task('s')}", order.format(row="s"))
@@ -220,7 +209,7 @@ def task_input(snapshot: WorkflowSnapshot) -> bytes | None:
     return snapshot.get_last_task_output()
 
 
-def available_task(snapshot: WorkflowSnapshot, task_id: TaskId) -> AvailableTask:
+def available_task(snapshot: WorkflowSnapshot, task_id: TaskId, version: int = 0) -> AvailableTask:
     return AvailableTask(
         snapshot.instance_id,
         task_id,
@@ -228,6 +217,7 @@ def available_task(snapshot: WorkflowSnapshot, task_id: TaskId) -> AvailableTask
         snapshot.definition_hash,
         snapshot.trace_parent,
         snapshot,
+        version,
     )
 
 
@@ -356,6 +346,28 @@ async def _reread(db: Database, codec: SnapshotCodec, row: asyncpg.Record) -> Wo
     return snapshot
 
 
+# Is a task ready that a worker with these tags ($1; NULL: untagged) may
+# take? What a long poll looks at between hints; it claims nothing.
+ANY_READY = f"SELECT EXISTS (SELECT 1 FROM sayiir_workflow_snapshots s WHERE {_AT_TASK} AND {ELIGIBLE})".replace(
+    "$2::text[]", "$1::text[]"
+)
+
+
+async def any_ready(db: Database, worker_tags: list[str]) -> bool:
+    ready: bool = await db.run("any_ready", lambda c: c.fetchval(ANY_READY, worker_tags or None), transaction=False)
+    return ready
+
+
+async def sweep(db: Database, codec: SnapshotCodec, limit: int) -> int:
+    """Apply the pending signals of idle workflows and advance due delays, at
+    most `limit` of each; returns the larger count (a full batch: run again)."""
+    signalled = await apply_idle_signals(db, codec, limit)
+    due = await db.run("due_delays", lambda c: c.fetch(DUE_DELAYS, limit), transaction=False)
+    for row in due:
+        await _advance_due_delay(db, codec, row["instance_id"])
+    return max(signalled, len(due))
+
+
 async def claim_available_tasks(
     db: Database,
     codec: SnapshotCodec,
@@ -364,12 +376,14 @@ async def claim_available_tasks(
     ttl_s: float | None,
     aging_interval_s: float,
     worker_tags: list[str],
+    sweep_first: bool = True,
 ) -> list[AvailableTask]:
-    """Find and claim up to `limit` ready tasks for `worker_id`."""
-    await apply_idle_signals(db, codec, limit)
-    due = await db.run("due_delays", lambda c: c.fetch(DUE_DELAYS, limit), transaction=False)
-    for row in due:
-        await _advance_due_delay(db, codec, row["instance_id"])
+    """Find and claim up to `limit` ready tasks for `worker_id`.
+
+    `sweep_first=False` when a background sweeper applies idle signals and
+    due delays instead (two statements fewer per call)."""
+    if sweep_first:
+        await sweep(db, codec, limit)
     tags = worker_tags or None
     rows = await db.run(
         "claim_available_tasks",
@@ -386,7 +400,7 @@ async def claim_available_tasks(
         if snapshot is None or task_id is None:
             not_runnable.append(row["instance_id"])
             continue
-        claimed.append(available_task(snapshot, task_id))
+        claimed.append(available_task(snapshot, task_id, row["history_version"]))
     if not_runnable:
         # Done already or backing off: give them back at once.
         await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)

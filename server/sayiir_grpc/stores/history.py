@@ -24,6 +24,20 @@ from sayiir_grpc.stores import TASK_READY_CHANNEL
 # with the claim row aliased `c`.
 LIVE_CLAIM = "(c.expires_at IS NULL OR c.expires_at > now())"
 
+
+def eligible(row: str) -> str:
+    """ "Claimable right now", for the snapshot row aliased `row`: no live claim
+    and no pending cancel or pause. One fragment for the dispatch scan, the
+    hinted lookup and the fairness check of a continued claim, so they never
+    disagree."""
+    return f"""
+NOT EXISTS (SELECT 1 FROM sayiir_workflow_claims c WHERE c.instance_id = {row}.instance_id AND {LIVE_CLAIM})
+AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_signals sig WHERE sig.instance_id = {row}.instance_id)
+"""
+
+
+ELIGIBLE = eligible("s")
+
 # The snapshot row lock every read-modify-write and every fenced write takes
 # first: one lock order (snapshot row, then claim or signal rows) everywhere.
 LOCK_SNAPSHOT_ROW = "SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = $1 FOR UPDATE"

@@ -25,20 +25,22 @@ class TaskClaim(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., task_id: _Optional[bytes] = ..., worker_id: _Optional[str] = ..., claimed_at: _Optional[int] = ..., expires_at: _Optional[int] = ...) -> None: ...
 
 class AvailableTask(_message.Message):
-    __slots__ = ("instance_id", "task_id", "input", "workflow_definition_hash", "trace_parent", "snapshot")
+    __slots__ = ("instance_id", "task_id", "input", "workflow_definition_hash", "trace_parent", "snapshot", "version")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_DEFINITION_HASH_FIELD_NUMBER: _ClassVar[int]
     TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     task_id: bytes
     input: bytes
     workflow_definition_hash: bytes
     trace_parent: str
     snapshot: _snapshot_pb2.WorkflowSnapshot
-    def __init__(self, instance_id: _Optional[str] = ..., task_id: _Optional[bytes] = ..., input: _Optional[bytes] = ..., workflow_definition_hash: _Optional[bytes] = ..., trace_parent: _Optional[str] = ..., snapshot: _Optional[_Union[_snapshot_pb2.WorkflowSnapshot, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, instance_id: _Optional[str] = ..., task_id: _Optional[bytes] = ..., input: _Optional[bytes] = ..., workflow_definition_hash: _Optional[bytes] = ..., trace_parent: _Optional[str] = ..., snapshot: _Optional[_Union[_snapshot_pb2.WorkflowSnapshot, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class TaskWakeupHint(_message.Message):
     __slots__ = ("instance_id", "task_id", "definition_hash", "tags")
@@ -167,18 +169,22 @@ class WatchWakeupsRequest(_message.Message):
     def __init__(self, worker_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClaimAvailableTasksRequest(_message.Message):
-    __slots__ = ("worker_id", "limit", "ttl", "aging_interval", "worker_tags")
+    __slots__ = ("worker_id", "limit", "ttl", "aging_interval", "worker_tags", "wait", "omit_snapshot")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
     AGING_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     WORKER_TAGS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    OMIT_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     limit: int
     ttl: _duration_pb2.Duration
     aging_interval: _duration_pb2.Duration
     worker_tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., limit: _Optional[int] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., aging_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    wait: _duration_pb2.Duration
+    omit_snapshot: bool
+    def __init__(self, worker_id: _Optional[str] = ..., limit: _Optional[int] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., aging_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker_tags: _Optional[_Iterable[str]] = ..., wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., omit_snapshot: _Optional[bool] = ...) -> None: ...
 
 class ClaimAvailableTasksResponse(_message.Message):
     __slots__ = ("tasks", "more_ready")
@@ -189,7 +195,7 @@ class ClaimAvailableTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[AvailableTask, _Mapping]]] = ..., more_ready: _Optional[bool] = ...) -> None: ...
 
 class CompleteTaskRequest(_message.Message):
-    __slots__ = ("instance_id", "task_id", "worker_id", "output", "next_task_id", "next_task_priority", "next_task_tags", "final_output")
+    __slots__ = ("instance_id", "task_id", "worker_id", "output", "next_task_id", "next_task_priority", "next_task_tags", "final_output", "claim_next_ttl", "aging_interval")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +204,8 @@ class CompleteTaskRequest(_message.Message):
     NEXT_TASK_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     NEXT_TASK_TAGS_FIELD_NUMBER: _ClassVar[int]
     FINAL_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_NEXT_TTL_FIELD_NUMBER: _ClassVar[int]
+    AGING_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     task_id: bytes
     worker_id: str
@@ -206,13 +214,17 @@ class CompleteTaskRequest(_message.Message):
     next_task_priority: int
     next_task_tags: _containers.RepeatedScalarFieldContainer[str]
     final_output: bytes
-    def __init__(self, instance_id: _Optional[str] = ..., task_id: _Optional[bytes] = ..., worker_id: _Optional[str] = ..., output: _Optional[bytes] = ..., next_task_id: _Optional[bytes] = ..., next_task_priority: _Optional[int] = ..., next_task_tags: _Optional[_Iterable[str]] = ..., final_output: _Optional[bytes] = ...) -> None: ...
+    claim_next_ttl: _duration_pb2.Duration
+    aging_interval: _duration_pb2.Duration
+    def __init__(self, instance_id: _Optional[str] = ..., task_id: _Optional[bytes] = ..., worker_id: _Optional[str] = ..., output: _Optional[bytes] = ..., next_task_id: _Optional[bytes] = ..., next_task_priority: _Optional[int] = ..., next_task_tags: _Optional[_Iterable[str]] = ..., final_output: _Optional[bytes] = ..., claim_next_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., aging_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class CompleteTaskResponse(_message.Message):
-    __slots__ = ("completed",)
+    __slots__ = ("completed", "next")
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
     completed: bool
-    def __init__(self, completed: _Optional[bool] = ...) -> None: ...
+    next: AvailableTask
+    def __init__(self, completed: _Optional[bool] = ..., next: _Optional[_Union[AvailableTask, _Mapping]] = ...) -> None: ...
 
 class LoadTaskResultRequest(_message.Message):
     __slots__ = ("instance_id", "task_id")

@@ -146,7 +146,11 @@ class TaskClaimStoreServicer:
     def ClaimAvailableTasks(self, request, context):
         """The fast path of FindAvailableTasks + ClaimTask: find ready tasks and
         claim them for the worker in one statement. Only tasks at AtTask are
-        returned, each already claimed; due delays are advanced first.
+        returned, each already claimed. Due delays and the pending signals of
+        idle workflows are applied by each server process in the background.
+        With `wait`, a call that finds nothing waits (long poll) until a task
+        the worker may run becomes ready, then claims it; each ready task
+        wakes one waiting call of a server process, not every worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,7 +161,9 @@ class TaskClaimStoreServicer:
         in one transaction, record the claimed task's output, move to the next
         task (or complete the workflow), and release the claim. `completed` is
         false, and nothing is written, when the worker does not hold the live
-        claim or the workflow is no longer at that task.
+        claim or the workflow is no longer at that task. With `claim_next_ttl`
+        the worker keeps the workflow: the claim moves to the next task in the
+        same transaction and that task comes back in `next`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

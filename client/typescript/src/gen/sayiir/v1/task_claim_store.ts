@@ -70,8 +70,15 @@ export interface AvailableTask {
   traceParent?:
     | string
     | undefined;
-  /** The snapshot at dispatch time, task outputs included. */
-  snapshot: WorkflowSnapshot | undefined;
+  /**
+   * The snapshot at dispatch time, task outputs included; absent when the
+   * request asked for the light form (`omit_snapshot`, `claim_next_ttl`).
+   */
+  snapshot:
+    | WorkflowSnapshot
+    | undefined;
+  /** The snapshot's history version the task was read at. */
+  version: bigint;
 }
 
 /** A task-ready hint (the payload of the `sayiir_task_ready` notification). */
@@ -233,6 +240,19 @@ export interface ClaimAvailableTasksRequest {
     | undefined;
   /** The worker's tags; empty takes every task. */
   workerTags: string[];
+  /**
+   * Long poll: when no task is ready, wait up to this long (and never past
+   * the call's deadline) for one, then claim it. Absent or zero answers at
+   * once. At most 300 seconds.
+   */
+  wait:
+    | Duration
+    | undefined;
+  /**
+   * Leave `snapshot` out of the returned tasks: task id, input, definition
+   * hash, trace parent and version are all a worker needs to run a task.
+   */
+  omitSnapshot: boolean;
 }
 
 /** ClaimAvailableTasks result. */
@@ -268,13 +288,33 @@ export interface CompleteTaskRequest {
   /** Tags of the next task. */
   nextTaskTags: string[];
   /** The workflow's final output when it completes; absent means `output`. */
-  finalOutput?: Uint8Array | undefined;
+  finalOutput?:
+    | Uint8Array
+    | undefined;
+  /**
+   * Continue where you are: with `next_task_id`, claim the next task for
+   * this worker in the same transaction, with this lifetime (positive, as
+   * ClaimAvailableTasksRequest.ttl), instead of releasing the claim. Not
+   * granted (the claim is released as usual) when a ready task of another
+   * workflow outranks the next one by priority, aged one level per
+   * `aging_interval`, or is older than `aging_interval`.
+   */
+  claimNextTtl:
+    | Duration
+    | undefined;
+  /** Aging of the fairness check of `claim_next_ttl`; absent means 5 minutes. */
+  agingInterval: Duration | undefined;
 }
 
 /** CompleteTask result. */
 export interface CompleteTaskResponse {
   /** True when written; false when the claim was lost (nothing written). */
   completed: boolean;
+  /**
+   * The next task, claimed for the same worker (light form: no snapshot),
+   * when `claim_next_ttl` was given and the continued claim was granted.
+   */
+  next: AvailableTask | undefined;
 }
 
 /** LoadTaskResult input. */
@@ -410,6 +450,7 @@ function createBaseAvailableTask(): AvailableTask {
     workflowDefinitionHash: new Uint8Array(0),
     traceParent: undefined,
     snapshot: undefined,
+    version: 0n,
   };
 }
 
@@ -432,6 +473,12 @@ export const AvailableTask: MessageFns<AvailableTask> = {
     }
     if (message.snapshot !== undefined) {
       WorkflowSnapshot.encode(message.snapshot, writer.uint32(50).fork()).join();
+    }
+    if (message.version !== 0n) {
+      if (BigInt.asIntN(64, message.version) !== message.version) {
+        throw new globalThis.Error("value provided for field message.version of type int64 too large");
+      }
+      writer.uint32(56).int64(message.version);
     }
     return writer;
   },
@@ -497,6 +544,14 @@ export const AvailableTask: MessageFns<AvailableTask> = {
             message.snapshot = WorkflowSnapshot.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.version = reader.int64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -522,6 +577,7 @@ export const AvailableTask: MessageFns<AvailableTask> = {
     message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
       ? WorkflowSnapshot.fromPartial(object.snapshot)
       : undefined;
+    message.version = (object.version !== undefined && object.version !== null) ? BigInt(object.version) : 0n;
     return message;
   },
 };
@@ -1611,7 +1667,15 @@ export const WatchWakeupsRequest: MessageFns<WatchWakeupsRequest> = {
 };
 
 function createBaseClaimAvailableTasksRequest(): ClaimAvailableTasksRequest {
-  return { workerId: "", limit: 0, ttl: undefined, agingInterval: undefined, workerTags: [] };
+  return {
+    workerId: "",
+    limit: 0,
+    ttl: undefined,
+    agingInterval: undefined,
+    workerTags: [],
+    wait: undefined,
+    omitSnapshot: false,
+  };
 }
 
 export const ClaimAvailableTasksRequest: MessageFns<ClaimAvailableTasksRequest> = {
@@ -1630,6 +1694,12 @@ export const ClaimAvailableTasksRequest: MessageFns<ClaimAvailableTasksRequest> 
     }
     for (const v of message.workerTags) {
       writer.uint32(42).string(v!);
+    }
+    if (message.wait !== undefined) {
+      Duration.encode(message.wait, writer.uint32(50).fork()).join();
+    }
+    if (message.omitSnapshot !== false) {
+      writer.uint32(56).bool(message.omitSnapshot);
     }
     return writer;
   },
@@ -1687,6 +1757,22 @@ export const ClaimAvailableTasksRequest: MessageFns<ClaimAvailableTasksRequest> 
             message.workerTags.push(reader.string());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.wait = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.omitSnapshot = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1711,6 +1797,8 @@ export const ClaimAvailableTasksRequest: MessageFns<ClaimAvailableTasksRequest> 
       ? Duration.fromPartial(object.agingInterval)
       : undefined;
     message.workerTags = object.workerTags?.map((e) => e) || [];
+    message.wait = (object.wait !== undefined && object.wait !== null) ? Duration.fromPartial(object.wait) : undefined;
+    message.omitSnapshot = object.omitSnapshot ?? false;
     return message;
   },
 };
@@ -1792,6 +1880,8 @@ function createBaseCompleteTaskRequest(): CompleteTaskRequest {
     nextTaskPriority: undefined,
     nextTaskTags: [],
     finalOutput: undefined,
+    claimNextTtl: undefined,
+    agingInterval: undefined,
   };
 }
 
@@ -1820,6 +1910,12 @@ export const CompleteTaskRequest: MessageFns<CompleteTaskRequest> = {
     }
     if (message.finalOutput !== undefined) {
       writer.uint32(66).bytes(message.finalOutput);
+    }
+    if (message.claimNextTtl !== undefined) {
+      Duration.encode(message.claimNextTtl, writer.uint32(74).fork()).join();
+    }
+    if (message.agingInterval !== undefined) {
+      Duration.encode(message.agingInterval, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -1901,6 +1997,22 @@ export const CompleteTaskRequest: MessageFns<CompleteTaskRequest> = {
             message.finalOutput = reader.bytes();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.claimNextTtl = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.agingInterval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1926,18 +2038,27 @@ export const CompleteTaskRequest: MessageFns<CompleteTaskRequest> = {
     message.nextTaskPriority = object.nextTaskPriority ?? undefined;
     message.nextTaskTags = object.nextTaskTags?.map((e) => e) || [];
     message.finalOutput = object.finalOutput ?? undefined;
+    message.claimNextTtl = (object.claimNextTtl !== undefined && object.claimNextTtl !== null)
+      ? Duration.fromPartial(object.claimNextTtl)
+      : undefined;
+    message.agingInterval = (object.agingInterval !== undefined && object.agingInterval !== null)
+      ? Duration.fromPartial(object.agingInterval)
+      : undefined;
     return message;
   },
 };
 
 function createBaseCompleteTaskResponse(): CompleteTaskResponse {
-  return { completed: false };
+  return { completed: false, next: undefined };
 }
 
 export const CompleteTaskResponse: MessageFns<CompleteTaskResponse> = {
   encode(message: CompleteTaskResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.completed !== false) {
       writer.uint32(8).bool(message.completed);
+    }
+    if (message.next !== undefined) {
+      AvailableTask.encode(message.next, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1963,6 +2084,14 @@ export const CompleteTaskResponse: MessageFns<CompleteTaskResponse> = {
             message.completed = reader.bool();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.next = AvailableTask.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1981,6 +2110,9 @@ export const CompleteTaskResponse: MessageFns<CompleteTaskResponse> = {
   fromPartial(object: DeepPartial<CompleteTaskResponse>): CompleteTaskResponse {
     const message = createBaseCompleteTaskResponse();
     message.completed = object.completed ?? false;
+    message.next = (object.next !== undefined && object.next !== null)
+      ? AvailableTask.fromPartial(object.next)
+      : undefined;
     return message;
   },
 };
@@ -2212,7 +2344,11 @@ export const TaskClaimStoreService = {
   /**
    * The fast path of FindAvailableTasks + ClaimTask: find ready tasks and
    * claim them for the worker in one statement. Only tasks at AtTask are
-   * returned, each already claimed; due delays are advanced first.
+   * returned, each already claimed. Due delays and the pending signals of
+   * idle workflows are applied by each server process in the background.
+   * With `wait`, a call that finds nothing waits (long poll) until a task
+   * the worker may run becomes ready, then claims it; each ready task
+   * wakes one waiting call of a server process, not every worker.
    */
   claimAvailableTasks: {
     path: "/sayiir.v1.TaskClaimStore/ClaimAvailableTasks" as const,
@@ -2230,7 +2366,9 @@ export const TaskClaimStoreService = {
    * in one transaction, record the claimed task's output, move to the next
    * task (or complete the workflow), and release the claim. `completed` is
    * false, and nothing is written, when the worker does not hold the live
-   * claim or the workflow is no longer at that task.
+   * claim or the workflow is no longer at that task. With `claim_next_ttl`
+   * the worker keeps the workflow: the claim moves to the next task in the
+   * same transaction and that task comes back in `next`.
    */
   completeTask: {
     path: "/sayiir.v1.TaskClaimStore/CompleteTask" as const,
@@ -2282,7 +2420,11 @@ export interface TaskClaimStoreServer extends UntypedServiceImplementation {
   /**
    * The fast path of FindAvailableTasks + ClaimTask: find ready tasks and
    * claim them for the worker in one statement. Only tasks at AtTask are
-   * returned, each already claimed; due delays are advanced first.
+   * returned, each already claimed. Due delays and the pending signals of
+   * idle workflows are applied by each server process in the background.
+   * With `wait`, a call that finds nothing waits (long poll) until a task
+   * the worker may run becomes ready, then claims it; each ready task
+   * wakes one waiting call of a server process, not every worker.
    */
   claimAvailableTasks: handleUnaryCall<ClaimAvailableTasksRequest, ClaimAvailableTasksResponse>;
   /**
@@ -2290,7 +2432,9 @@ export interface TaskClaimStoreServer extends UntypedServiceImplementation {
    * in one transaction, record the claimed task's output, move to the next
    * task (or complete the workflow), and release the claim. `completed` is
    * false, and nothing is written, when the worker does not hold the live
-   * claim or the workflow is no longer at that task.
+   * claim or the workflow is no longer at that task. With `claim_next_ttl`
+   * the worker keeps the workflow: the claim moves to the next task in the
+   * same transaction and that task comes back in `next`.
    */
   completeTask: handleUnaryCall<CompleteTaskRequest, CompleteTaskResponse>;
 }
@@ -2422,7 +2566,11 @@ export interface TaskClaimStoreClient extends Client {
   /**
    * The fast path of FindAvailableTasks + ClaimTask: find ready tasks and
    * claim them for the worker in one statement. Only tasks at AtTask are
-   * returned, each already claimed; due delays are advanced first.
+   * returned, each already claimed. Due delays and the pending signals of
+   * idle workflows are applied by each server process in the background.
+   * With `wait`, a call that finds nothing waits (long poll) until a task
+   * the worker may run becomes ready, then claims it; each ready task
+   * wakes one waiting call of a server process, not every worker.
    */
   claimAvailableTasks(
     request: ClaimAvailableTasksRequest,
@@ -2444,7 +2592,9 @@ export interface TaskClaimStoreClient extends Client {
    * in one transaction, record the claimed task's output, move to the next
    * task (or complete the workflow), and release the claim. `completed` is
    * false, and nothing is written, when the worker does not hold the live
-   * claim or the workflow is no longer at that task.
+   * claim or the workflow is no longer at that task. With `claim_next_ttl`
+   * the worker keeps the workflow: the claim moves to the next task in the
+   * same transaction and that task comes back in `next`.
    */
   completeTask(
     request: CompleteTaskRequest,
