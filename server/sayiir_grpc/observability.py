@@ -22,6 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from sayiir_common.errors import InvalidArgumentError
+from sayiir_common.model import STATUS_NAMES, TERMINAL_STATUSES
 from sayiir_grpc.errors import abort
 from sayiir_grpc.security import unparsed
 
@@ -96,6 +97,11 @@ class Metrics:
         self.purged = Counter(
             "sayiir_grpc_purged", "Finished workflows purged by retention, by status.", ["status"], registry=r
         )
+        # Every finished status is scraped from the start (0 before a purge), so
+        # rate() and alerts see the series before the first purge, not after.
+        for status in STATUS_NAMES:
+            if status in TERMINAL_STATUSES:
+                self.purged.labels(status)
         # The backlog (sayiir_grpc.backlog): bounded labels, the five engine statuses only.
         # Database-wide figures every process of `serve --workers N` reads: the latest one is shown.
         backlog: Literal["livemostrecent"] = "livemostrecent"
