@@ -272,6 +272,13 @@ async def test_node_worker_completes_workflows_submitted_from_python(
         assert await claim_count(clean_pg) == 0
         assert not worker.of("error") and not worker.of("claim-lost"), worker.describe()
 
+        # Continue where you are: a lone worker is handed each workflow's
+        # next step by completeTask, so only first steps come from the long poll.
+        continued = {(e["instance"], e["step"]): e["continued"] for e in worker.of("claimed")}
+        for instance_id in arith:
+            steps = WORKFLOWS["arith-v1"]
+            assert [continued[(instance_id, step)] for step in steps] == [False, True, True], worker.describe()
+
 
 async def python_worker(target: str, worker_id: str, stop: asyncio.Event, ran: list[tuple[str, str, str]]) -> None:
     """The README's Python worker loop, for fleet-v1 workflows."""

@@ -165,11 +165,15 @@ export class Worker {
 
   /** Run a claimed task, then the next ones the service hands back with it. */
   async #handle(task) {
-    for (let current = task; current; ) current = await this.#runClaimed(current);
+    let continued = false;
+    for (let current = task; current; continued = true) current = await this.#runClaimed(current, continued);
   }
 
-  /** Run one claimed task to its end; the next task when it comes back claimed, else null. */
-  async #runClaimed(task) {
+  /**
+   * Run one claimed task to its end; the next task when it comes back
+   * claimed, else null. `continued`: handed over by completeTask.
+   */
+  async #runClaimed(task, continued) {
     const client = this.#client;
     const resolved = this.#registry.resolve(task.workflowDefinitionHash, task.taskId);
     const instance = task.instanceId;
@@ -182,6 +186,7 @@ export class Worker {
     const about = { instance, workflow: workflow.name, step: step.name };
 
     let release = true;
+    this.#emit("claimed", { ...about, continued });
     try {
       // A cancel or pause stored after the task was dispatched (or while
       // the previous step ran, for a continued task).
