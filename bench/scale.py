@@ -401,7 +401,11 @@ class Level:
 
 
 async def _prepare(level: Level, stack: contextlib.AsyncExitStack, quiet: bool) -> None:
-    level.service = start_service(level.url, ["--pool-max-connections", "3", "--pool-min-connections", "1"])
+    # Sweeps at dispatch (interval 0): the due-delay and idle-signal statements
+    # then run inside the claim and find calls this benchmark times.
+    level.service = start_service(
+        level.url, ["--pool-max-connections", "3", "--pool-min-connections", "1", "--sweep-interval", "0"]
+    )
     client = await stack.enter_async_context(connect(level.service.target, watch_wakeups=False, timeout=120.0))
     for make in TEMPLATES.values():
         await client.save_snapshot(make())
