@@ -45,19 +45,23 @@ def fitting(sizes: Iterable[int]) -> int:
     return count
 
 
-def check_snapshot_fits(snapshot: WorkflowSnapshot) -> None:
-    """Refuse a snapshot that no reply could carry, naming its size and the limit."""
+def check_snapshot_fits(snapshot: WorkflowSnapshot, limit: int | None = None) -> None:
+    """Refuse a snapshot that no reply could carry, naming its size and the limit.
+
+    `limit` defaults to the service's; the worker process passes it (it has
+    its own copy of this module, never set).
+    """
+    limit = max_reply_bytes() if limit is None else limit
     outputs = [r.output for r in (getattr(snapshot.state, "completed_tasks", None) or {}).values()]
     largest_input = max([len(snapshot.initial_input or b""), *map(len, outputs)])
     final = snapshot.final_output_bytes() or b""
     # A generous bound first: most snapshots are far below the limit, and
     # then the exact size (a conversion to the reply message) is not needed.
     rough = len(snapshot.initial_input or b"") + sum(map(len, outputs)) + len(final) + 200 * len(outputs)
-    if 2 * (rough + largest_input) + 4 * REPLY_HEADROOM < max_reply_bytes():
+    if 2 * (rough + largest_input) + 4 * REPLY_HEADROOM < limit:
         return
     size = convert.snapshot_to_proto(snapshot).ByteSize()
     needed = size + largest_input + REPLY_HEADROOM
-    limit = max_reply_bytes()
     if needed > limit:
         raise ResourceExhaustedError(
             f"the workflow {snapshot.instance_id[:256]!r} would need {needed} bytes in a reply "
