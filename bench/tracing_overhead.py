@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import sayiir_client.backend as client_backend
+import sayiir_common.calls as client_backend
 from common import DEFAULT_ADMIN_URL, create_database, drop_database
 from sayiir_client import AtTask, TaskId, WorkflowSnapshot, connect
 from sayiir_grpc.app import start

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -106,9 +107,53 @@ async def connection_error(url: str) -> BaseException | None:
     return None
 
 
+# A teardown of module or session fixtures still running after this long
+# prints every task of the session's event loop with its stack: what a hung
+# teardown awaits (pytest-timeout, at 120 s, shows only the threads).
+TEARDOWN_REPORT_S = 60.0
+_session_loop: list[asyncio.AbstractEventLoop] = []
+
+
+def _await_chain(awaitable: object) -> list[str]:
+    """Where a suspended coroutine waits: each frame down its chain of awaits."""
+    lines: list[str] = []
+    while awaitable is not None and len(lines) < 50:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "ag_frame", None)
+        frame = frame or getattr(awaitable, "gi_frame", None)
+        if frame is not None:
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "ag_await", None)
+    return lines
+
+
+def _report_pending_tasks(nodeid: str) -> None:
+    out = [f"\n=== teardown after {nodeid} still running after {TEARDOWN_REPORT_S:.0f} s; asyncio tasks:"]
+    for loop in _session_loop:
+        for task in asyncio.all_tasks(loop):
+            out.append(f"--- {task.get_name()}: {task.get_coro()!r}")
+            out.extend(_await_chain(task.get_coro()))
+    out.append(f"=== threads: {sorted(t.name for t in threading.enumerate())}")
+    print("\n".join(out), file=sys.__stderr__, flush=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if nextitem is not None and nextitem.path == item.path:
+        yield  # only function fixtures end here
+        return
+    watchdog = threading.Timer(TEARDOWN_REPORT_S, _report_pending_tasks, args=(item.nodeid,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+
+
 @pytest.fixture(scope="session", autouse=True)
 async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """The PostgreSQL server of this run (see the module docstring)."""
+    _session_loop.append(asyncio.get_running_loop())
     error = await connection_error(ADMIN_URL)
     if error is None:
         yield ADMIN_URL

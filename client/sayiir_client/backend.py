@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -15,6 +13,15 @@ import grpc
 from google.protobuf import duration_pb2
 
 from sayiir_common import convert
+from sayiir_common.aio import wait_until_set
+from sayiir_common.calls import (
+    DEFAULT_RETRY_DELAYS,
+    DEFAULT_TIMEOUT_S,
+    REQUEST_ID_METADATA,
+    Retry,
+    call_rpc,
+    open_channel,
+)
 from sayiir_common.errors import error_from_rpc
 from sayiir_common.ids import TaskId
 from sayiir_common.model import (
@@ -34,35 +41,21 @@ from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grpc
 
-DEFAULT_TIMEOUT_S = 30.0
 # Hints kept for wait_for_wakeup between calls; past this the oldest go.
 WAKEUP_BUFFER = 10_000
-# Back-off between attempts of a retried call (about 1.5 s in all).
-DEFAULT_RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8)
-# The idempotency key of one logical call, the same on each of its retries,
-# so the server can tell a retry from a new call.
-REQUEST_ID_METADATA = "x-request-id"
 
-
-class Retry(enum.Enum):
-    """Whether a call is repeated after UNAVAILABLE (the answer was lost or never came)."""
-
-    # Repeating it changes nothing: reads, and writes of the same state
-    # (saves; a claim by the same worker for the same task returns the claim
-    # it already holds).
-    SAFE = "safe"
-    # Repeated, and a NOT_FOUND answer to a repeat means the first attempt
-    # did it (delete, release).
-    DONE_IF_NOT_FOUND = "done-if-not-found"
-    # A blind repeat would double or hide an effect (send_event,
-    # consume_event, the check_and_* composites, unpause, the fast path's
-    # claim and complete), but the server stores the reply under the call's
-    # x-request-id in the same transaction: repeated, a repeat gets the
-    # first reply and applies nothing twice.
-    KEYED = "keyed"
-    # A repeat would double or hide an effect and the server keeps no reply
-    # for it: UNAVAILABLE reaches the caller, who knows what to do.
-    NEVER = "never"
+# The call helpers live in sayiir_common.calls (the operator command line uses
+# them too); these names stay importable from here.
+__all__ = [
+    "DEFAULT_RETRY_DELAYS",
+    "DEFAULT_TIMEOUT_S",
+    "REQUEST_ID_METADATA",
+    "GrpcBackend",
+    "Retry",
+    "call_rpc",
+    "connect",
+    "open_channel",
+]
 
 
 def _kind(kind: SignalKind | str) -> sig_pb.SignalKind:
@@ -84,30 +77,6 @@ def _seconds(value: Seconds | None) -> float:
 
 def _task_id(value: TaskId | bytes | str) -> bytes:
     return TaskId.coerce(value).as_bytes()
-
-
-async def call_rpc(
-    method: Any, request: Any, *, retry: Retry, timeout: float | None, retry_delays: Sequence[float]
-) -> Any:
-    """Call one unary RPC (a stub method), retrying on UNAVAILABLE as `retry` says.
-
-    The call helper of every client class. Every attempt carries the same
-    `x-request-id`. Returns None when a DONE_IF_NOT_FOUND call's repeat found
-    nothing left to do.
-    """
-    metadata = ((REQUEST_ID_METADATA, str(uuid.uuid4())),)
-    attempt = 0
-    while True:
-        try:
-            return await method(request, timeout=timeout, metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if attempt > 0 and retry is Retry.DONE_IF_NOT_FOUND and code == grpc.StatusCode.NOT_FOUND:
-                return None
-            if code != grpc.StatusCode.UNAVAILABLE or retry is Retry.NEVER or attempt >= len(retry_delays):
-                raise error_from_rpc(exc) from None
-            await asyncio.sleep(retry_delays[attempt])
-            attempt += 1
 
 
 class GrpcBackend:
@@ -468,7 +437,8 @@ class GrpcBackend:
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
             try:
-                hint = await asyncio.wait_for(self._wakeup_queue.get(), max(remaining, 0))
+                async with asyncio.timeout(max(remaining, 0)):
+                    hint = await self._wakeup_queue.get()
             except TimeoutError:
                 return None
             if not allowed or set(hint.tags) <= allowed:
@@ -493,8 +463,7 @@ class GrpcBackend:
         self._wakeup_queue = asyncio.Queue(maxsize=WAKEUP_BUFFER)
         ready = asyncio.Event()
         self._wakeup_task = asyncio.create_task(self._collect_wakeups(self._wakeup_queue, ready))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ready.wait(), ready_timeout)
+        await wait_until_set(ready, ready_timeout)
 
     async def _collect_wakeups(self, queue: asyncio.Queue[TaskWakeupHint], ready: asyncio.Event) -> None:
         call = self._stream(self._claims.WatchWakeups, claim_pb.WatchWakeupsRequest())
@@ -530,50 +499,6 @@ class GrpcBackend:
     async def close(self) -> None:
         await self._stop_wakeup_stream()
         await self.channel.close()
-
-
-class _BearerToken(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Adds `authorization: Bearer <token>` to every call."""
-
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
-
-    def _details(self, details: Any) -> Any:
-        metadata = list(details.metadata or ())
-        metadata.append(self._header)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials, details.wait_for_ready
-        )
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-def open_channel(
-    target: str,
-    *,
-    token: str | None = None,
-    tls: bool = False,
-    root_certificates: bytes | None = None,
-    certificate_chain: bytes | None = None,
-    private_key: bytes | None = None,
-    options: Sequence[tuple[str, Any]] = (),
-) -> grpc.aio.Channel:
-    """A channel to the service: TLS when asked (or when certificates are given), with a bearer token."""
-    interceptors = [_BearerToken(token)] if token else None
-    all_options = [
-        # Reconnect quickly after the service restarts, so retried calls land.
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 2000),
-        *options,
-    ]
-    if tls or root_certificates or certificate_chain:
-        credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
-        return grpc.aio.secure_channel(target, credentials, options=all_options, interceptors=interceptors)
-    return grpc.aio.insecure_channel(target, options=all_options, interceptors=interceptors)
 
 
 @asynccontextmanager

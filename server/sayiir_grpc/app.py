@@ -150,22 +150,32 @@ class RunningServer:
             self._tasks.append(asyncio.create_task(retention, name="retention"))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: refuse new work, end the streams, let calls finish, close."""
+        """Drain: refuse new work, end the streams, let calls finish, close.
+
+        Every step runs even when an earlier one fails, so a stop never
+        leaves a listener, a pool or an HTTP server thread behind.
+        """
         self.draining = True
-        await self.set_health(NOT_SERVING)
+        async with contextlib.AsyncExitStack() as closing:
+            # Pushed in reverse: the exit stack runs them last-in first-out.
+            if self.tracing is not None:
+                closing.push_async_callback(asyncio.to_thread, self.tracing.shutdown)
+            closing.push_async_callback(asyncio.to_thread, self.metrics.stop_serving)
+            closing.push_async_callback(self.db.close)
+            closing.push_async_callback(self.server.stop, self.settings.shutdown_grace if grace is None else grace)
+            # Ending the wakeup streams first leaves only unary calls to drain.
+            closing.push_async_callback(self.hub.stop)
+            if self.console is not None:
+                closing.push_async_callback(asyncio.to_thread, self.console.stop)
+            closing.push_async_callback(self._stop_background)
+            await self.set_health(NOT_SERVING)
+
+    async def _stop_background(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.console is not None:
-            await asyncio.to_thread(self.console.stop)
-        # Ending the wakeup streams first leaves only unary calls to drain.
-        await self.hub.stop()
-        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
-        await self.db.close()
-        if self.tracing is not None:
-            await asyncio.to_thread(self.tracing.shutdown)
 
 
 def _grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
@@ -205,6 +215,7 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
     hub.on_sent = metrics.hints_sent.inc
     hub.on_dropped = metrics.hints_dropped.inc
     tracing = None
+    server: grpc.aio.Server | None = None
     try:
         tracing = Tracing.from_environment()
         async with db.connection() as conn:
@@ -253,8 +264,11 @@ async def start(settings: Settings, database_url: str, *, reuse_port: bool = Fal
             )
             await asyncio.to_thread(console.start)
     except BaseException:
+        if server is not None:
+            await server.stop(0)
         await hub.stop()
         await db.close()
+        await asyncio.to_thread(metrics.stop_serving)
         if tracing is not None:
             tracing.shutdown()
         raise

@@ -21,6 +21,7 @@ import grpc
 from sayiir_common.checks import InvalidField
 from sayiir_common.errors import BackendError, InvalidArgumentError, NotFoundError
 from sayiir_common.ids import DefinitionHash, TaskId
+from sayiir_common.operator_client import OperatorClient, connect_operator
 from sayiir_common.operator_model import (
     ActionParams,
     ActionResult,
@@ -35,11 +36,12 @@ from sayiir_common.operator_model import (
     parse_time,
     rfc3339,
 )
-from sayiir_grpc.cli_calls import OperatorCalls, operator_calls
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_LIMIT = 100
 PAGE_SIZE = 100
+# A bulk batch over a large table may take a while; the client's default is 30 s.
+TIMEOUT_S = 60.0
 
 
 class UsageError(Exception):
@@ -290,7 +292,7 @@ def report(result: ActionResult, *, named: bool) -> None:
 # -- the commands ----------------------------------------------------------------
 
 
-async def _list(ops: OperatorCalls, args: argparse.Namespace) -> None:
+async def _list(ops: OperatorClient, args: argparse.Namespace) -> None:
     where = workflow_filter(args)
     if args.limit < 1:
         raise UsageError(f"--limit: must be 1 or more, got {args.limit}")
@@ -305,11 +307,11 @@ async def _list(ops: OperatorCalls, args: argparse.Namespace) -> None:
     print_workflows(items, args.json)
 
 
-async def _describe(ops: OperatorCalls, args: argparse.Namespace) -> None:
+async def _describe(ops: OperatorClient, args: argparse.Namespace) -> None:
     print_description(await ops.describe_workflow(args.instance_id), args.json)
 
 
-async def _history(ops: OperatorCalls, args: argparse.Namespace) -> None:
+async def _history(ops: OperatorClient, args: argparse.Namespace) -> None:
     print_history([v async for v in ops.iter_history(args.instance_id)], args.json)
 
 
@@ -326,7 +328,7 @@ def _confirm(action: WorkflowAction, matched: int) -> bool:
     return answer.strip().lower() in {"y", "yes"}
 
 
-async def _act(ops: OperatorCalls, args: argparse.Namespace) -> None:
+async def _act(ops: OperatorClient, args: argparse.Namespace) -> None:
     action = ACTIONS[args.operator_command]
     params = ActionParams(reason=getattr(args, "reason", None), requested_by=getattr(args, "requested_by", None))
     params.check(action)
@@ -349,18 +351,18 @@ async def _act(ops: OperatorCalls, args: argparse.Namespace) -> None:
     report(await ops.act(action, where, params=params), named=False)
 
 
-async def _send_event(ops: OperatorCalls, args: argparse.Namespace) -> None:
+async def _send_event(ops: OperatorClient, args: argparse.Namespace) -> None:
     params = ActionParams(signal_name=args.signal_name, payload=args.payload.encode())
     params.check(WorkflowAction.SEND_EVENT)
     report(await ops.act(WorkflowAction.SEND_EVENT, [args.instance_id], params=params), named=True)
 
 
-async def _claims_list(ops: OperatorCalls, args: argparse.Namespace) -> None:
+async def _claims_list(ops: OperatorClient, args: argparse.Namespace) -> None:
     items = [c async for c in ops.iter_claims(worker_id=args.worker, expired_only=args.expired)]
     print_claims(items, args.json)
 
 
-async def _claims_release(ops: OperatorCalls, args: argparse.Namespace) -> None:
+async def _claims_release(ops: OperatorClient, args: argparse.Namespace) -> None:
     try:
         await ops.release_claim(args.instance_id)
     except NotFoundError:
@@ -369,7 +371,7 @@ async def _claims_release(ops: OperatorCalls, args: argparse.Namespace) -> None:
         report(ActionResult(matched=1, applied=1), named=True)
 
 
-COMMANDS: dict[tuple[str, str], Callable[[OperatorCalls, argparse.Namespace], Awaitable[None]]] = {
+COMMANDS: dict[tuple[str, str], Callable[[OperatorClient, argparse.Namespace], Awaitable[None]]] = {
     ("workflows", "list"): _list,
     ("workflows", "describe"): _describe,
     ("workflows", "history"): _history,
@@ -392,8 +394,8 @@ async def _run(args: argparse.Namespace) -> None:
         raise UsageError("--tls-cert and --tls-key go together")
     target = args.target or os.environ.get("SAYIIR_TARGET") or DEFAULT_TARGET
     token = args.token or os.environ.get("SAYIIR_TOKEN") or None
-    async with operator_calls(
-        target, token=token, root_certificates=root, certificate_chain=chain, private_key=key
+    async with connect_operator(
+        target, token=token, root_certificates=root, certificate_chain=chain, private_key=key, timeout=TIMEOUT_S
     ) as ops:
         await command(ops, args)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from sayiir_common.errors import InvalidArgumentError
+from sayiir_common.model import STATUS_NAMES, TERMINAL_STATUSES
 from sayiir_grpc.errors import abort
 from sayiir_grpc.security import unparsed
 
@@ -36,6 +38,7 @@ class Metrics:
     """Every metric the service exports (one registry per server)."""
 
     def __init__(self) -> None:
+        self._http: tuple[Any, threading.Thread] | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.calls = Counter(
@@ -94,6 +97,11 @@ class Metrics:
         self.purged = Counter(
             "sayiir_grpc_purged", "Finished workflows purged by retention, by status.", ["status"], registry=r
         )
+        # Every finished status is scraped from the start (0 before a purge), so
+        # rate() and alerts see the series before the first purge, not after.
+        for status in STATUS_NAMES:
+            if status in TERMINAL_STATUSES:
+                self.purged.labels(status)
         # The backlog (sayiir_grpc.backlog): bounded labels, the five engine statuses only.
         # Database-wide figures every process of `serve --workers N` reads: the latest one is shown.
         backlog: Literal["livemostrecent"] = "livemostrecent"
@@ -125,8 +133,19 @@ class Metrics:
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT) in a thread; returns the port."""
         host, _, port = listen.rpartition(":")
-        server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
+        server, thread = start_http_server(int(port), addr=host, registry=self.registry)
+        self._http = (server, thread)
         return int(server.server_port)
+
+    def stop_serving(self) -> None:
+        """Close the /metrics server and end its thread (blocks up to its half-second poll)."""
+        if self._http is None:
+            return
+        server, thread = self._http
+        self._http = None
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class Undecodable:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from sayiir_common.aio import wait_until_set
 from sayiir_common.model import HintFormatError, TaskWakeupHint
 from sayiir_grpc.stores import TASK_READY_CHANNEL
 
@@ -27,6 +28,9 @@ log = structlog.get_logger(__name__)
 SUBSCRIBER_QUEUE_SIZE = 1024
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
+# A silently dead LISTEN link is found by a `SELECT 1` this often.
+PROBE_INTERVAL_S = 5.0
+PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(eq=False)
@@ -77,9 +81,7 @@ class WakeupHub:
 
     async def start(self, wait_s: float = 10.0) -> None:
         self._task = asyncio.create_task(self._run(), name="wakeup-listener")
-        try:
-            await asyncio.wait_for(self._connected.wait(), wait_s)
-        except TimeoutError:
+        if not await wait_until_set(self._connected, wait_s):
             log.warning("wakeup listener not connected yet; it keeps retrying")
 
     async def stop(self) -> None:
@@ -183,15 +185,14 @@ class WakeupHub:
                 delay = RECONNECT_MIN_S
                 log.info("wakeup listener connected")
                 # A terminated backend is noticed by the termination callback;
-                # a silently dead link by the periodic probe.
-                while not lost.is_set():
+                # a silently dead link by the periodic probe. `_stopping` is
+                # checked too, so nothing can keep a stopped hub listening.
+                while not self._stopping and not await wait_until_set(lost, PROBE_INTERVAL_S):
                     try:
-                        await asyncio.wait_for(lost.wait(), 5.0)
-                    except TimeoutError:
-                        try:
-                            await asyncio.wait_for(conn.execute("SELECT 1"), 5.0)
-                        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                            lost.set()
+                        async with asyncio.timeout(PROBE_TIMEOUT_S):
+                            await conn.execute("SELECT 1")
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                        lost.set()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("wakeup listener failed", error=str(exc))
             finally:

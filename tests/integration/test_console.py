@@ -308,3 +308,46 @@ async def test_the_list_pages(page: Page, base: str, console: tuple[RunningServe
     await expect(page.locator("#next-page")).to_have_count(0)
     # The filter is kept across pages.
     assert "status=InProgress" in page.url
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["status=sleeping", "definition=zz", "created_after=yesterday", "status=in_progress&task=12"],
+)
+async def test_a_bad_filter_is_a_400_page_naming_the_field(page: Page, base: str, query: str) -> None:
+    await sign_in(page, base, READER)
+    response = await page.goto(f"{base}/workflows?{query}")
+    assert response is not None and response.status == 400
+    field = query.rsplit("&", 1)[-1].split("=")[0]
+    await expect(page.locator("#error")).to_contain_text(field)
+    await expect(page.locator("form.filters")).to_have_count(1)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/workflows?after=%00",
+        "/workflows?tag=a%00",
+        "/workflows?error=%00",
+        "/workflows?definition=%00",
+        "/claims?after=%00",
+        "/workflows/a%00b",
+    ],
+)
+async def test_a_nul_anywhere_is_a_400_naming_it(page: Page, base: str, path: str) -> None:
+    await sign_in(page, base, OPERATOR)
+    response = await page.request.get(base + path)
+    assert response.status == 400
+    assert "must not contain NUL characters" in await response.text()
+
+
+async def test_a_nul_in_an_action_form_is_a_400_and_changes_nothing(page: Page, base: str) -> None:
+    await sign_in(page, base, OPERATOR)
+    await page.goto(base + "/workflows/op-c-02")
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    form = {"csrf": csrf or "", "action": "pause", "instance_id": "op-c-02\x00", "confirm": "yes"}
+    response = await page.request.post(base + "/act", form=form)
+    assert response.status == 400
+    assert "instance_id: must not contain NUL characters" in await response.text()
+    await page.goto(base + "/workflows/op-c-02")
+    await expect(page.locator("#status")).to_have_text("InProgress")

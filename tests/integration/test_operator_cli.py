@@ -321,3 +321,14 @@ async def test_tls_and_mutual_tls_flags(make_database: Callable[[], Awaitable[st
         assert half.code == 2 and "--tls-cert and --tls-key go together" in half.err
     finally:
         await running.stop(grace=1)
+
+
+async def test_more_named_ids_than_one_call_takes(seeded: tuple[str, GrpcBackend]) -> None:
+    """The command line goes through the client's OperatorClient, which splits named ids into calls."""
+    target, backend = seeded
+    ghosts = [f"ghost-{n:04d}" for n in range(1199)]
+    run = await sayiir("workflows", "delete", "op-b-01", *ghosts, "--target", target)
+    assert run.code == 1, run.err
+    assert run.lines() == [{"matched": 1200, "applied": 1, "skipped": 0, "not_found": 1199}]
+    assert "1199 workflow(s) not found" in run.err
+    assert "op-b-01" not in await backend.list_snapshots()

@@ -556,8 +556,16 @@ MIXED_PLAN = [
 ]
 
 
-# Holds the sqlx advisory lock for a while: argv = url, lock id, seconds.
-LOCK_HOLDER = """
+# Advisory locks waited for in the current database (other runs share the server).
+WAITING_ON_LOCKS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+# Holds the sqlx advisory lock (argv: url, lock id, starters, deadline in s)
+# until that many starters queue behind it (however slow they are to start),
+# so the queue order is the test's, never a race with a timer.
+LOCK_HOLDER = f"""
 import asyncio, sys
 import asyncpg
 
@@ -565,7 +573,14 @@ async def main():
     conn = await asyncpg.connect(sys.argv[1])
     await conn.execute("SELECT pg_advisory_lock($1)", int(sys.argv[2]))
     print("locked", flush=True)
-    await asyncio.sleep(float(sys.argv[3]))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + float(sys.argv[4])
+    while await conn.fetchval({WAITING_ON_LOCKS!r}) < int(sys.argv[3]):
+        if loop.time() > deadline:
+            print("not queued", flush=True)
+            return
+        await asyncio.sleep(0.05)
+    print("released", flush=True)
 
 asyncio.run(main())
 """
@@ -653,14 +668,13 @@ async def test_engine_and_service_starting_together(make_database: MakeDatabase,
 
         async def start_engine() -> None:
             if first == "service":
-                waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                await eventually(lambda: pg.fetchval(waiting), "sayiir-grpc to queue on the lock")
+                await eventually(lambda: pg.fetchval(WAITING_ON_LOCKS), "sayiir-grpc to queue on the lock")
             # Blocks (holding the GIL) until the holder lets go and the engine has migrated.
             engines.append(await Engine.start(url))
 
         holder = await asyncio.to_thread(
             subprocess.Popen,
-            [sys.executable, "-c", LOCK_HOLDER, url, str(sqlx_lock_id(name)), "2.5"],
+            [sys.executable, "-c", LOCK_HOLDER, url, str(sqlx_lock_id(name)), "2", str(2 * WAIT_S)],
             stdout=subprocess.PIPE,
         )
         try:
@@ -679,6 +693,7 @@ async def test_engine_and_service_starting_together(make_database: MakeDatabase,
                 status = await engine.call(run_durable_workflow, LINEAR, "together", 1, engine.backend)
                 assert status.status == "completed"
                 assert (await backend.load_snapshot("together")).state.kind == "Completed"
+            assert await asyncio.to_thread(holder.stdout.readline) == b"released\n", "both queued on the lock"
         finally:
             holder.kill()
             await asyncio.to_thread(holder.wait)

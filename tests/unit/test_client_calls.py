@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 import sayiir_client.backend as backend_module
-import sayiir_client.operator as operator_module
+import sayiir_common.operator_client as operator_module
 from sayiir_client.backend import REQUEST_ID_METADATA, GrpcBackend, Retry
 from sayiir_common import proto
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb

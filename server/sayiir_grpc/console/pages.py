@@ -19,7 +19,7 @@ import jinja2
 from aiohttp import web
 from multidict import MultiMapping
 
-from sayiir_common.checks import InvalidField
+from sayiir_common.checks import InvalidField, check_text
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import BackendError, NotFoundError
 from sayiir_common.ids import DefinitionHash, TaskId
@@ -60,6 +60,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSION_KEY = web.RequestKey("sayiir_console_session", Session)
 
 
+@web.middleware
+async def _text_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every value a request carries ends up in a TEXT column or a query: one with a NUL
+    is refused here, naming it, for every page and action at once (PostgreSQL cannot hold NUL)."""
+    values: list[tuple[str, str]] = [("path", request.path), *request.query.items()]
+    if request.method == "POST":
+        values.extend((name, str(value)) for name, value in (await request.post()).items())
+    for name, value in values:
+        try:
+            check_text(name, value)
+        except InvalidField as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+    return await handler(request)
+
+
 class Console:
     def __init__(self, db: Database, codec: SnapshotCodec, tokens: list[Token], *, secure_cookie: bool) -> None:
         self.db = db
@@ -80,7 +95,7 @@ class Console:
     # -- plumbing -------------------------------------------------------------
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[self._session_middleware], client_max_size=1024**2)
+        app = web.Application(middlewares=[_text_only, self._session_middleware], client_max_size=1024**2)
         app.add_routes(
             [
                 web.get("/login", self.login_page),
@@ -188,7 +203,14 @@ class Console:
             where = _filter_from(query)
         except InvalidField as exc:
             return self._render(
-                request, "workflows.html", status=400, error=str(exc), items=[], query=query, **_filter_context(query)
+                request,
+                "workflows.html",
+                status=400,
+                error=str(exc),
+                items=[],
+                next_url=None,
+                filter_query="",
+                **_filter_context(query),
             )
         after = query.get("after") or None
         page = await queries.list_workflows(self.db, where, after, PAGE_SIZE)

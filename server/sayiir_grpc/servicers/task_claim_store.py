@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 
 from sayiir_common import checks, convert
+from sayiir_common.aio import wait_until_set
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import ClaimLostError
 from sayiir_common.ids import TaskId
@@ -229,8 +230,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
                 left = deadline - loop.time()
                 if left <= 0:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.woken.wait(), min(left, LONG_POLL_RECHECK_S))
+                await wait_until_set(waiter.woken, min(left, LONG_POLL_RECHECK_S))
             finally:
                 self.hub.stop_waiting(waiter)
 
