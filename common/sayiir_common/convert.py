@@ -517,19 +517,23 @@ def task_claim_from_proto(message: claim_pb.TaskClaim) -> TaskClaim:
 
 def available_task_to_proto(task: AvailableTask, with_snapshot: bool = True) -> claim_pb.AvailableTask:
     """`with_snapshot=False`: the light form (omit_snapshot, a continued claim)."""
-    message = claim_pb.AvailableTask(
-        instance_id=task.instance_id,
-        task_id=task.task_id.as_bytes(),
-        workflow_definition_hash=task.workflow_definition_hash.as_bytes(),
-        version=task.version,
-    )
+    message = claim_pb.AvailableTask()
+    fill_available_task(message, task, with_snapshot)
+    return message
+
+
+def fill_available_task(message: claim_pb.AvailableTask, task: AvailableTask, with_snapshot: bool = True) -> None:
+    """`available_task_to_proto` into an existing message (e.g. one added to a reply, never copied)."""
+    message.instance_id = task.instance_id
+    message.task_id = task.task_id.as_bytes()
+    message.workflow_definition_hash = task.workflow_definition_hash.as_bytes()
+    message.version = task.version
     if task.input is not None:
         message.input = task.input
     if task.trace_parent is not None:
         message.trace_parent = task.trace_parent
     if with_snapshot:
         fill_snapshot(message.snapshot, task.snapshot)
-    return message
 
 
 def claimed_task_from_proto(message: claim_pb.AvailableTask, path: str = "task") -> ClaimedTask:

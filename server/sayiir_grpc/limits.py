@@ -9,11 +9,15 @@ the limit and say that more remain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Sequence
+
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from sayiir_common import convert
 from sayiir_common.errors import ResourceExhaustedError
-from sayiir_common.model import WorkflowSnapshot
+from sayiir_common.model import AvailableTask, WorkflowSnapshot
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
 
 # Room for a reply's own fields, the gRPC framing and a task's ids.
 REPLY_HEADROOM = 4096
@@ -45,19 +49,51 @@ def fitting(sizes: Iterable[int]) -> int:
     return count
 
 
-def check_snapshot_fits(snapshot: WorkflowSnapshot) -> None:
-    """Refuse a snapshot that no reply could carry, naming its size and the limit."""
+async def add_fitting_tasks(
+    reply_tasks: RepeatedCompositeFieldContainer[claim_pb.AvailableTask],
+    tasks: Sequence[AvailableTask],
+    with_snapshot: bool = True,
+) -> int:
+    """Add the leading `tasks` that fit in one reply to `reply_tasks`; how many.
+
+    A reply of a few MB costs milliseconds per copy, so each task is built in
+    place (a message appended, or passed to the reply's constructor, is
+    serialized and parsed again), a task whose input alone exceeds the room
+    left is never built, and the event loop gets a turn between tasks.
+    """
+    room = max_reply_bytes() - REPLY_HEADROOM
+    for count, task in enumerate(tasks):
+        if count:
+            await asyncio.sleep(0)
+        least = len(task.input or b"") + (len(task.snapshot.initial_input or b"") if with_snapshot else 0)
+        if least + ITEM_OVERHEAD > room:
+            return count
+        message = reply_tasks.add()
+        convert.fill_available_task(message, task, with_snapshot)
+        room -= message.ByteSize() + ITEM_OVERHEAD
+        if room < 0:
+            del reply_tasks[-1]
+            return count
+    return len(tasks)
+
+
+def check_snapshot_fits(snapshot: WorkflowSnapshot, limit: int | None = None) -> None:
+    """Refuse a snapshot that no reply could carry, naming its size and the limit.
+
+    `limit` defaults to the service's; the worker process passes it (it has
+    its own copy of this module, never set).
+    """
+    limit = max_reply_bytes() if limit is None else limit
     outputs = [r.output for r in (getattr(snapshot.state, "completed_tasks", None) or {}).values()]
     largest_input = max([len(snapshot.initial_input or b""), *map(len, outputs)])
     final = snapshot.final_output_bytes() or b""
     # A generous bound first: most snapshots are far below the limit, and
     # then the exact size (a conversion to the reply message) is not needed.
     rough = len(snapshot.initial_input or b"") + sum(map(len, outputs)) + len(final) + 200 * len(outputs)
-    if 2 * (rough + largest_input) + 4 * REPLY_HEADROOM < max_reply_bytes():
+    if 2 * (rough + largest_input) + 4 * REPLY_HEADROOM < limit:
         return
     size = convert.snapshot_to_proto(snapshot).ByteSize()
     needed = size + largest_input + REPLY_HEADROOM
-    limit = max_reply_bytes()
     if needed > limit:
         raise ResourceExhaustedError(
             f"the workflow {snapshot.instance_id[:256]!r} would need {needed} bytes in a reply "

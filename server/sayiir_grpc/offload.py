@@ -16,7 +16,9 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
 
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.model import Completed, WorkflowSnapshot
@@ -24,6 +26,8 @@ from sayiir_common.model import Completed, WorkflowSnapshot
 OFFLOAD_BYTES = 128 * 1024
 # A completed task's id and bookkeeping in the JSON blob, roughly.
 TASK_ENTRY_BYTES = 120
+
+T = TypeVar("T")
 
 _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
@@ -84,6 +88,17 @@ async def encode(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> bytes:
     if weight(snapshot) < OFFLOAD_BYTES:
         return codec.encode(snapshot)
     return await asyncio.get_running_loop().run_in_executor(_worker(), codec.encode, snapshot)
+
+
+async def run(heavy: bool, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)`: in the worker process when `heavy`, inline otherwise.
+
+    `function` must be a module-level function and its arguments and result
+    plain picklable values.
+    """
+    if not heavy:
+        return function(*args)
+    return await asyncio.get_running_loop().run_in_executor(_worker(), function, *args)
 
 
 def shutdown() -> None:

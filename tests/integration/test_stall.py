@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -19,7 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_cli import running_service
 
-from sayiir_client import AtTask, TaskId, WorkflowSnapshot, connect
+from sayiir_client import AtDelay, AtTask, TaskId, Timestamp, WorkflowSnapshot, connect
 from sayiir_common.convert import snapshot_to_proto
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as snap_pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as snap_grpc
@@ -27,11 +28,9 @@ from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grpc
 
 HEALTH_BUDGET_S = 0.100
-# Half the largest input a workflow may have under the 4 MiB default (a
-# task's reply carries the snapshot and the input): at 1.9 MB,
-# FindAvailableTasks still held the loop 90 to 160 ms at load 6 to 8
-# (docs/reliability.md, "Not yet bounded").
-BIG_INPUT = 1024 * 1024
+# Near the largest input a workflow may have under the 4 MiB default (a
+# task's reply carries the snapshot and the input, so the input twice).
+BIG_INPUT = 1_900_000
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -84,9 +83,14 @@ def _snapshot_with_big_input(instance_id: str) -> WorkflowSnapshot:
     return snapshot
 
 
-def _many_tasks_request(instance_id: str, count: int) -> snap_pb.SaveSnapshotRequest:
+def _many_tasks_request(instance_id: str, count: int, parked: bool = False) -> snap_pb.SaveSnapshotRequest:
+    """`count` completed tasks; `parked` ones wait on a year's delay, out of every dispatch scan."""
     snapshot = WorkflowSnapshot.with_initial_input(instance_id, "stall", b"1")
-    snapshot.update_position(AtTask(TaskId.sha256("stall-next")))
+    if parked:
+        now = Timestamp.now()
+        snapshot.update_position(AtDelay(TaskId.sha256("stall-delay"), now, now + timedelta(days=365)))
+    else:
+        snapshot.update_position(AtTask(TaskId.sha256("stall-next")))
     request = snap_pb.SaveSnapshotRequest(snapshot=snapshot_to_proto(snapshot))
     completed = request.snapshot.state.in_progress.completed_tasks
     for k in range(count):
@@ -94,7 +98,14 @@ def _many_tasks_request(instance_id: str, count: int) -> snap_pb.SaveSnapshotReq
     return request
 
 
-MANY_TASKS = 2_000
+MANY_TASKS = 3_000
+# Far past real workflows: a result on one of 3000 tasks held the loop up to
+# 250 ms while it was decoded, hydrated, placed and re-encoded there.
+MOST_TASKS = 30_000
+# Workflows near the size limit that one FindAvailableTasks scan meets
+# (its limit): each was converted to a reply message of about 4 MB, all
+# in one step of the event loop, though one task fills the reply.
+BIG_WORKFLOWS = 16
 
 
 async def _cases(address: str) -> dict[str, Callable[[], Awaitable[Any]]]:
@@ -103,29 +114,30 @@ async def _cases(address: str) -> dict[str, Callable[[], Awaitable[Any]]]:
     claims = claim_grpc.TaskClaimStoreStub(channel)
     results = claim_grpc.TaskResultStoreStub(channel)
     async with connect(address, watch_wakeups=False) as client:
-        await client.save_snapshot(_snapshot_with_big_input("stall-big-loaded"))
-    await snaps.SaveSnapshot(_many_tasks_request("stall-many", MANY_TASKS), timeout=120)
+        for k in range(BIG_WORKFLOWS - 1):
+            await client.save_snapshot(_snapshot_with_big_input("stall-big-loaded" if k == 0 else f"stall-big-{k}"))
+    await snaps.SaveSnapshot(_many_tasks_request("stall-many", MOST_TASKS, parked=True), timeout=120)
     big = snap_pb.SaveSnapshotRequest(snapshot=snapshot_to_proto(_snapshot_with_big_input("stall-big")))
     many = _many_tasks_request("stall-many-2", MANY_TASKS)
     # Built and serialized here, so the prober's own loop is not what stalls.
     statuses = snap_pb.ListSnapshotsRequest(statuses=[1] * 1_000_000).SerializeToString()
     raw_list = channel.unary_unary("/sayiir.v1.SnapshotStore/ListSnapshots")
     return {
-        "SaveSnapshot 1 MiB input": lambda: snaps.SaveSnapshot(big, timeout=60),
-        "LoadSnapshot 1 MiB input": lambda: snaps.LoadSnapshot(
+        "SaveSnapshot 1.9 MB input": lambda: snaps.SaveSnapshot(big, timeout=60),
+        "LoadSnapshot 1.9 MB input": lambda: snaps.LoadSnapshot(
             snap_pb.LoadSnapshotRequest(instance_id="stall-big-loaded"), timeout=60
         ),
-        "FindAvailableTasks": lambda: claims.FindAvailableTasks(
-            claim_pb.FindAvailableTasksRequest(worker_id="w", limit=10), timeout=60
+        f"FindAvailableTasks over {BIG_WORKFLOWS} 1.9 MB inputs": lambda: claims.FindAvailableTasks(
+            claim_pb.FindAvailableTasksRequest(worker_id="w", limit=BIG_WORKFLOWS), timeout=60
         ),
         f"SaveSnapshot {MANY_TASKS} tasks": lambda: snaps.SaveSnapshot(many, timeout=60),
-        f"SaveTaskResult on {MANY_TASKS} tasks": lambda: snaps.SaveTaskResult(
+        f"SaveTaskResult on {MOST_TASKS} tasks": lambda: snaps.SaveTaskResult(
             snap_pb.SaveTaskResultRequest(
                 instance_id="stall-many", task_id=TaskId.sha256("stall-next").as_bytes(), output=b"1"
             ),
             timeout=60,
         ),
-        f"LoadTaskResult unknown on {MANY_TASKS} tasks": lambda: results.LoadTaskResult(
+        f"LoadTaskResult unknown on {MOST_TASKS} tasks": lambda: results.LoadTaskResult(
             claim_pb.LoadTaskResultRequest(instance_id="stall-many", task_id=b"\x07" * 32), timeout=60
         ),
         "ListSnapshots 1M statuses": lambda: _refused(raw_list(statuses, timeout=60)),

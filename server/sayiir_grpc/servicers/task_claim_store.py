@@ -153,9 +153,10 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     ) -> rpc_pb.FindAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         tasks = await dispatch.find_available_tasks(self.db, self.codec, worker_id, limit, aging, tags)
-        messages = [convert.available_task_to_proto(t) for t in tasks]
-        fit = limits.fitting(m.ByteSize() for m in messages)
-        return rpc_pb.FindAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
+        response = rpc_pb.FindAvailableTasksResponse()
+        fit = await limits.add_fitting_tasks(response.tasks, tasks)
+        response.more_ready = fit < len(tasks)
+        return response
 
     @rpc
     async def FindHintedTask(
@@ -201,15 +202,15 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         tasks = await dispatch.claim_available_tasks(
             self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims
         )
-        with_snapshot = not request.omit_snapshot
-        messages = [convert.available_task_to_proto(t, with_snapshot) for t in tasks]
-        fit = limits.fitting(m.ByteSize() for m in messages)
-        if fit < len(messages):
+        response = rpc_pb.ClaimAvailableTasksResponse()
+        fit = await limits.add_fitting_tasks(response.tasks, tasks, with_snapshot=not request.omit_snapshot)
+        response.more_ready = fit < len(tasks)
+        if fit < len(tasks):
             # Same transaction (@idempotent): the claims left out are never committed.
             await dispatch.release_claims(self.db, [t.instance_id for t in tasks[fit:]], worker_id)
         if self.metrics is not None and fit:
             self.metrics.claims_granted.inc(fit)
-        return rpc_pb.ClaimAvailableTasksResponse(tasks=messages[:fit], more_ready=fit < len(messages))
+        return response
 
     async def _wait_until_ready(self, tags: list[str], wait: float) -> None:
         """Until a task these tags may take is ready, or `wait` seconds pass.

@@ -120,7 +120,8 @@ _READY_ARMS = f"""{_ready_arm("best", "{row}.task_priority, {row}.updated_at")}
 
 FIND_CANDIDATES = f"""
 SELECT DISTINCT ON (u.instance_id)
-       u.instance_id, u.trace_parent, u.task_priority, u.updated_at, h.data
+       u.instance_id, u.history_version, u.trace_parent, u.task_priority, u.updated_at,
+       octet_length(h.data) AS data_bytes
 FROM ({_READY_ARMS} UNION ALL {_locked("due", _DUE_DELAY, "s.delay_wake_at")}) u
 JOIN sayiir_workflow_snapshot_history h ON h.instance_id = u.instance_id AND h.version = u.history_version
 ORDER BY u.instance_id
@@ -138,6 +139,18 @@ WHERE s.status = 'InProgress'
   AND NOT EXISTS (SELECT 1 FROM sayiir_workflow_claims c WHERE c.instance_id = s.instance_id AND {LIVE_CLAIM})
 LIMIT $1
 """
+
+# The blobs of candidates, by (instance, version): history rows never change.
+# Read after FIND_CANDIDATES (which gives their sizes only) in batches of
+# about BLOB_BATCH_BYTES: the event loop allocates, decodes and frees a
+# result's rows in one step each, and sixteen blobs near the size limit
+# (7 MB of JSON each) in one result held it for tens of ms.
+FETCH_BLOBS = """
+SELECT h.instance_id, h.data FROM sayiir_workflow_snapshot_history h
+JOIN unnest($1::text[], $2::bigint[]) AS k(instance_id, version)
+  ON h.instance_id = k.instance_id AND h.version = k.version
+"""
+BLOB_BATCH_BYTES = 8 * 1024 * 1024
 
 # Outputs of several instances at once (one round trip per scan).
 FETCH_OUTPUTS = """
@@ -296,11 +309,18 @@ async def find_available_tasks(
         for r in output_rows:
             by_instance.setdefault(r["instance_id"], []).append((bytes(r["task_id"]), bytes(r["output"])))
     snapshots: list[WorkflowSnapshot] = []
-    for row in candidates:
-        pairs = by_instance.get(row["instance_id"], [])
-        snapshots.append(
-            await decode_snapshot(codec, row["data"], row["trace_parent"], [p[0] for p in pairs], [p[1] for p in pairs])
-        )
+    for batch in _blob_batches(candidates):
+        blobs = await _fetch_blobs(db, batch)
+        for row in batch:
+            # Popped, so each blob is freed once decoded, not all at once.
+            blob = blobs.pop(row["instance_id"], None)
+            if blob is None:
+                continue  # deleted since the scan
+            pairs = by_instance.get(row["instance_id"], [])
+            snapshots.append(
+                await decode_snapshot(codec, blob, row["trace_parent"], [p[0] for p in pairs], [p[1] for p in pairs])
+            )
+            del blob
 
     now = Timestamp.now()
     found: list[tuple[bool, AvailableTask]] = []
@@ -319,6 +339,26 @@ async def find_available_tasks(
     # Soft bias: tasks that last failed on this worker go last (stable sort).
     found.sort(key=lambda item: item[0])
     return [task for _, task in found]
+
+
+def _blob_batches(candidates: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
+    """`candidates` in order, cut into batches of about BLOB_BATCH_BYTES of blob (at least one each)."""
+    batches: list[list[asyncpg.Record]] = []
+    size = BLOB_BATCH_BYTES
+    for row in candidates:
+        if size + row["data_bytes"] > BLOB_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(row)
+        size += row["data_bytes"]
+    return batches
+
+
+async def _fetch_blobs(db: Database, batch: list[asyncpg.Record]) -> dict[str, bytes]:
+    ids = [row["instance_id"] for row in batch]
+    versions = [row["history_version"] for row in batch]
+    rows = await db.run("fetch_blobs", lambda c: c.fetch(FETCH_BLOBS, ids, versions), transaction=False)
+    return {row["instance_id"]: row["data"] for row in rows}
 
 
 async def find_hinted_task(

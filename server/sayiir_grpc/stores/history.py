@@ -225,13 +225,23 @@ def snapshot_row_args(snapshot: WorkflowSnapshot, blob: bytes) -> list[object]:
     ]
 
 
-async def lock_for_mutation(
-    conn: asyncpg.Connection,
-    codec: SnapshotCodec,
-    instance_id: str,
-    claim: tuple[str, TaskId] | None = None,
-) -> LockedSnapshot | None:
-    """Lock the instance row (and `claim`'s row) and return its hydrated snapshot.
+@dataclass(slots=True)
+class LockedRow:
+    """The locked instance row as stored: its blob and outputs not yet decoded."""
+
+    data: bytes
+    trace_parent: str | None
+    task_ids: list[bytes]
+    outputs: list[bytes]
+    history_version: int
+    status: str
+    claim_held: bool
+
+
+async def lock_row(
+    conn: asyncpg.Connection, instance_id: str, claim: tuple[str, TaskId] | None = None
+) -> LockedRow | None:
+    """Lock the instance row (and `claim`'s row) and read its blob and outputs.
 
     None when the instance does not exist. With `claim` = (worker, task),
     `claim_held` says whether that worker holds the live claim, now locked.
@@ -240,16 +250,36 @@ async def lock_for_mutation(
     row = await conn.fetchrow(LOCK_AND_READ, instance_id, worker, task)
     if row is None:
         return None
-    # No blob: we waited for a writer (see LOCK_AND_READ), or the row
-    # predates blobs in history; the re-read runs under the lock we now hold.
-    snapshot = (
-        await snapshot_of(codec, row)
-        if row["data"] is not None
-        else await reread_snapshot(conn, codec, instance_id, row)
+    stored = row
+    if row["data"] is None:
+        # We waited for a writer (see LOCK_AND_READ), or the row predates
+        # blobs in history; the re-read runs under the lock we now hold.
+        stored = await conn.fetchrow(READ_BLOB_AND_OUTPUTS, instance_id, row["history_version"])
+        if stored["data"] is None:
+            return None
+    return LockedRow(
+        bytes(stored["data"]),
+        row["trace_parent"],
+        list(stored["task_ids"]),
+        list(stored["outputs"]),
+        int(row["history_version"]),
+        row["status"],
+        bool(row["claim_held"]),
     )
-    if snapshot is None:
+
+
+async def lock_for_mutation(
+    conn: asyncpg.Connection,
+    codec: SnapshotCodec,
+    instance_id: str,
+    claim: tuple[str, TaskId] | None = None,
+) -> LockedSnapshot | None:
+    """`lock_row`, with the snapshot decoded and hydrated."""
+    locked = await lock_row(conn, instance_id, claim)
+    if locked is None:
         return None
-    return LockedSnapshot(snapshot, row["history_version"], row["status"], bool(row["claim_held"]))
+    snapshot = await decode_snapshot(codec, locked.data, locked.trace_parent, locked.task_ids, locked.outputs)
+    return LockedSnapshot(snapshot, locked.history_version, locked.status, locked.claim_held)
 
 
 def encode_stripped(codec: SnapshotCodec, snapshot: WorkflowSnapshot) -> tuple[bytes, list[tuple[TaskId, bytes]]]:
@@ -297,16 +327,57 @@ async def write_mutation(
     limits.check_snapshot_fits(snapshot)
     blob, _ = await encode_stripped_off_loop(codec, snapshot)
     version = locked.history_version + 1
-    await conn.execute(
-        WRITE_MUTATION,
-        *snapshot_row_args(snapshot, blob),
+    await write_row(
+        conn,
+        snapshot_row_args(snapshot, blob),
         version,
-        None if task_output is None else task_output[0].as_bytes(),
-        None if task_output is None else task_output[1],
-        close_active_tasks_as,
-        wakeup_payload(snapshot) if notify else None,
-        release_claim_of,
+        task_output=task_output,
+        close_active_tasks_as=close_active_tasks_as,
+        wakeup=wakeup_payload(snapshot) if notify else None,
+        release_claim_of=release_claim_of,
     )
     locked.history_version = version
     locked.status = snapshot.state.kind
     return version
+
+
+async def write_row(
+    conn: asyncpg.Connection,
+    row_args: list[object],
+    version: int,
+    *,
+    task_output: tuple[TaskId, bytes] | None = None,
+    close_active_tasks_as: str | None = None,
+    wakeup: str | None = None,
+    release_claim_of: str | None = None,
+) -> None:
+    """Run WRITE_MUTATION: `row_args` (`snapshot_row_args`) as history `version`."""
+    await conn.execute(
+        WRITE_MUTATION,
+        *row_args,
+        version,
+        None if task_output is None else task_output[0].as_bytes(),
+        None if task_output is None else task_output[1],
+        close_active_tasks_as,
+        wakeup,
+        release_claim_of,
+    )
+
+
+def recorded_task_result(
+    codec: SnapshotCodec, locked: LockedRow, task_id: TaskId, output: bytes, max_reply_bytes: int
+) -> list[object]:
+    """The row columns and blob (`snapshot_row_args`) once `task_id`'s output is recorded on `locked`.
+
+    No I/O and plain values in and out, so a large workflow's runs whole in
+    the worker process: decoding, hydrating, placing the task in engine
+    order and encoding each cost per-task Python work, and shipping the
+    decoded snapshot between processes cost as much again.
+    """
+    snapshot = codec.decode(locked.data)
+    snapshot.trace_parent = locked.trace_parent
+    hydrate(snapshot, locked.task_ids, locked.outputs)
+    snapshot.mark_task_completed(task_id, output)
+    limits.check_snapshot_fits(snapshot, max_reply_bytes)
+    blob, _ = encode_stripped(codec, snapshot)
+    return snapshot_row_args(snapshot, blob)

@@ -14,18 +14,19 @@ from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import NotFoundError
 from sayiir_common.ids import TaskId
 from sayiir_common.model import TERMINAL_STATUSES, WorkflowSnapshot
-from sayiir_grpc import limits
+from sayiir_grpc import limits, offload
 from sayiir_grpc.db import Database
 from sayiir_grpc.stores import TASK_READY_CHANNEL, WORKFLOW_CHILD_TABLES
 from sayiir_grpc.stores.history import (
     LOCK_SNAPSHOT_ROW,
     encode_stripped_off_loop,
-    lock_for_mutation,
+    lock_row,
+    recorded_task_result,
     snapshot_of,
     snapshot_row_args,
     stored_outputs,
     wakeup_payload,
-    write_mutation,
+    write_row,
 )
 
 # One statement, so the snapshot row, its history row, the task rows and the
@@ -211,13 +212,18 @@ async def save_task_result(db: Database, codec: SnapshotCodec, instance_id: str,
     """Record one task's output under the row lock; the new history version."""
 
     async def body(conn: asyncpg.Connection) -> int:
-        locked = await lock_for_mutation(conn, codec, instance_id)
+        locked = await lock_row(conn, instance_id)
         if locked is None:
             raise NotFoundError(f"workflow instance not found: {instance_id}")
-        locked.snapshot.mark_task_completed(task_id, output)
+        heavy = len(locked.data) >= offload.OFFLOAD_BYTES
+        row_args = await offload.run(
+            heavy, recorded_task_result, codec, locked, task_id, output, limits.max_reply_bytes()
+        )
+        version = locked.history_version + 1
         # No wakeup: the position has not moved yet, so a hint would name a
         # task that is already done.
-        return await write_mutation(conn, codec, locked, task_output=(task_id, output), notify=False)
+        await write_row(conn, row_args, version, task_output=(task_id, output))
+        return version
 
     return await db.run("save_task_result", body)
 
