@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 import grpc
@@ -231,6 +232,31 @@ def cut_fields(**fields: str | None) -> dict[str, str | int | None]:
             value = value[:MAX_LOG_FIELD_CHARS]
         out[name] = value
     return out
+
+
+def around_stream(
+    inner: Any, around: Callable[[grpc.aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+) -> Callable[..., Any]:
+    """The streaming handler `inner`, run inside `around(context)`, in `inner`'s own shape.
+
+    grpc aio tells a streaming handler's kind by its shape: an async generator
+    (ours) is iterated, a coroutine writing with `context.write` (grpc's own
+    health Watch) is awaited. A wrapper of the wrong shape breaks the call.
+    """
+    if inspect.isasyncgenfunction(inner):
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async with around(context):
+                async for item in inner(request, context):
+                    yield item
+
+        return stream
+
+    async def writing_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        async with around(context):
+            await inner(request, context)
+
+    return writing_stream
 
 
 def call_status(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:

@@ -15,6 +15,7 @@ spans are exported, so the engine's workers and ours trace a workflow alike.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -24,7 +25,7 @@ import grpc
 import structlog
 
 from sayiir_common.model import WorkflowSnapshot
-from sayiir_grpc.observability import call_status
+from sayiir_grpc.observability import around_stream, call_status
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +124,18 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
         )
 
+    @contextlib.asynccontextmanager
+    async def _span(self, details: grpc.HandlerCallDetails, context: Context) -> AsyncIterator[None]:
+        span = self._start(details, context)
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(span, context, error)
+
     def _finish(self, span: Any, context: Context, error: BaseException | None) -> None:
         # The status comes from the gRPC code, not from Python exceptions: an
         # abort raises, and NOT_FOUND or CLAIM_LOST are answers, not failures.
@@ -144,15 +157,8 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             inner = handler.unary_unary
 
             async def unary(request: Any, context: Context) -> Any:
-                span = self._start(details, context)
-                error: BaseException | None = None
-                try:
+                async with self._span(details, context):
                     return await inner(request, context)
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    self._finish(span, context, error)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -160,22 +166,8 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                span = self._start(details, context)
-                error: BaseException | None = None
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    self._finish(span, context, error)
-
             return grpc.unary_stream_rpc_method_handler(
-                stream,
+                around_stream(handler.unary_stream, lambda context: self._span(details, context)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -16,6 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpc_health.v1.health_pb2_grpc import HealthStub
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -229,3 +231,23 @@ async def test_an_unsupported_otlp_protocol_stops_the_start_with_one_line(
     assert result.stderr.strip().splitlines()[-1] == (
         "sayiir-grpc: OTEL_EXPORTER_OTLP_PROTOCOL='http/protobuf': sayiir-grpc exports OTLP over grpc"
     )
+
+
+async def test_health_watch_streams_while_tracing(
+    receiver: tuple[Receiver, int],
+    make_database: Callable[[], Awaitable[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The span wrapper handles grpc's own Watch (a coroutine writing to its context, not a generator)."""
+    _, port = receiver
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    running = await start_service(await make_database())
+    try:
+        assert running.tracing is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            call = HealthStub(channel).Watch(HealthCheckRequest(service=""))
+            first = await asyncio.wait_for(call.read(), timeout=10)
+            assert first.status == HealthCheckResponse.SERVING
+            call.cancel()
+    finally:
+        await running.stop(grace=1)
