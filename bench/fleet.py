@@ -74,15 +74,18 @@ def _reporter(port: int) -> Callable[[str], None]:
     return done
 
 
-async def _service_worker(target: str, worker_id: str, report_port: int, concurrency: int) -> None:
-    """A fast-path worker: long-poll for tasks, keep each workflow to its end."""
+async def _service_worker(target: str, worker_id: str, report_port: int, concurrency: int, session: bool) -> None:
+    """A fast-path worker: long-poll for tasks, keep each workflow to its end;
+    on a worker session (one stream), or with unary calls."""
     from sayiir_client import connect
 
     steps = step_ids()
     following = dict(itertools.pairwise(steps))
     done = _reporter(report_port)
 
-    async with connect(target, watch_wakeups=False) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        backend = await stack.enter_async_context(connect(target, watch_wakeups=False))
+        client: Any = await stack.enter_async_context(backend.worker_session()) if session else backend
 
         async def run(task: Any) -> None:
             while task is not None:
@@ -181,7 +184,7 @@ def _dbos_in_process(url: str, report_port: int, threads: int) -> None:
     threading.Event().wait()
 
 
-CHILD_ROLES = ("service-worker", "service-worker-classic", "dbos-worker", "dbos-in-process")
+CHILD_ROLES = ("service-worker", "service-worker-unary", "service-worker-classic", "dbos-worker", "dbos-in-process")
 
 
 def child_main(argv: list[str]) -> None:
@@ -194,11 +197,15 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--concurrency", type=int, default=INFLIGHT // WORKER_PROCESSES)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    if args.role in ("service-worker", "service-worker-classic"):
+    if args.role in ("service-worker", "service-worker-unary"):
         from sayiir_grpc.cli import run_event_loop
 
-        loop = _service_worker if args.role == "service-worker" else _classic_worker
-        run_event_loop(loop(args.target, args.id, args.report_port, args.concurrency))
+        session = args.role == "service-worker"
+        run_event_loop(_service_worker(args.target, args.id, args.report_port, args.concurrency, session))
+    elif args.role == "service-worker-classic":
+        from sayiir_grpc.cli import run_event_loop
+
+        run_event_loop(_classic_worker(args.target, args.id, args.report_port, args.concurrency))
     elif args.role == "dbos-worker":
         _dbos_app(args.url, args.id, args.report_port)
         threading.Event().wait()
@@ -343,7 +350,7 @@ async def _measure(
 
 
 async def run_service(
-    admin: str, workers: int, warmup: float, duration: float, classic: bool = False
+    admin: str, workers: int, warmup: float, duration: float, classic: bool = False, unary: bool = False
 ) -> dict[str, Any]:
     import common
     from sayiir_client import AtTask, WorkflowSnapshot, connect
@@ -358,7 +365,7 @@ async def run_service(
     loop = asyncio.get_running_loop()
     transport, completions = await loop.create_datagram_endpoint(Completions, local_addr=("127.0.0.1", 0))
     port = transport.get_extra_info("sockname")[1]
-    worker_role = "service-worker-classic" if classic else "service-worker"
+    worker_role = "service-worker-classic" if classic else "service-worker-unary" if unary else "service-worker"
     procs = [
         _spawn([worker_role, "--target", service.target, "--id", f"w{i}", "--report-port", str(port)])
         for i in range(WORKER_PROCESSES)
@@ -393,7 +400,13 @@ async def run_service(
             histogram_before = common.scrape_histogram(
                 service.metrics_url, "sayiir_grpc_call_duration_seconds", "LoadSnapshot"
             )
-            label = f"service --workers {workers}" + (", issue 7's loop (stream + claim per step)" if classic else "")
+            label = f"service --workers {workers}" + (
+                ", issue 7's loop (stream + claim per step)"
+                if classic
+                else ", unary calls instead of the worker session"
+                if unary
+                else ""
+            )
             result = await _measure(label, roles, completions, submit, warmup, duration, probe_s + 2)
             histogram_after = common.scrape_histogram(
                 service.metrics_url, "sayiir_grpc_call_duration_seconds", "LoadSnapshot"
@@ -485,6 +498,7 @@ async def _wait_for_table(url: str, schema: str, table: str, timeout: float = 60
 SYSTEMS: dict[str, Callable[[str, float, float], Any]] = {
     "service_w1": lambda admin, w, d: run_service(admin, 1, w, d),
     "service_w2": lambda admin, w, d: run_service(admin, 2, w, d),
+    "service_w1_unary": lambda admin, w, d: run_service(admin, 1, w, d, unary=True),
     "service_w1_classic": lambda admin, w, d: run_service(admin, 1, w, d, classic=True),
     "dbos_queue": run_dbos_queue,
     "dbos_in_process": run_dbos_in_process,

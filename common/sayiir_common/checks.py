@@ -31,6 +31,9 @@ MAX_SIGNAL_TEXT_BYTES = 4096
 # lease, and keeps now() + interval far from timestamp overflow.
 MAX_SECONDS = 366 * 86_400.0
 MIN_PRIORITY, MAX_PRIORITY = 1, 5
+# An idempotency key (`x-request-id`, a session request's `request_id`):
+# a uuid is 36 characters; the bound keeps the key table's index small.
+MAX_REQUEST_KEY_CHARS = 128
 
 
 class InvalidField(ValueError):
@@ -50,6 +53,13 @@ def check_text(field: str, value: str, *, required: bool = False, max_bytes: int
         raise InvalidField(field, "must not contain NUL characters")
     if max_bytes is not None and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
         raise InvalidField(field, f"must be at most {max_bytes} bytes")
+    return value
+
+
+def check_request_key(field: str, value: object) -> str:
+    """An idempotency key: 1 to MAX_REQUEST_KEY_CHARS printable characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_REQUEST_KEY_CHARS or not value.isprintable():
+        raise InvalidField(field, f"must be 1 to {MAX_REQUEST_KEY_CHARS} printable characters")
     return value
 
 

@@ -173,10 +173,7 @@ def error_info(trailing: Any) -> error_details_pb2.ErrorInfo | None:
             status.ParseFromString(value)
         except Exception:  # not a Status: ignore it, the code still speaks
             return None
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Is(info.DESCRIPTOR) and detail.Unpack(info) and info.domain == ERROR_DOMAIN:
-                return info
+        return _sayiir_error_info(status)
     return None
 
 
@@ -192,6 +189,32 @@ def error_from_rpc(exc: grpc.aio.AioRpcError | grpc.RpcError) -> BackendError:
     for key, value in trailing or ():
         if key == ERROR_KIND_METADATA and kind is None:
             kind = value if isinstance(value, str) else value.decode()
+    return _error_of(code, details, kind, info)
+
+
+def error_from_status(serialized: bytes) -> BackendError:
+    """The exception of a serialized google.rpc.Status (a worker session's error reply)."""
+    status = status_pb2.Status()
+    status.ParseFromString(serialized)
+    code = _CODES_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    info = _sayiir_error_info(status)
+    return _error_of(code, status.message, None if info is None else info.reason, info)
+
+
+_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _sayiir_error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+            return info
+    return None
+
+
+def _error_of(
+    code: grpc.StatusCode | None, details: str, kind: str | None, info: error_details_pb2.ErrorInfo | None
+) -> BackendError:
     by_code = _BY_CODE.get(code) if code is not None else None
     cls = _BY_KIND.get(kind or "") or by_code or BackendError
     if cls is BackendError and by_code is not None:

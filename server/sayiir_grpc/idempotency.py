@@ -29,13 +29,14 @@ import asyncio
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import grpc
 import structlog
 
-from sayiir_common.checks import InvalidField
+from sayiir_common.checks import InvalidField, check_request_key
 from sayiir_common.errors import OutcomeUnknownError, UnavailableError
 from sayiir_grpc.db import RETRY_DELAYS, Database
 from sayiir_grpc.errors import is_transient
@@ -44,7 +45,6 @@ from sayiir_grpc.stores import idempotency as store
 log = structlog.get_logger(__name__)
 
 REQUEST_KEY_METADATA = "x-request-id"
-MAX_KEY_LENGTH = 128
 
 
 class _Message(Protocol):
@@ -56,14 +56,20 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Method = Callable[[Any, Any, Context], Awaitable[Reply]]
 
 
+# The key of a worker session's request (its checked `request_id`), set in
+# the task that runs it: one stream carries many requests, so the key cannot
+# come from the stream's metadata.
+SESSION_REQUEST_KEY: ContextVar[str | None] = ContextVar("sayiir_session_request_key", default=None)
+
+
 def request_key(context: Context) -> str | None:
     """The call's idempotency key, or None; INVALID_ARGUMENT when malformed."""
+    in_session = SESSION_REQUEST_KEY.get()
+    if in_session is not None:
+        return in_session
     for name, value in context.invocation_metadata() or ():
-        if name != REQUEST_KEY_METADATA:
-            continue
-        if not isinstance(value, str) or not 1 <= len(value) <= MAX_KEY_LENGTH or not value.isprintable():
-            raise InvalidField(REQUEST_KEY_METADATA, f"must be 1 to {MAX_KEY_LENGTH} printable characters")
-        return value
+        if name == REQUEST_KEY_METADATA:
+            return check_request_key(REQUEST_KEY_METADATA, value)
     return None
 
 
@@ -71,11 +77,15 @@ def request_hash(request: _Message) -> bytes:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
-def idempotent(reply_type: Callable[[], Reply]) -> Callable[[Method[Reply]], Method[Reply]]:
-    """Run the method as one transaction, keyed by `x-request-id` when sent."""
+def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Callable[[Method[Reply]], Method[Reply]]:
+    """Run the method as one transaction, keyed by `x-request-id` when sent.
+
+    Stored keys name their call by `name` (default: the method's name); a
+    repeat must name the same call, so a stored name never changes.
+    """
 
     def decorate(method: Method[Reply]) -> Method[Reply]:
-        rpc = method.__name__
+        rpc = name or method.__name__
 
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: Context) -> Reply:

@@ -167,7 +167,9 @@ class Undecodable:
 # statuses. Their bodies are refused unparsed past SMALL_REQUEST_BYTES, so
 # millions of repeated entries never reach the parser (which runs on the
 # event loop). The others carry snapshots, outputs or event payloads.
-PAYLOAD_METHODS = frozenset({"SaveSnapshot", "SaveSnapshotFenced", "SaveTaskResult", "SendEvent", "CompleteTask"})
+PAYLOAD_METHODS = frozenset(
+    {"SaveSnapshot", "SaveSnapshotFenced", "SaveTaskResult", "SendEvent", "CompleteTask", "WorkerSession"}
+)
 SMALL_REQUEST_BYTES = 64 * 1024
 
 
@@ -345,6 +347,15 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 stream if inspect.isasyncgenfunction(inner_stream) else writing_stream,
                 request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            # A worker session: each request is counted and timed as its
+            # unary call (servicers.worker_session); a message that does
+            # not parse reaches it as Undecodable and ends the stream.
+            return grpc.stream_stream_rpc_method_handler(
+                handler.stream_stream,
+                request_deserializer=_lenient(handler.request_deserializer, method),
                 response_serializer=handler.response_serializer,
             )
         return handler

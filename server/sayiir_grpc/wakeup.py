@@ -70,6 +70,8 @@ class WakeupHub:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._stopping = False
+        # Set by `stop`: what a worker session awaits to end its stream.
+        self.stopped = asyncio.Event()
         self.hints_received = 0
         self.hints_sent = 0
         self.hints_dropped = 0
@@ -86,6 +88,7 @@ class WakeupHub:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.stopped.set()
         for waiter in list(self._waiters):
             waiter.woken.set()
         self._waiters.clear()

@@ -25,7 +25,7 @@ from sayiir_grpc.db import Database
 from sayiir_grpc.errors import abort
 from sayiir_grpc.idempotency import idempotent
 from sayiir_grpc.observability import Metrics
-from sayiir_grpc.servicers import Context, rpc
+from sayiir_grpc.servicers import Context, rpc, worker_session
 from sayiir_grpc.stores import dispatch, task_result_store
 from sayiir_grpc.stores import task_claim_store as store
 from sayiir_grpc.tracing import adopt_caller_trace
@@ -185,6 +185,12 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def ClaimAvailableTasks(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
     ) -> rpc_pb.ClaimAvailableTasksResponse:
+        return await self.claim_available_tasks(request, context)
+
+    async def claim_available_tasks(
+        self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
+    ) -> rpc_pb.ClaimAvailableTasksResponse:
+        """ClaimAvailableTasks, as a call or as a session request."""
         _, _, _, tags = dispatch_args(request)
         wait = wait_from(request, context)
         if wait > 0:
@@ -235,8 +241,12 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
                 self.hub.stop_waiting(waiter)
 
     @rpc
-    @idempotent(rpc_pb.CompleteTaskResponse)
     async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
+        return await self.complete_task(request, context)
+
+    @idempotent(rpc_pb.CompleteTaskResponse, name="CompleteTask")
+    async def complete_task(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
+        """CompleteTask, as a call or as a session request."""
         instance_id, task_id, worker_id = claim_key(request)
         next_task = None
         next_id = checks.optional_task_id(request, "next_task_id")
@@ -264,6 +274,12 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         if following is not None:
             response.next.CopyFrom(convert.available_task_to_proto(following, with_snapshot=False))
         return response
+
+    async def WorkerSession(
+        self, requests: AsyncIterator[rpc_pb.WorkerSessionRequest], context: Context
+    ) -> AsyncIterator[rpc_pb.WorkerSessionReply]:
+        async for reply in worker_session.serve(self, requests, context):
+            yield reply
 
     async def WatchWakeups(
         self, request: rpc_pb.WatchWakeupsRequest, context: Context

@@ -79,6 +79,11 @@ class TaskClaimStoreStub:
                 request_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskRequest.SerializeToString,
                 response_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskResponse.FromString,
                 _registered_method=True)
+        self.WorkerSession = channel.stream_stream(
+                '/sayiir.v1.TaskClaimStore/WorkerSession',
+                request_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.WorkerSessionRequest.SerializeToString,
+                response_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.WorkerSessionReply.FromString,
+                _registered_method=True)
 
 
 class TaskClaimStoreServicer:
@@ -169,6 +174,22 @@ class TaskClaimStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WorkerSession(self, request_iterator, context):
+        """A worker's session: ClaimAvailableTasks and CompleteTask as messages on
+        one stream instead of one call each (a stream message costs the server
+        and the worker a fraction of a call). Every request is answered by one
+        reply with the same `request_id`; requests run concurrently and replies
+        come back as each finishes, in any order. Each request behaves exactly
+        as its unary call, with `request_id` as its idempotency key: after a
+        broken stream, send it again, with the same id, on a new stream. A
+        request that fails gets a reply carrying the status the unary call
+        would have ended with; the stream itself ends only when the client
+        closes it, on a malformed message, or when the server stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskClaimStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +237,11 @@ def add_TaskClaimStoreServicer_to_server(servicer, server):
                     servicer.CompleteTask,
                     request_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskRequest.FromString,
                     response_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskResponse.SerializeToString,
+            ),
+            'WorkerSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.WorkerSession,
+                    request_deserializer=sayiir_dot_v1_dot_task__claim__store__pb2.WorkerSessionRequest.FromString,
+                    response_serializer=sayiir_dot_v1_dot_task__claim__store__pb2.WorkerSessionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -461,6 +487,33 @@ class TaskClaimStore:
             '/sayiir.v1.TaskClaimStore/CompleteTask',
             sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskRequest.SerializeToString,
             sayiir_dot_v1_dot_task__claim__store__pb2.CompleteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkerSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/sayiir.v1.TaskClaimStore/WorkerSession',
+            sayiir_dot_v1_dot_task__claim__store__pb2.WorkerSessionRequest.SerializeToString,
+            sayiir_dot_v1_dot_task__claim__store__pb2.WorkerSessionReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,208 @@
+"""WorkerSession: a worker's ClaimAvailableTasks and CompleteTask as messages
+on one stream.
+
+A unary call costs the server (and the worker) several times what a message
+on an open stream costs: a new HTTP/2 stream, headers both ways, a call
+object, the interceptors. A fleet makes one claim and one completion per
+step, so the session carries those as messages; each runs exactly as its
+unary call (the same servicer method, its idempotency key the request's
+`request_id`), and each finished request is answered at once, in any order.
+
+The stream lives as long as the worker: it ends when the client closes it
+(after the answers still owed), on a message that does not parse (the only
+error that ends it: no `request_id` to answer), or when the server stops
+(answers owed are sent, then UNAVAILABLE: the client sends its unanswered
+requests again, with the same ids, on a new stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+import structlog
+from google.protobuf.message import Message
+
+from sayiir_common import checks
+from sayiir_common.errors import InvalidArgumentError, status_details
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
+from sayiir_grpc.errors import abort, error_metadata, status_for
+from sayiir_grpc.idempotency import SESSION_REQUEST_KEY
+from sayiir_grpc.observability import Metrics, Undecodable
+from sayiir_grpc.servicers import Context
+from sayiir_grpc.wakeup import WakeupHub
+
+log = structlog.get_logger(__name__)
+
+# Unanswered requests of one stream; past it a request is answered
+# RESOURCE_EXHAUSTED without running (a worker never needs more in flight
+# than it runs tasks at once, plus its long poll).
+MAX_UNANSWERED = 256
+
+REQUEST_ID_FIELD = "request_id"
+
+
+class SessionServicer(Protocol):
+    """What a session needs of the TaskClaimStore servicer."""
+
+    hub: WakeupHub
+    metrics: Metrics | None
+
+    def claim_available_tasks(
+        self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
+    ) -> Awaitable[rpc_pb.ClaimAvailableTasksResponse]: ...
+
+    def complete_task(
+        self, request: rpc_pb.CompleteTaskRequest, context: Context
+    ) -> Awaitable[rpc_pb.CompleteTaskResponse]: ...
+
+
+# The call each request kind runs: the `oneof call` field, the RPC it stands
+# for (its metrics label), the servicer method, and the reply's field.
+_CALLS: dict[str, tuple[str, Callable[[SessionServicer], Callable[[Any, Context], Awaitable[Message]]]]] = {
+    "claim_available_tasks": ("ClaimAvailableTasks", lambda s: s.claim_available_tasks),
+    "complete_task": ("CompleteTask", lambda s: s.complete_task),
+}
+
+
+async def answer(
+    servicer: SessionServicer, message: rpc_pb.WorkerSessionRequest, context: Context
+) -> rpc_pb.WorkerSessionReply:
+    """Run one request as its unary call; its reply, or the status that call would end with."""
+    reply = rpc_pb.WorkerSessionReply(request_id=message.request_id)
+    kind = message.WhichOneof("call")
+    method = _CALLS[kind][0] if kind is not None else "WorkerSession"
+    request: Any = getattr(message, kind) if kind is not None else message
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        key = checks.check_request_key(REQUEST_ID_FIELD, message.request_id)
+        if kind is None:
+            raise checks.InvalidField("call", "must be set: claim_available_tasks or complete_task")
+        # This task's own context: the key reaches @idempotent for this request only.
+        SESSION_REQUEST_KEY.set(key)
+        result = await _CALLS[kind][1](servicer)(request, context)
+        getattr(reply, kind).CopyFrom(result)
+    except Exception as exc:
+        code, text, error_kind = status_for(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("unexpected error", method=method, session=True)
+        reply.error = status_details(code, text, error_kind, error_metadata(exc, request))
+    finally:
+        if servicer.metrics is not None:
+            servicer.metrics.calls.labels(method, code.name).inc()
+            servicer.metrics.latency.labels(method).observe(time.perf_counter() - started)
+    return reply
+
+
+def too_many(message: rpc_pb.WorkerSessionRequest) -> rpc_pb.WorkerSessionReply:
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    text = f"more than {MAX_UNANSWERED} unanswered requests on this session; wait for answers before sending more"
+    return rpc_pb.WorkerSessionReply(
+        request_id=message.request_id, error=status_details(code, text, "ResourceExhausted", {})
+    )
+
+
+class _Event:
+    """A queue item that is not a reply."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+async def serve(
+    servicer: SessionServicer, requests: AsyncIterator[Any], context: Context
+) -> AsyncIterator[rpc_pb.WorkerSessionReply]:
+    """The session's replies: one per request, each as soon as it is ready."""
+    queue: asyncio.Queue[rpc_pb.WorkerSessionReply | _Event] = asyncio.Queue()
+    reader_done, stopping = _Event(), _Event()
+    running: set[asyncio.Task[None]] = set()
+    # Requests not yet answered, counted down before the reply is queued, so
+    # the last reply taken off the queue can tell that nothing else is owed.
+    owed = 0
+    malformed: list[str] = []
+
+    async def run(message: rpc_pb.WorkerSessionRequest) -> None:
+        nonlocal owed
+        try:
+            reply = await answer(servicer, message, context)
+        finally:
+            owed -= 1
+        queue.put_nowait(reply)
+
+    async def read() -> None:
+        nonlocal owed
+        try:
+            async for message in requests:
+                if isinstance(message, Undecodable):
+                    malformed.append(message.error)
+                    break
+                if owed >= MAX_UNANSWERED:
+                    queue.put_nowait(too_many(message))
+                    continue
+                owed += 1
+                task = asyncio.create_task(run(message))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        except Exception as exc:  # the stream broke: end the session with it
+            queue.put_nowait(_Event(exc))
+        else:
+            queue.put_nowait(reader_done)
+
+    async def watch_stop() -> None:
+        await servicer.hub.stopped.wait()
+        queue.put_nowait(stopping)
+
+    reader = asyncio.create_task(read())
+    watcher = asyncio.create_task(watch_stop())
+    finished = False
+    try:
+        read_all = False
+        while not (read_all and owed == 0 and queue.empty()):
+            item = await queue.get()
+            if item is reader_done:
+                read_all = True
+            elif item is stopping:
+                break
+            elif isinstance(item, _Event):
+                assert item.error is not None
+                raise item.error
+            else:
+                yield item
+        finished = True
+    finally:
+        watcher.cancel()
+        reader.cancel()
+        if not finished:
+            # The client went away (or the stream broke): as with a unary
+            # call whose caller left, the requests under way are cancelled.
+            for task in list(running):
+                task.cancel()
+    if malformed:
+        await abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"a session message is not a valid WorkerSessionRequest: {malformed[0]}",
+            InvalidArgumentError.kind,
+            {"field": "request"},
+        )
+    if servicer.hub.stopping:
+        # Answer what is under way (a long poll returns at once when the
+        # server stops), then tell the client to go on elsewhere.
+        if running:
+            await asyncio.wait(set(running))
+        while not queue.empty():
+            item = queue.get_nowait()
+            if isinstance(item, rpc_pb.WorkerSessionReply):
+                yield item
+        await abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            "the server is stopping: send the unanswered requests again, with the same request_id, on a new stream",
+            "Unavailable",
+        )
