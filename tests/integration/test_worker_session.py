@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from conftest import start_service
-from sayiir_client import AtTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
+from sayiir_client import AtTask, ClaimedTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
+from sayiir_client.session import WorkerSession
 from sayiir_common.errors import InvalidArgumentError, NotFoundError, error_from_status
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as pb_grpc
@@ -44,22 +45,15 @@ async def submit(client: GrpcBackend, instance_id: str) -> None:
     await client.save_snapshot(snapshot)
 
 
-async def run_to_the_end(session: object, worker: str, task: object) -> None:
+async def run_to_the_end(session: WorkerSession, worker: str, task: ClaimedTask | None) -> None:
     """Steps 1 and 2 continued on the session, step 3 completes the workflow."""
     for step, after in itertools.pairwise(STEPS):
-        assert task is not None and task.task_id == step  # type: ignore[attr-defined]
-        output = str(int(task.input) + 1).encode()  # type: ignore[attr-defined]
-        completed, task = await session.complete_task_and_continue(  # type: ignore[attr-defined]
-            task.instance_id,
-            step,
-            worker,
-            output,
-            after,
-            30,  # type: ignore[attr-defined]
-        )
+        assert task is not None and task.task_id == step
+        output = str(int(task.input or b"0") + 1).encode()
+        completed, task = await session.complete_task_and_continue(task.instance_id, step, worker, output, after, 30)
         assert completed
     assert task is not None
-    assert await session.complete_task(task.instance_id, STEPS[-1], worker, b"3")  # type: ignore[attr-defined]
+    assert await session.complete_task(task.instance_id, STEPS[-1], worker, b"3")
 
 
 async def test_a_workflow_runs_to_its_end_on_a_session(client: GrpcBackend) -> None:
