@@ -103,13 +103,33 @@ SELECT
 """
 
 
+def outranked_by_another(instance: str, priority: str, aging: str) -> str:
+    """True when a ready, claimable task of another workflow than `instance`
+    has a better priority than `priority`, where waiting promotes a task one
+    level per `aging` seconds (the dispatch order at the granularity of
+    priority levels): the fairness check of a continued claim, so a backlog
+    is never starved by workers that keep their workflows."""
+    return f"""EXISTS (
+    SELECT 1 FROM sayiir_workflow_snapshots s
+    WHERE s.status = 'InProgress' AND s.position_kind = 'AtTask' AND s.instance_id <> {instance}
+      AND s.task_priority - floor(extract(epoch FROM now() - s.updated_at) / {aging}::float8) < {priority}
+      AND {ELIGIBLE}
+)"""
+
+
 # The write half of every read-modify-write, run while LOCK_AND_READ's lock
 # is held: refresh the row's columns from the mutated snapshot, append the
 # next history version ($15), and optionally record one task output ($16,
-# $17), close the running task ($18: its new status), wake workers ($19) and
-# release the claim of worker $20. One statement, so the row, its history,
-# its tasks and its claim never disagree. $1..$14 are the snapshot's row
-# columns and blob, numbered as in SAVE_SNAPSHOT (`snapshot_row_args`).
+# $17), close the running task ($18: its new status), and end the claim of
+# worker $20: with $21 ("continue where you are") it moves to task $21 with
+# a lifetime of $22 s unless another workflow's task outranks the next one
+# (priority $23, aging $24 s); otherwise it is released. $19 is the wakeup
+# hint, sent unless the claim moved (a task kept by its worker is nobody
+# else's to wake up for). One statement, so the row, its history, its
+# tasks and its claim never disagree, and one round trip for all of it.
+# The release reads `moved`: the two never touch the same claim row.
+# $1..$14 are the snapshot's row columns and blob, numbered as in
+# SAVE_SNAPSHOT (`snapshot_row_args`).
 WRITE_MUTATION = f"""
 WITH upd AS (
     UPDATE sayiir_workflow_snapshots
@@ -138,12 +158,34 @@ task_close AS (
     WHERE t.instance_id = $1 AND t.status = 'active' AND $18::text IS NOT NULL
       AND t.task_id IS DISTINCT FROM $16::bytea AND EXISTS (SELECT 1 FROM upd)
 ),
+moved AS (
+    UPDATE sayiir_workflow_claims c
+    SET task_id = $21::bytea, claimed_at = now(), expires_at = now() + make_interval(secs => $22::float8)
+    WHERE c.instance_id = $1 AND c.worker_id = $20::text AND $21::bytea IS NOT NULL AND EXISTS (SELECT 1 FROM upd)
+      AND NOT {outranked_by_another("$1", "$23::int", "$24")}
+    RETURNING 1
+),
 release AS (
     DELETE FROM sayiir_workflow_claims c
     WHERE c.instance_id = $1 AND c.worker_id = $20::text AND EXISTS (SELECT 1 FROM upd)
+      AND NOT EXISTS (SELECT 1 FROM moved)
 )
-SELECT CASE WHEN $19::text IS NOT NULL THEN pg_notify('{TASK_READY_CHANNEL}', $19::text) END FROM upd
+SELECT EXISTS (SELECT 1 FROM moved) AS moved,
+       CASE WHEN $19::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM moved)
+            THEN pg_notify('{TASK_READY_CHANNEL}', $19::text) END
+FROM upd
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimMove:
+    """Where a completing worker's claim goes: to `task_id` for `ttl_s`, if
+    no ready task of another workflow outranks `priority` (aged per `aging_s`)."""
+
+    task_id: TaskId
+    ttl_s: float
+    priority: int
+    aging_s: float
 
 
 @dataclass(slots=True)
@@ -317,8 +359,10 @@ async def write_mutation(
     close_active_tasks_as: str | None = None,
     notify: bool = True,
     release_claim_of: str | None = None,
-) -> int:
-    """Persist `locked.snapshot` as the next history version; returns it.
+    move_claim: ClaimMove | None = None,
+) -> tuple[int, bool]:
+    """Persist `locked.snapshot` as the next history version; returns it,
+    and whether `release_claim_of`'s claim moved as `move_claim` asked.
 
     `notify` sends the wakeup hint when the snapshot now waits at a task;
     pass False when the hint would name a task that is already done.
@@ -327,7 +371,7 @@ async def write_mutation(
     limits.check_snapshot_fits(snapshot)
     blob, _ = await encode_stripped_off_loop(codec, snapshot)
     version = locked.history_version + 1
-    await write_row(
+    moved = await write_row(
         conn,
         snapshot_row_args(snapshot, blob),
         version,
@@ -335,10 +379,11 @@ async def write_mutation(
         close_active_tasks_as=close_active_tasks_as,
         wakeup=wakeup_payload(snapshot) if notify else None,
         release_claim_of=release_claim_of,
+        move_claim=move_claim,
     )
     locked.history_version = version
     locked.status = snapshot.state.kind
-    return version
+    return version, moved
 
 
 async def write_row(
@@ -350,9 +395,11 @@ async def write_row(
     close_active_tasks_as: str | None = None,
     wakeup: str | None = None,
     release_claim_of: str | None = None,
-) -> None:
-    """Run WRITE_MUTATION: `row_args` (`snapshot_row_args`) as history `version`."""
-    await conn.execute(
+    move_claim: ClaimMove | None = None,
+) -> bool:
+    """Run WRITE_MUTATION: `row_args` (`snapshot_row_args`) as history
+    `version`; True when `move_claim` moved the claim."""
+    row = await conn.fetchrow(
         WRITE_MUTATION,
         *row_args,
         version,
@@ -361,7 +408,12 @@ async def write_row(
         close_active_tasks_as,
         wakeup,
         release_claim_of,
+        None if move_claim is None else move_claim.task_id.as_bytes(),
+        None if move_claim is None else move_claim.ttl_s,
+        None if move_claim is None else move_claim.priority,
+        None if move_claim is None else move_claim.aging_s,
     )
+    return row is not None and bool(row["moved"])
 
 
 def recorded_task_result(

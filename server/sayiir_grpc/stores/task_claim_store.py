@@ -16,7 +16,7 @@ from sayiir_common.errors import ClaimLostError, NotFoundError
 from sayiir_common.ids import TaskId
 from sayiir_common.model import AtTask, AvailableTask, InProgress, TaskClaim, WorkflowSnapshot
 from sayiir_grpc.db import Database
-from sayiir_grpc.stores.history import ELIGIBLE, LIVE_CLAIM, LOCK_SNAPSHOT_ROW, lock_for_mutation, write_mutation
+from sayiir_grpc.stores.history import LIVE_CLAIM, LOCK_SNAPSHOT_ROW, ClaimMove, lock_for_mutation, write_mutation
 from sayiir_grpc.stores.snapshot_store import SAVE_SNAPSHOT, save_snapshot_args
 
 # Claim = insert the instance's claim row. Concurrent claimers of one
@@ -92,26 +92,6 @@ WHERE c.instance_id = $1 AND c.worker_id = $2 AND c.task_id = $3 AND {LIVE_CLAIM
 FOR UPDATE
 """
 
-
-# "Continue where you are": the worker's claim row moves to the next task
-# with a fresh lifetime, in the transaction that completes the current one,
-# unless a ready, claimable task of another workflow outranks the next task:
-# a better priority, where waiting promotes a task one level per aging
-# interval (the dispatch order at the granularity of priority levels), so a
-# backlog is never starved by workers that keep their workflows. One
-# statement; a row comes back when the claim moved.
-MOVE_CLAIM_IF_FAIR = f"""
-UPDATE sayiir_workflow_claims
-SET task_id = $3, claimed_at = now(), expires_at = now() + make_interval(secs => $4::float8)
-WHERE instance_id = $1 AND worker_id = $2
-  AND NOT EXISTS (
-    SELECT 1 FROM sayiir_workflow_snapshots s
-    WHERE s.status = 'InProgress' AND s.position_kind = 'AtTask' AND s.instance_id <> $1
-      AND s.task_priority - floor(extract(epoch FROM now() - s.updated_at) / $6::float8) < $5
-      AND {ELIGIBLE}
-  )
-RETURNING 1
-"""
 
 RELEASE_MANY = "DELETE FROM sayiir_workflow_claims WHERE instance_id = ANY($1::text[]) AND worker_id = $2"
 
@@ -197,7 +177,7 @@ async def complete_task(
     (False, None), with nothing written, when the worker does not hold the
     live claim. `claim_next` = (ttl, aging interval) in seconds: keep the
     claim, moved to the next task, unless another ready task outranks it
-    (MOVE_CLAIM_IF_FAIR); the next task, claimed, is returned.
+    (history.WRITE_MUTATION); the next task, claimed, is returned.
     """
 
     async def body(conn: asyncpg.Connection) -> tuple[bool, AvailableTask | None]:
@@ -214,38 +194,27 @@ async def complete_task(
             return False, None
         snapshot.mark_task_completed(task_id, output)
         snapshot.clear_retry_state(task_id)
-        kept: TaskId | None = None
+        move: ClaimMove | None = None
         if next_task is not None:
             next_id, priority, tags = next_task
             snapshot.update_position(AtTask(next_id))
             snapshot.set_task_hint(priority, tags)
             if claim_next is not None:
                 ttl, aging = claim_next
-                moved = await conn.fetchval(
-                    MOVE_CLAIM_IF_FAIR,
-                    instance_id,
-                    worker_id,
-                    next_id.as_bytes(),
-                    ttl,
-                    snapshot.current_task_priority(),
-                    aging,
-                )
-                kept = next_id if moved is not None else None
+                move = ClaimMove(next_id, ttl, snapshot.current_task_priority(), aging)
         else:
             snapshot.mark_completed(output if final_output is None else final_output)
-        version = await write_mutation(
-            conn,
-            codec,
-            locked,
-            task_output=(task_id, output),
-            release_claim_of=None if kept else worker_id,
-            # A task kept by this worker is nobody else's to wake up for.
-            notify=kept is None,
+        # "Continue where you are": with `move`, the worker's claim moves to
+        # the next task in the same statement, unless a ready task of another
+        # workflow outranks it (see WRITE_MUTATION), else it is released.
+        version, moved = await write_mutation(
+            conn, codec, locked, task_output=(task_id, output), release_claim_of=worker_id, move_claim=move
         )
-        if kept is None:
+        if not moved:
             return True, None
+        assert move is not None
         following = AvailableTask(
-            instance_id, kept, output, snapshot.definition_hash, snapshot.trace_parent, snapshot, version
+            instance_id, move.task_id, output, snapshot.definition_hash, snapshot.trace_parent, snapshot, version
         )
         return True, following
 
