@@ -154,6 +154,7 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
 
     pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
     load_durations: list[float] = []
+    load_waits: list[float] = []  # of those, the wait for a pooled connection
 
     def runner(kind: str) -> Call:
         count, in_tx = shape.statements[kind], shape.transaction[kind]
@@ -211,14 +212,16 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
     async def load(request: bytes, context: Any) -> bytes:
         started = time.monotonic()
         async with pool.acquire() as conn:
+            load_waits.append(time.monotonic() - started)
             await conn.fetchval(QUERY, request)
         load_durations.append(time.monotonic() - started)
         return PAYLOAD
 
     async def stats(request: bytes, context: Any) -> bytes:
         """The Load handlers' durations since the last Stats call, which resets them."""
-        summary = percentiles(load_durations)
+        summary = {**percentiles(load_durations), "acquire": percentiles(load_waits)}
         load_durations.clear()
+        load_waits.clear()
         return json.dumps(summary).encode()
 
     handlers = {kind: unary(run) for kind, run in zip(KINDS, runs, strict=True)}
@@ -431,7 +434,10 @@ def measure(
         window = json.loads(_line(client, "client"))
         if window["failed"]:
             raise RuntimeError(f"floor workflows failed: {window['failed']}")
-        probed: dict[str, Any] = {"server": percentiles([]), "client": percentiles([])}
+        probed: dict[str, Any] = {
+            "server": {**percentiles([]), "acquire": percentiles([])},
+            "client": percentiles([]),
+        }
         if prober is not None:
             out, _ = prober.communicate("go\n", timeout=probe_s + 60)
             probed = json.loads(out.strip().splitlines()[-1])
@@ -452,6 +458,9 @@ def measure(
             "load_p50_ms": probed["server"]["p50_ms"],
             "load_p99_ms": probed["server"]["p99_ms"],
             "load_max_ms": probed["server"]["max_ms"],
+            # How much of Load is the wait for one of the pool's connections.
+            "load_acquire_p50_ms": probed["server"]["acquire"]["p50_ms"],
+            "load_acquire_p99_ms": probed["server"]["acquire"]["p99_ms"],
             "load_client_p50_ms": probed["client"]["p50_ms"],
             "load_client_p99_ms": probed["client"]["p99_ms"],
             "probe_window_s": probe_s,
