@@ -1,9 +1,9 @@
 """The floor under the service's CPU per workflow: a bare grpc.aio server and
 asyncpg pool making the same round trips, with no store logic at all.
 
-Per linear workflow of 4 steps the fleet run makes 6 RPCs (SaveSnapshot,
+Per linear workflow of 4 steps the fleet run makes 6 calls (SaveSnapshot,
 one ClaimAvailableTasks, CompleteTask x 4 with the claim continued) and the
-server runs, per RPC, the same number of database round trips as the real
+server runs, per call, the same number of database round trips as the real
 handlers: a save is a transaction of 2 statements, a claim one statement, a
 completion a transaction of 3 (lock and read, write, move the claim). Here
 each handler runs that many `SELECT $1::bytea` on a pooled connection and
@@ -12,25 +12,126 @@ nothing else. The server and the client are separate processes (uvloop for
 both, as the service); their CPU over the window, divided by the workflows,
 is the floor of the server and worker-client roles.
 
+The shape is configurable: statements per call kind, whether each kind is a
+transaction (BEGIN and COMMIT are 2 more round trips), and the transport of
+claims and completions: `unary` (one RPC each) or `stream` (messages on one
+bidi session stream per client channel, carrying a request id; the server
+runs each message in its own task and answers through one writer per stream;
+saves stay unary RPCs, as they come from the submitter).
+
+After the CPU window, under the same load, a probe process calls a `Load`
+RPC (one `SELECT $1::bytea`, no transaction) every 10 ms; the server times
+each Load handler and reports p50/p99/max: the floor of the load_snapshot
+latency goal. The probe has a window of its own (as in bench/fleet.py) so
+that its calls do not count as workflow CPU.
+
     .venv/bin/python bench/floor.py --url postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/floor.py --transport stream --duration 10
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
+import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+KINDS = ("Save", "Claim", "Complete")
 STATEMENTS = {"Save": 2, "Claim": 1, "Complete": 3}
 TRANSACTION = {"Save": True, "Claim": False, "Complete": True}
 PAYLOAD = b"x" * 200
 CALLS_PER_WF = ["Save", "Claim", "Complete", "Complete", "Complete", "Complete"]
+# What a worker sends on its session stream; saves come from the submitter.
+STREAMED = frozenset({"Claim", "Complete"})
+TRANSPORTS = ("unary", "stream")
+CHANNELS = 4
+POOL_SIZE = 12  # bench/fleet.py's SERVICE_POOL
+ID_BYTES = 8
+QUERY = "SELECT $1::bytea"
+
+Call = Callable[[bytes], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Shape:
+    statements: Mapping[str, int]
+    transaction: Mapping[str, bool]
+    transport: str = "unary"
+
+    @classmethod
+    def make(
+        cls,
+        statements: Mapping[str, int] | None = None,
+        transaction: Mapping[str, bool] | None = None,
+        transport: str = "unary",
+    ) -> Shape:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport {transport!r} is not one of {TRANSPORTS}")
+        unknown = (set(statements or {}) | set(transaction or {})) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown call kinds {sorted(unknown)}; the kinds are {KINDS}")
+        return cls({**STATEMENTS, **(statements or {})}, {**TRANSACTION, **(transaction or {})}, transport)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Shape:
+        return cls.make(
+            {kind: getattr(args, f"{kind.lower()}_statements") for kind in KINDS},
+            {kind: getattr(args, f"{kind.lower()}_tx") for kind in KINDS},
+            args.transport,
+        )
+
+    def args(self) -> list[str]:
+        """The flags that give a child process this shape."""
+        flags = ["--transport", self.transport]
+        for kind in KINDS:
+            flags += [f"--{kind.lower()}-statements", str(self.statements[kind])]
+            flags.append(f"--{kind.lower()}-tx" if self.transaction[kind] else f"--no-{kind.lower()}-tx")
+        return flags
+
+    def streamed(self, kind: str) -> bool:
+        return self.transport == "stream" and kind in STREAMED
+
+    def summary(self) -> dict[str, Any]:
+        messages = sum(1 for kind in CALLS_PER_WF if self.streamed(kind))
+        return {
+            "transport": self.transport,
+            "rpcs_per_wf": len(CALLS_PER_WF) - messages,
+            "stream_messages_per_wf": messages,
+            "statements_per_wf": sum(self.statements[kind] for kind in CALLS_PER_WF),
+            "round_trips_per_wf": sum(
+                self.statements[kind] + (2 if self.transaction[kind] else 0) for kind in CALLS_PER_WF
+            ),
+            "statements": dict(self.statements),
+            "transactions": dict(self.transaction),
+        }
+
+
+def add_shape_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--transport", choices=TRANSPORTS, default="unary")
+    for kind in KINDS:
+        parser.add_argument(f"--{kind.lower()}-statements", type=int, default=STATEMENTS[kind])
+        parser.add_argument(f"--{kind.lower()}-tx", action=argparse.BooleanOptionalAction, default=TRANSACTION[kind])
+
+
+def percentiles(values: list[float]) -> dict[str, Any]:
+    """Nearest-rank p50/p99/max of durations in seconds, as ms."""
+    if not values:
+        return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return round(1000 * ordered[max(0, math.ceil(q * len(ordered)) - 1)], 3)
+
+    return {"count": len(ordered), "p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": rank(1.0)}
 
 
 def _loop() -> None:
@@ -39,137 +140,374 @@ def _loop() -> None:
     uvloop.install()
 
 
-async def serve(url: str, pool_size: int) -> None:
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- server ---------------------------------------------------------------------
+
+
+async def serve(url: str, pool_size: int, shape: Shape) -> None:
     import asyncpg
     import grpc
 
     pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
+    load_durations: list[float] = []
+    load_waits: list[float] = []  # of those, the wait for a pooled connection
 
-    def handler(name: str) -> Any:
-        count, in_tx = STATEMENTS[name], TRANSACTION[name]
+    def runner(kind: str) -> Call:
+        count, in_tx = shape.statements[kind], shape.transaction[kind]
 
-        async def call(request: bytes, context: Any) -> bytes:
+        async def run(request: bytes) -> bytes:
             async with pool.acquire() as conn:
                 if in_tx:
                     async with conn.transaction():
                         for _ in range(count):
-                            await conn.fetchval("SELECT $1::bytea", request)
+                            await conn.fetchval(QUERY, request)
                 else:
                     for _ in range(count):
-                        await conn.fetchval("SELECT $1::bytea", request)
+                        await conn.fetchval(QUERY, request)
             return PAYLOAD
+
+        return run
+
+    runs = [runner(kind) for kind in KINDS]
+
+    def unary(run: Call) -> grpc.RpcMethodHandler[bytes, bytes]:
+        async def call(request: bytes, context: Any) -> bytes:
+            return await run(request)
 
         return grpc.unary_unary_rpc_method_handler(call)
 
+    async def session(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+        """One worker's stream: a task per message, replies through this one writer."""
+        replies: asyncio.Queue[bytes | None] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def handle(message: bytes) -> None:
+            await runs[message[ID_BYTES]](message[ID_BYTES + 1 :])
+            replies.put_nowait(message[:ID_BYTES] + PAYLOAD)
+
+        async def read() -> None:
+            try:
+                async for message in requests:
+                    task = asyncio.create_task(handle(message))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                await asyncio.gather(*pending)
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+            await reader  # raises what failed a handler, so the client sees the stream fail
+        finally:
+            reader.cancel()
+            for task in list(pending):
+                task.cancel()
+
+    async def load(request: bytes, context: Any) -> bytes:
+        started = time.monotonic()
+        async with pool.acquire() as conn:
+            load_waits.append(time.monotonic() - started)
+            await conn.fetchval(QUERY, request)
+        load_durations.append(time.monotonic() - started)
+        return PAYLOAD
+
+    async def stats(request: bytes, context: Any) -> bytes:
+        """The Load handlers' durations since the last Stats call, which resets them."""
+        summary = {**percentiles(load_durations), "acquire": percentiles(load_waits)}
+        load_durations.clear()
+        load_waits.clear()
+        return json.dumps(summary).encode()
+
+    handlers = {kind: unary(run) for kind, run in zip(KINDS, runs, strict=True)}
+    handlers["Session"] = grpc.stream_stream_rpc_method_handler(session)
+    handlers["Load"] = grpc.unary_unary_rpc_method_handler(load)
+    handlers["Stats"] = grpc.unary_unary_rpc_method_handler(stats)
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("floor.Floor", {name: handler(name) for name in STATEMENTS}),)
-    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(port, flush=True)
     await server.wait_for_termination()
 
 
-async def drive(port: int, inflight: int, channels: int, warmup: float, duration: float) -> dict[str, float]:
+# -- load client ----------------------------------------------------------------
+
+
+class Session:
+    """A worker's session stream on one channel: requests carry an id, replies are matched to waiting futures."""
+
+    def __init__(self, channel: Any) -> None:
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._waiting: dict[int, asyncio.Future[bytes]] = {}
+        self._next_id = 0
+        self._call = channel.stream_stream("/floor.Floor/Session")(self._requests())
+        self._reader = asyncio.create_task(self._read())
+
+    async def _requests(self) -> AsyncIterator[bytes]:
+        while (message := await self._outbox.get()) is not None:
+            yield message
+
+    async def _read(self) -> None:
+        try:
+            async for reply in self._call:
+                future = self._waiting.pop(int.from_bytes(reply[:ID_BYTES], "big"))
+                if not future.done():
+                    future.set_result(reply[ID_BYTES:])
+        except Exception as error:
+            # A failed stream fails its waiting workflows, which the window reports.
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(error)
+            raise
+
+    async def request(self, kind: int, payload: bytes) -> bytes:
+        self._next_id += 1
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[self._next_id] = future
+        self._outbox.put_nowait(self._next_id.to_bytes(ID_BYTES, "big") + bytes((kind,)) + payload)
+        return await future
+
+    def close(self) -> None:
+        self._outbox.put_nowait(None)
+        self._reader.cancel()
+
+
+async def drive(
+    port: int, inflight: int, channels: int, warmup: float, duration: float, shape: Shape, server_pid: int | None
+) -> None:
+    """Keep `inflight` workflows going; print the window's JSON line, then go on until stdin closes."""
     import grpc
 
     chans = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(channels)]
-    stubs = [{name: ch.unary_unary(f"/floor.Floor/{name}") for name in STATEMENTS} for ch in chans]
+    sessions = [Session(ch) for ch in chans] if shape.transport == "stream" else []
+
+    def calls(k: int) -> list[Call]:
+        channel = chans[k % channels]
+        out: list[Call] = []
+        for kind in CALLS_PER_WF:
+            if shape.streamed(kind):
+                out.append(functools.partial(sessions[k % channels].request, KINDS.index(kind)))
+            else:
+                stub: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/floor.Floor/{kind}")
+                out.append(stub)
+        return out
+
     done = 0
 
     async def workflow_loop(k: int) -> None:
         nonlocal done
-        stub = stubs[k % channels]
+        workflow = calls(k)
         while True:
-            for name in CALLS_PER_WF:
-                await stub[name](PAYLOAD)
+            for call in workflow:
+                await call(PAYLOAD)
             done += 1
+
+    def server_cpu() -> float:
+        return _cpu(server_pid) if server_pid else 0.0
 
     tasks = [asyncio.create_task(workflow_loop(k)) for k in range(inflight)]
     await asyncio.sleep(warmup)
-    before, start = done, time.monotonic()
-    own = os.times()
+    before, start, own, server_before = done, time.monotonic(), os.times(), server_cpu()
     await asyncio.sleep(duration)
-    after, end = done, time.monotonic()
-    own_after = os.times()
-    for task in tasks:
-        task.cancel()
-    for ch in chans:
-        await ch.close()
-    return {
+    after, end, own_after, server_after = done, time.monotonic(), os.times(), server_cpu()
+    failed = [repr(task.exception()) for task in tasks if task.done() and not task.cancelled() and task.exception()]
+    window = {
         "workflows": after - before,
         "seconds": end - start,
         "client_cpu_s": (own_after.user + own_after.system) - (own.user + own.system),
+        "server_cpu_s": server_after - server_before,
+        "failed": failed[:3],
     }
+    print(json.dumps(window), flush=True)
+    # The load goes on while the probe measures Load; the parent closes stdin when it is done.
+    await asyncio.to_thread(sys.stdin.readline)
+    for task in tasks:
+        task.cancel()
+    for session in sessions:
+        session.close()
+    for ch in chans:
+        await ch.close()
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# -- load probe -----------------------------------------------------------------
 
 
-def measure(url: str, inflight: int = 32, warmup: float = 3.0, duration: float = 15.0) -> dict[str, Any]:
-    """Run the floor server and client as processes; CPU ms per workflow of each."""
-    server = subprocess.Popen(
-        [sys.executable, __file__, "serve", "--url", url], stdout=subprocess.PIPE, text=True, start_new_session=True
+async def probe(port: int, interval: float, duration: float) -> None:
+    """Print "ready", wait for a line on stdin, then call Load every `interval` for `duration`."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        load: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/floor.Floor/Load")
+        stats: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/floor.Floor/Stats")
+        # A first call opens the connection; Stats forgets it.
+        await load(PAYLOAD, timeout=30)
+        await stats(b"", timeout=30)
+        print("ready", flush=True)
+        if not await asyncio.to_thread(sys.stdin.readline):
+            return
+        latencies: list[float] = []
+        next_at = time.monotonic()
+        end = next_at + duration
+        while time.monotonic() < end:
+            started = time.monotonic()
+            await load(PAYLOAD, timeout=30)
+            latencies.append(time.monotonic() - started)
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        server = json.loads(await stats(b"", timeout=30))
+    print(json.dumps({"server": server, "client": percentiles(latencies)}), flush=True)
+
+
+# -- the measurement ------------------------------------------------------------
+
+
+def _child(mode: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, mode, *args],
+        stdin=subprocess.PIPE if stdin else None,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+
+
+def _line(proc: subprocess.Popen[str], what: str) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"floor {what} exited (code {proc.wait(10)}) before answering")
+    return line.strip()
+
+
+def measure(
+    url: str,
+    inflight: int = 32,
+    warmup: float = 3.0,
+    duration: float = 15.0,
+    *,
+    statements: Mapping[str, int] | None = None,
+    transaction: Mapping[str, bool] | None = None,
+    transport: str = "unary",
+    probe_duration: float | None = None,
+    probe_interval: float = 0.01,
+) -> dict[str, Any]:
+    """Run the floor server, load client and Load probe as processes: CPU ms per
+    workflow of server and client, then Load's server-side latency under the same load.
+    `probe_duration` None is bench/fleet.py's probe window, max(3 s, duration / 2); 0 skips it."""
+    shape = Shape.make(statements, transaction, transport)
+    probe_s = max(3.0, duration / 2) if probe_duration is None else probe_duration
+    server = subprocess.Popen(
+        [sys.executable, __file__, "serve", "--url", url, *shape.args()],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    prober: subprocess.Popen[str] | None = None
+    client: subprocess.Popen[str] | None = None
     try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        client = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "drive",
-                "--port",
-                str(port),
-                "--inflight",
-                str(inflight),
-                "--warmup",
-                str(warmup),
-                "--duration",
-                str(duration),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
+        port = str(int(_line(server, "server")))
+        if probe_s > 0:
+            prober = _child(
+                "probe", "--port", port, "--interval", str(probe_interval), "--duration", str(probe_s), stdin=True
+            )
+            _line(prober, "probe")
+        client = _child(
+            "drive",
+            "--port",
+            port,
+            "--inflight",
+            str(inflight),
+            "--warmup",
+            str(warmup),
+            "--duration",
+            str(duration),
+            "--server-pid",
+            str(server.pid),
+            *shape.args(),
+            stdin=True,
         )
-        time.sleep(warmup)
-        server_before = _cpu(server.pid)
-        out, _ = client.communicate(timeout=warmup + duration + 60)
-        server_after = _cpu(server.pid)
-        result = json.loads(out.strip().splitlines()[-1])
-        # The server's window is a little longer than the client's (read after it): an upper bound.
-        workflows = max(1, result["workflows"])
+        window = json.loads(_line(client, "client"))
+        if window["failed"]:
+            raise RuntimeError(f"floor workflows failed: {window['failed']}")
+        probed: dict[str, Any] = {
+            "server": {**percentiles([]), "acquire": percentiles([])},
+            "client": percentiles([]),
+        }
+        if prober is not None:
+            out, _ = prober.communicate("go\n", timeout=probe_s + 60)
+            probed = json.loads(out.strip().splitlines()[-1])
+        assert client.stdin is not None
+        client.stdin.close()
+        client.wait(30)
+        workflows = max(1, window["workflows"])
+        label = "bare grpc.aio + asyncpg, same round trips"
+        if shape.transport == "stream":
+            label += ", claims and completions on a session stream"
         return {
-            "label": "bare grpc.aio + asyncpg, same round trips",
-            "wf_per_s": round(result["workflows"] / result["seconds"], 1),
-            "rpcs_per_wf": len(CALLS_PER_WF),
-            "statements_per_wf": sum(STATEMENTS[name] for name in CALLS_PER_WF),
-            "server_cpu_ms_per_wf": round(1000 * (server_after - server_before) / workflows, 2),
-            "client_cpu_ms_per_wf": round(1000 * result["client_cpu_s"] / workflows, 2),
+            "label": label,
+            "wf_per_s": round(window["workflows"] / window["seconds"], 1),
+            **shape.summary(),
+            "server_cpu_ms_per_wf": round(1000 * window["server_cpu_s"] / workflows, 2),
+            "client_cpu_ms_per_wf": round(1000 * window["client_cpu_s"] / workflows, 2),
+            "load_calls": probed["server"]["count"],
+            "load_p50_ms": probed["server"]["p50_ms"],
+            "load_p99_ms": probed["server"]["p99_ms"],
+            "load_max_ms": probed["server"]["max_ms"],
+            # How much of Load is the wait for one of the pool's connections.
+            "load_acquire_p50_ms": probed["server"]["acquire"]["p50_ms"],
+            "load_acquire_p99_ms": probed["server"]["acquire"]["p99_ms"],
+            "load_client_p50_ms": probed["client"]["p50_ms"],
+            "load_client_p99_ms": probed["client"]["p99_ms"],
+            "probe_window_s": probe_s,
         }
     finally:
+        for proc in (prober, client):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
         server.terminate()
         server.wait(10)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", nargs="?", default="measure", choices=["measure", "serve", "drive"])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("mode", nargs="?", default="measure", choices=["measure", "serve", "drive", "probe"])
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--server-pid", type=int)
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--duration", type=float, default=15.0, help="the CPU window, or the probe's in probe mode")
+    parser.add_argument("--probe-duration", type=float, help="the Load probe's window (default max(3, duration/2))")
+    parser.add_argument("--interval", type=float, default=0.01, help="between two Load calls of the probe")
+    add_shape_flags(parser)
     args = parser.parse_args()
+    shape = Shape.from_args(args)
     _loop()
     if args.mode == "serve":
-        asyncio.run(serve(args.url, 12))
+        asyncio.run(serve(args.url, POOL_SIZE, shape))
     elif args.mode == "drive":
-        print(json.dumps(asyncio.run(drive(args.port, args.inflight, 4, args.warmup, args.duration))), flush=True)
+        asyncio.run(drive(args.port, args.inflight, CHANNELS, args.warmup, args.duration, shape, args.server_pid))
+    elif args.mode == "probe":
+        asyncio.run(probe(args.port, args.interval, args.duration))
     else:
-        print(json.dumps(measure(args.url, args.inflight, args.warmup, args.duration), indent=2))
+        result = measure(
+            args.url,
+            args.inflight,
+            args.warmup,
+            args.duration,
+            statements=shape.statements,
+            transaction=shape.transaction,
+            transport=shape.transport,
+            probe_duration=args.probe_duration,
+            probe_interval=args.interval,
+        )
+        print(json.dumps(result, indent=2))
     return 0
 
 

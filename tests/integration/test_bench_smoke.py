@@ -111,7 +111,40 @@ def test_quick_fleet_rows_meter_every_role(tmp_path: Path) -> None:
         assert run["cpu_ms_per_wf_by_role"].keys() == {"server", "workers", "submitter", "postgres"}
         assert all(value > 0 for value in run["cpu_ms_per_wf_by_role"].values()), run
         assert run["load_snapshot_server"]["count"] > 0
-    assert runs["floor"]["server_cpu_ms_per_wf"] > 0 and runs["floor"]["wf_per_s"] > 0
+    floor = runs["floor"]
+    assert floor["server_cpu_ms_per_wf"] > 0 and floor["wf_per_s"] > 0
+    assert (floor["transport"], floor["rpcs_per_wf"], floor["round_trips_per_wf"]) == ("unary", 6, 25)
+    assert floor["load_calls"] > 0 and 0 < floor["load_p50_ms"] <= floor["load_p99_ms"] <= floor["load_max_ms"]
     if "fleet_dbos_queue" in runs:
         assert runs["fleet_dbos_queue"]["completed_in_window"] > 0, runs["fleet_dbos_queue"]
     assert "### Separate processes, CPU per workflow by role" in (tmp_path / "report.md").read_text()
+
+
+def test_floor_models_a_session_stream() -> None:
+    """bench/floor.py's stream transport: claims and completions as messages on one
+    stream per channel, saves unary; its own shape of statements and transactions."""
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "floor.py"),
+        "--url",
+        admin_url(),
+        "--transport",
+        "stream",
+        "--complete-statements",
+        "2",
+        "--no-save-tx",
+        "--warmup",
+        "0.5",
+        "--duration",
+        "1",
+        "--probe-duration",
+        "1",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    floor = json.loads(result.stdout)
+    assert floor["wf_per_s"] > 0 and floor["server_cpu_ms_per_wf"] > 0
+    assert (floor["rpcs_per_wf"], floor["stream_messages_per_wf"]) == (1, 5)
+    # Save 2 (no transaction), Claim 1, four times Complete 2 + BEGIN and COMMIT.
+    assert (floor["statements_per_wf"], floor["round_trips_per_wf"]) == (11, 19)
+    assert floor["load_calls"] > 0 and floor["load_p99_ms"] > 0
