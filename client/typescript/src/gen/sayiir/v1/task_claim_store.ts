@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -329,6 +331,39 @@ export interface LoadTaskResultRequest {
 export interface LoadTaskResultResponse {
   /** The task's output; absent when unknown. */
   output?: Uint8Array | undefined;
+}
+
+/** One request of a WorkerSession. */
+export interface WorkerSessionRequest {
+  /**
+   * Matches the reply, and is the request's idempotency key (as
+   * `x-request-id` for a unary call): unique per logical request, the same
+   * on its repeats. Required, 1 to 128 printable characters; at most 256
+   * requests of one stream may be unanswered at once.
+   */
+  requestId: string;
+  /** The call. Required. */
+  call: { $case: "claimAvailableTasks"; value: ClaimAvailableTasksRequest } | {
+    $case: "completeTask";
+    value: CompleteTaskRequest;
+  } | undefined;
+}
+
+/** The answer to one WorkerSessionRequest. */
+export interface WorkerSessionReply {
+  /** The request's `request_id`. */
+  requestId: string;
+  /** The unary call's reply, or its error. */
+  result: { $case: "claimAvailableTasks"; value: ClaimAvailableTasksResponse } | {
+    $case: "completeTask";
+    value: CompleteTaskResponse;
+  } | //
+  /**
+   * The status the unary call would have ended with: a serialized
+   * google.rpc.Status (code, message, and the ErrorInfo whose reason is
+   * the error kind), the bytes of its `grpc-status-details-bin` trailer.
+   */
+  { $case: "error"; value: Uint8Array } | undefined;
 }
 
 function createBaseTaskClaim(): TaskClaim {
@@ -2239,6 +2274,221 @@ export const LoadTaskResultResponse: MessageFns<LoadTaskResultResponse> = {
   },
 };
 
+function createBaseWorkerSessionRequest(): WorkerSessionRequest {
+  return { requestId: "", call: undefined };
+}
+
+export const WorkerSessionRequest: MessageFns<WorkerSessionRequest> = {
+  encode(message: WorkerSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    switch (message.call?.$case) {
+      case "claimAvailableTasks":
+        ClaimAvailableTasksRequest.encode(message.call.value, writer.uint32(18).fork()).join();
+        break;
+      case "completeTask":
+        CompleteTaskRequest.encode(message.call.value, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.call = {
+              $case: "claimAvailableTasks",
+              value: ClaimAvailableTasksRequest.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.call = { $case: "completeTask", value: CompleteTaskRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerSessionRequest>): WorkerSessionRequest {
+    return WorkerSessionRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerSessionRequest>): WorkerSessionRequest {
+    const message = createBaseWorkerSessionRequest();
+    message.requestId = object.requestId ?? "";
+    switch (object.call?.$case) {
+      case "claimAvailableTasks": {
+        if (object.call?.value !== undefined && object.call?.value !== null) {
+          message.call = {
+            $case: "claimAvailableTasks",
+            value: ClaimAvailableTasksRequest.fromPartial(object.call.value),
+          };
+        }
+        break;
+      }
+      case "completeTask": {
+        if (object.call?.value !== undefined && object.call?.value !== null) {
+          message.call = { $case: "completeTask", value: CompleteTaskRequest.fromPartial(object.call.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWorkerSessionReply(): WorkerSessionReply {
+  return { requestId: "", result: undefined };
+}
+
+export const WorkerSessionReply: MessageFns<WorkerSessionReply> = {
+  encode(message: WorkerSessionReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    switch (message.result?.$case) {
+      case "claimAvailableTasks":
+        ClaimAvailableTasksResponse.encode(message.result.value, writer.uint32(18).fork()).join();
+        break;
+      case "completeTask":
+        CompleteTaskResponse.encode(message.result.value, writer.uint32(26).fork()).join();
+        break;
+      case "error":
+        writer.uint32(34).bytes(message.result.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerSessionReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerSessionReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.result = {
+              $case: "claimAvailableTasks",
+              value: ClaimAvailableTasksResponse.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.result = { $case: "completeTask", value: CompleteTaskResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.result = { $case: "error", value: reader.bytes() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerSessionReply>): WorkerSessionReply {
+    return WorkerSessionReply.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerSessionReply>): WorkerSessionReply {
+    const message = createBaseWorkerSessionReply();
+    message.requestId = object.requestId ?? "";
+    switch (object.result?.$case) {
+      case "claimAvailableTasks": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = {
+            $case: "claimAvailableTasks",
+            value: ClaimAvailableTasksResponse.fromPartial(object.result.value),
+          };
+        }
+        break;
+      }
+      case "completeTask": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "completeTask", value: CompleteTaskResponse.fromPartial(object.result.value) };
+        }
+        break;
+      }
+      case "error": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "error", value: object.result.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 export type TaskClaimStoreService = typeof TaskClaimStoreService;
 export const TaskClaimStoreService = {
   /**
@@ -2380,6 +2630,27 @@ export const TaskClaimStoreService = {
       Buffer.from(CompleteTaskResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CompleteTaskResponse => CompleteTaskResponse.decode(value),
   },
+  /**
+   * A worker's session: ClaimAvailableTasks and CompleteTask as messages on
+   * one stream instead of one call each (a stream message costs the server
+   * and the worker a fraction of a call). Every request is answered by one
+   * reply with the same `request_id`; requests run concurrently and replies
+   * come back as each finishes, in any order. Each request behaves exactly
+   * as its unary call, with `request_id` as its idempotency key: after a
+   * broken stream, send it again, with the same id, on a new stream. A
+   * request that fails gets a reply carrying the status the unary call
+   * would have ended with; the stream itself ends only when the client
+   * closes it, on a malformed message, or when the server stops.
+   */
+  workerSession: {
+    path: "/sayiir.v1.TaskClaimStore/WorkerSession" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: WorkerSessionRequest): Buffer => Buffer.from(WorkerSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WorkerSessionRequest => WorkerSessionRequest.decode(value),
+    responseSerialize: (value: WorkerSessionReply): Buffer => Buffer.from(WorkerSessionReply.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkerSessionReply => WorkerSessionReply.decode(value),
+  },
 } as const;
 
 export interface TaskClaimStoreServer extends UntypedServiceImplementation {
@@ -2437,6 +2708,19 @@ export interface TaskClaimStoreServer extends UntypedServiceImplementation {
    * same transaction and that task comes back in `next`.
    */
   completeTask: handleUnaryCall<CompleteTaskRequest, CompleteTaskResponse>;
+  /**
+   * A worker's session: ClaimAvailableTasks and CompleteTask as messages on
+   * one stream instead of one call each (a stream message costs the server
+   * and the worker a fraction of a call). Every request is answered by one
+   * reply with the same `request_id`; requests run concurrently and replies
+   * come back as each finishes, in any order. Each request behaves exactly
+   * as its unary call, with `request_id` as its idempotency key: after a
+   * broken stream, send it again, with the same id, on a new stream. A
+   * request that fails gets a reply carrying the status the unary call
+   * would have ended with; the stream itself ends only when the client
+   * closes it, on a malformed message, or when the server stops.
+   */
+  workerSession: handleBidiStreamingCall<WorkerSessionRequest, WorkerSessionReply>;
 }
 
 export interface TaskClaimStoreClient extends Client {
@@ -2611,6 +2895,24 @@ export interface TaskClaimStoreClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CompleteTaskResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * A worker's session: ClaimAvailableTasks and CompleteTask as messages on
+   * one stream instead of one call each (a stream message costs the server
+   * and the worker a fraction of a call). Every request is answered by one
+   * reply with the same `request_id`; requests run concurrently and replies
+   * come back as each finishes, in any order. Each request behaves exactly
+   * as its unary call, with `request_id` as its idempotency key: after a
+   * broken stream, send it again, with the same id, on a new stream. A
+   * request that fails gets a reply carrying the status the unary call
+   * would have ended with; the stream itself ends only when the client
+   * closes it, on a malformed message, or when the server stops.
+   */
+  workerSession(): ClientDuplexStream<WorkerSessionRequest, WorkerSessionReply>;
+  workerSession(options: Partial<CallOptions>): ClientDuplexStream<WorkerSessionRequest, WorkerSessionReply>;
+  workerSession(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<WorkerSessionRequest, WorkerSessionReply>;
 }
 
 export const TaskClaimStoreClient = makeGenericClientConstructor(
