@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -397,15 +398,24 @@ class Bench:
         self.runs[f"fleet_{key}"] = result
         return result
 
-    async def floor_run(self) -> dict[str, Any]:
+    async def floor_run(self, key: str = "floor", transport: str = "unary") -> dict[str, Any]:
+        """The floor of the service's round trips: `floor` with unary calls
+        (the shape of 6 calls), `floor_session` with the worker session's
+        shape (claims and completions as stream messages; a claim is the
+        long poll's readiness check plus its keyed transaction)."""
         duration = self.scale.fleet
-        bar = self.progress("floor: bare grpc.aio + asyncpg", self.scale.warmup + duration)
+        bar = self.progress(f"floor ({transport}): bare grpc.aio + asyncpg", self.scale.warmup + duration)
+        shape: dict[str, Any] = {}
+        if transport == "stream":
+            shape = {"statements": {"Claim": 3}, "transaction": {"Claim": True}}
         result: dict[str, Any] = await asyncio.to_thread(
-            floor.measure, self.admin, MAIN_INFLIGHT, self.scale.warmup, duration
+            functools.partial(
+                floor.measure, self.admin, MAIN_INFLIGHT, self.scale.warmup, duration, transport=transport, **shape
+            )
         )
         bar.close(f"{result['wf_per_s']:.0f} wf/s")
         result["system"] = result["label"]
-        self.runs["floor"] = result
+        self.runs[key] = result
         return result
 
     # -- pgbench --------------------------------------------------------------
@@ -682,6 +692,7 @@ async def run_all(bench: Bench) -> None:
     for key in fleet.SYSTEMS:
         add(f"fleet_{key}", lambda key=key: bench.fleet_run(key))
     add("floor", lambda: bench.floor_run())
+    add("floor_session", lambda: bench.floor_run("floor_session", "stream"))
 
     only = [o.strip() for o in bench.args.only.split(",")] if bench.args.only else None
     for name, fn in steps:
