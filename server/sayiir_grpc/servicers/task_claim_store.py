@@ -11,25 +11,31 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import grpc
+import structlog
 
 from sayiir_common import checks, convert
 from sayiir_common.aio import wait_until_set
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import ClaimLostError
 from sayiir_common.ids import TaskId
+from sayiir_common.model import AvailableTask
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_grpc import limits
 from sayiir_grpc.db import Database
-from sayiir_grpc.errors import abort
-from sayiir_grpc.idempotency import idempotent
+from sayiir_grpc.errors import abort, is_transient
+from sayiir_grpc.idempotency import idempotent, request_hash, request_key
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc, worker_session
-from sayiir_grpc.stores import dispatch, task_result_store
+from sayiir_grpc.stores import continuation, dispatch, task_result_store
 from sayiir_grpc.stores import task_claim_store as store
+from sayiir_grpc.stores.continuation import KeyRecord, NextTask
 from sayiir_grpc.tracing import adopt_caller_trace
 from sayiir_grpc.wakeup import WakeupHub
+
+log = structlog.get_logger(__name__)
 
 MAX_LIMIT = 1000
 DEFAULT_AGING_S = 300.0
@@ -99,6 +105,36 @@ def ttl_from(request: rpc_pb.ClaimTaskRequest | rpc_pb.ClaimAvailableTasksReques
     return checks.positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
 
 
+CompletionArgs = tuple[str, TaskId, str, bytes, NextTask | None, bytes | None, tuple[float, float] | None]
+
+
+def completion_args(request: rpc_pb.CompleteTaskRequest) -> CompletionArgs:
+    """(instance, task, worker, output, next task, final output, claim_next) of a CompleteTask, each checked."""
+    instance_id, task_id, worker_id = claim_key(request)
+    next_task = None
+    next_id = checks.optional_task_id(request, "next_task_id")
+    if next_id is not None:
+        priority = None
+        if request.HasField("next_task_priority"):
+            priority = checks.check_priority("next_task_priority", request.next_task_priority)
+        tags = checks.check_tags("next_task_tags", list(request.next_task_tags))
+        next_task = (next_id, priority, tags)
+    final = request.final_output if request.HasField("final_output") else None
+    claim_next = None
+    if request.HasField("claim_next_ttl"):
+        if next_task is None:
+            raise checks.InvalidField("claim_next_ttl", "needs next_task_id")
+        claim_next = (checks.positive_seconds("claim_next_ttl", request.claim_next_ttl), aging_from(request))
+    return instance_id, task_id, worker_id, request.output, next_task, final, claim_next
+
+
+def completion_reply(completed: bool, following: AvailableTask | None) -> rpc_pb.CompleteTaskResponse:
+    response = rpc_pb.CompleteTaskResponse(completed=completed)
+    if following is not None:
+        response.next.CopyFrom(convert.available_task_to_proto(following, with_snapshot=False))
+    return response
+
+
 class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     def __init__(
         self,
@@ -114,6 +150,8 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         self.metrics = metrics
         # False when this process sweeps in the background (RunningServer._sweep_loop).
         self.sweep_in_claims = sweep_in_claims
+        # The snapshots of workflows this process continued (stores.continuation).
+        self.continued = continuation.ContinuationCache()
 
     @rpc
     @idempotent(rpc_pb.ClaimTaskResponse)
@@ -247,36 +285,48 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     async def CompleteTask(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
         return await self.complete_task(request, context)
 
-    @idempotent(rpc_pb.CompleteTaskResponse, name="CompleteTask")
     async def complete_task(self, request: rpc_pb.CompleteTaskRequest, context: Context) -> rpc_pb.CompleteTaskResponse:
-        """CompleteTask, as a call or as a session request."""
-        instance_id, task_id, worker_id = claim_key(request)
-        next_task = None
-        next_id = checks.optional_task_id(request, "next_task_id")
-        if next_id is not None:
-            priority = None
-            if request.HasField("next_task_priority"):
-                priority = checks.check_priority("next_task_priority", request.next_task_priority)
-            tags = checks.check_tags("next_task_tags", list(request.next_task_tags))
-            next_task = (next_id, priority, tags)
-        final = request.final_output if request.HasField("final_output") else None
-        claim_next = None
-        if request.HasField("claim_next_ttl"):
-            if next_task is None:
-                raise checks.InvalidField("claim_next_ttl", "needs next_task_id")
-            claim_next = (checks.positive_seconds("claim_next_ttl", request.claim_next_ttl), aging_from(request))
-        completed, following = await store.complete_task(
-            self.db, self.codec, instance_id, task_id, worker_id, request.output, next_task, final, claim_next
-        )
+        """CompleteTask, as a call or as a session request.
+
+        A workflow this process continued for the worker is completed in one
+        statement on the snapshot it wrote (`stores.continuation`); anything
+        that statement cannot decide takes the transaction path, which
+        decides it as always. Only a keyed call takes the one statement: a
+        lost answer is then resolved by the key like any other."""
+        args = completion_args(request)
+        key = request_key(context)
+        if key is not None:
+            record = KeyRecord(
+                key, request_hash(request), lambda following: completion_reply(True, following).SerializeToString()
+            )
+            try:
+                async with self.db.connection() as conn:
+                    done = await continuation.complete_continued(conn, self.codec, self.continued, *args, record=record)
+            except Exception as exc:
+                if not isinstance(exc, asyncpg.UniqueViolationError) and not is_transient(exc):
+                    raise
+                # The key is already stored (a repeat), or the outcome is
+                # unknown: the keyed transaction path answers either truly.
+                log.info("continued completion left to the transaction path", error=type(exc).__name__)
+                done = None
+            if done is not None:
+                return self._count_completion(*done)
+        return await self._complete_in_transaction(request, context)
+
+    @idempotent(rpc_pb.CompleteTaskResponse, name="CompleteTask")
+    async def _complete_in_transaction(
+        self, request: rpc_pb.CompleteTaskRequest, context: Context
+    ) -> rpc_pb.CompleteTaskResponse:
+        done = await store.complete_task(self.db, self.codec, *completion_args(request), cache=self.continued)
+        return self._count_completion(*done)
+
+    def _count_completion(self, completed: bool, following: AvailableTask | None) -> rpc_pb.CompleteTaskResponse:
         if self.metrics is not None:
             if not completed:
                 self.metrics.claims_lost.inc()
             elif following is not None:
                 self.metrics.claims_granted.inc()
-        response = rpc_pb.CompleteTaskResponse(completed=completed)
-        if following is not None:
-            response.next.CopyFrom(convert.available_task_to_proto(following, with_snapshot=False))
-        return response
+        return completion_reply(completed, following)
 
     async def WorkerSession(
         self, requests: AsyncIterator[rpc_pb.WorkerSessionRequest], context: Context

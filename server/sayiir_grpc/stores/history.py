@@ -130,15 +130,18 @@ def outranked_by_another(instance: str, priority: str, aging: str) -> str:
 # The release reads `moved`: the two never touch the same claim row.
 # $1..$14 are the snapshot's row columns and blob, numbered as in
 # SAVE_SNAPSHOT (`snapshot_row_args`).
-WRITE_MUTATION = f"""
-WITH upd AS (
+def write_mutation_ctes(row_guard: str = "") -> str:
+    """WRITE_MUTATION's common table expressions (`upd` to `release`);
+    `row_guard` is added to the snapshot row's WHERE, and every other
+    write hangs on `upd` (see `continuation.COMPLETE_CONTINUED`)."""
+    return f"""upd AS (
     UPDATE sayiir_workflow_snapshots
     SET status = $2, definition_hash = $3, current_task_id = $4::bytea, completed_task_count = $5, error = $6,
         position_kind = $7, delay_wake_at = $8, trace_parent = $9, task_priority = $10, task_tags = $11,
         history_version = $15, data_hash = $12,
         completed_at = CASE WHEN $13::bool THEN now() ELSE completed_at END,
         updated_at = now()
-    WHERE instance_id = $1
+    WHERE instance_id = $1{row_guard}
     RETURNING 1
 ),
 hist AS (
@@ -169,12 +172,15 @@ release AS (
     DELETE FROM sayiir_workflow_claims c
     WHERE c.instance_id = $1 AND c.worker_id = $20::text AND EXISTS (SELECT 1 FROM upd)
       AND NOT EXISTS (SELECT 1 FROM moved)
-)
-SELECT EXISTS (SELECT 1 FROM moved) AS moved,
+)"""
+
+
+WRITE_MUTATION_RESULT = f"""SELECT EXISTS (SELECT 1 FROM moved) AS moved,
        CASE WHEN $19::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM moved)
             THEN pg_notify('{TASK_READY_CHANNEL}', $19::text) END
-FROM upd
-"""
+FROM upd"""
+
+WRITE_MUTATION = f"WITH {write_mutation_ctes()}\n{WRITE_MUTATION_RESULT}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,8 @@ class LockedSnapshot:
     history_version: int
     status: str
     claim_held: bool = False
+    # The stored blob's hash, once `write_mutation` wrote it.
+    data_hash: bytes = b""
 
 
 def wakeup_payload(snapshot: WorkflowSnapshot) -> str | None:
@@ -371,9 +379,10 @@ async def write_mutation(
     limits.check_snapshot_fits(snapshot)
     blob, _ = await encode_stripped_off_loop(codec, snapshot)
     version = locked.history_version + 1
+    row_args = snapshot_row_args(snapshot, blob)
     moved = await write_row(
         conn,
-        snapshot_row_args(snapshot, blob),
+        row_args,
         version,
         task_output=task_output,
         close_active_tasks_as=close_active_tasks_as,
@@ -383,6 +392,7 @@ async def write_mutation(
     )
     locked.history_version = version
     locked.status = snapshot.state.kind
+    locked.data_hash = blob_hash(blob)
     return version, moved
 
 

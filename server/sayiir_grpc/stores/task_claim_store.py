@@ -14,9 +14,10 @@ import asyncpg
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.errors import ClaimLostError, NotFoundError
 from sayiir_common.ids import TaskId
-from sayiir_common.model import AtTask, AvailableTask, InProgress, TaskClaim, WorkflowSnapshot
+from sayiir_common.model import AvailableTask, InProgress, TaskClaim, WorkflowSnapshot
 from sayiir_grpc.db import Database
-from sayiir_grpc.stores.history import LIVE_CLAIM, LOCK_SNAPSHOT_ROW, ClaimMove, lock_for_mutation, write_mutation
+from sayiir_grpc.stores.continuation import ContinuationCache, NextTask, apply_completion, following_task
+from sayiir_grpc.stores.history import LIVE_CLAIM, LOCK_SNAPSHOT_ROW, lock_for_mutation, write_mutation
 from sayiir_grpc.stores.snapshot_store import SAVE_SNAPSHOT, save_snapshot_args
 
 # Claim = insert the instance's claim row. Concurrent claimers of one
@@ -168,16 +169,18 @@ async def complete_task(
     task_id: TaskId,
     worker_id: str,
     output: bytes,
-    next_task: tuple[TaskId, int | None, list[str]] | None,
+    next_task: NextTask | None,
     final_output: bytes | None,
     claim_next: tuple[float, float] | None = None,
+    cache: ContinuationCache | None = None,
 ) -> tuple[bool, AvailableTask | None]:
     """Record the output, advance (or complete), release the claim: one transaction.
 
     (False, None), with nothing written, when the worker does not hold the
     live claim. `claim_next` = (ttl, aging interval) in seconds: keep the
     claim, moved to the next task, unless another ready task outranks it
-    (history.WRITE_MUTATION); the next task, claimed, is returned.
+    (history.WRITE_MUTATION); the next task, claimed, is returned, and the
+    snapshot kept in `cache` for its completion (`continuation`).
     """
 
     async def body(conn: asyncpg.Connection) -> tuple[bool, AvailableTask | None]:
@@ -192,30 +195,17 @@ async def complete_task(
             # nothing to complete; the stale claim is simply dropped.
             await conn.execute(RELEASE_MANY, [instance_id], worker_id)
             return False, None
-        snapshot.mark_task_completed(task_id, output)
-        snapshot.clear_retry_state(task_id)
-        move: ClaimMove | None = None
-        if next_task is not None:
-            next_id, priority, tags = next_task
-            snapshot.update_position(AtTask(next_id))
-            snapshot.set_task_hint(priority, tags)
-            if claim_next is not None:
-                ttl, aging = claim_next
-                move = ClaimMove(next_id, ttl, snapshot.current_task_priority(), aging)
-        else:
-            snapshot.mark_completed(output if final_output is None else final_output)
-        # "Continue where you are": with `move`, the worker's claim moves to
-        # the next task in the same statement, unless a ready task of another
-        # workflow outranks it (see WRITE_MUTATION), else it is released.
+        move = apply_completion(snapshot, task_id, output, next_task, final_output, claim_next)
         version, moved = await write_mutation(
             conn, codec, locked, task_output=(task_id, output), release_claim_of=worker_id, move_claim=move
         )
         if not moved:
             return True, None
         assert move is not None
-        following = AvailableTask(
-            instance_id, move.task_id, output, snapshot.definition_hash, snapshot.trace_parent, snapshot, version
-        )
-        return True, following
+        if cache is not None:
+            cache.keep(snapshot, version, locked.data_hash, worker_id)
+        return True, following_task(snapshot, move, output, version)
 
+    if cache is not None:
+        cache.drop(instance_id)
     return await db.run("complete_task", body, repeatable=False)

@@ -1,0 +1,238 @@
+"""A continued workflow's next completion in one statement.
+
+A worker that keeps its workflow ("continue where you are") completes step
+after step through the same server process (one stream, one connection).
+The snapshot this process wrote at the last step is then still the stored
+one, so the next completion need not lock and read it again: this module
+keeps each continued workflow's snapshot as written (`ContinuationCache`),
+and `complete_continued` applies the next completion to it and writes it in
+one autocommit statement (`COMPLETE_CONTINUED`) that checks, under the
+row locks, that the stored row is still exactly that version (history
+version and blob hash) and that the worker still holds the live claim on
+the task; with the idempotency key recorded in the same statement. One
+round trip instead of BEGIN, lock and read, write, key, COMMIT.
+
+Anything else (another version stored, the claim gone, an instance not
+cached, a large blob) writes nothing and the caller takes the transaction
+path (`task_claim_store.complete_task`), which decides every edge case as
+before. A cached snapshot is never trusted without that check, so a stale
+entry costs one statement, never a wrong write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from sayiir_common.codec import SnapshotCodec
+from sayiir_common.ids import TaskId
+from sayiir_common.model import AvailableTask, InProgress, WorkflowSnapshot
+from sayiir_grpc import limits, offload
+from sayiir_grpc.stores.history import (
+    LIVE_CLAIM,
+    WRITE_MUTATION_RESULT,
+    ClaimMove,
+    blob_hash,
+    encode_stripped,
+    snapshot_row_args,
+    wakeup_payload,
+    write_mutation_ctes,
+)
+
+# Entries kept per process: a continued workflow is completed again within
+# its claim's lifetime, so the oldest entries are the least likely to hit.
+MAX_ENTRIES = 20_000
+# A snapshot this large goes through the worker process (offload) and the
+# transaction path; the cache keeps small ones only.
+MAX_BLOB_BYTES = offload.OFFLOAD_BYTES
+
+# $1..$24 as WRITE_MUTATION; $25 the expected history version, $26 the
+# expected blob hash; $27 the idempotency key (NULL: none), $28 the request
+# hash, $29 and $30 the stored outcome when the claim moved and when not.
+#
+# Lock order as everywhere: the snapshot row (`s`, whose version and hash
+# must match, re-checked on the newest row version after a lock wait), then
+# the worker's live claim on the task (`cl`, evaluated after `s` since its
+# filter reads `s`). Every write of WRITE_MUTATION hangs on `upd`, which
+# hangs on `cl`: a mismatch anywhere writes nothing and returns no row.
+COMPLETE_CONTINUED = f"""
+WITH s AS (
+    SELECT 1 FROM sayiir_workflow_snapshots
+    WHERE instance_id = $1 AND history_version = $25 AND data_hash = $26
+    FOR UPDATE
+),
+cl AS (
+    SELECT 1 FROM sayiir_workflow_claims c
+    WHERE c.instance_id = $1 AND c.worker_id = $20::text AND c.task_id = $16::bytea AND {LIVE_CLAIM}
+      AND EXISTS (SELECT 1 FROM s)
+    FOR UPDATE
+),
+{write_mutation_ctes(" AND EXISTS (SELECT 1 FROM cl)")},
+idempotency_key AS (
+    INSERT INTO sayiir_grpc_idempotency_keys (request_key, rpc, request_hash, outcome)
+    SELECT $27::text, 'CompleteTask', $28::bytea,
+           CASE WHEN EXISTS (SELECT 1 FROM moved) THEN $29::bytea ELSE $30::bytea END
+    FROM upd WHERE $27::text IS NOT NULL
+)
+{WRITE_MUTATION_RESULT}
+"""
+
+
+@dataclass(slots=True)
+class Continued:
+    """A workflow as this process last wrote it, its claim kept by `worker_id`."""
+
+    snapshot: WorkflowSnapshot
+    history_version: int
+    data_hash: bytes
+    worker_id: str
+    kept_at: float
+
+
+class ContinuationCache:
+    """The snapshots of continued workflows, by instance id (LRU, bounded)."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._entries: OrderedDict[str, Continued] = OrderedDict()
+        self._max = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def keep(self, snapshot: WorkflowSnapshot, history_version: int, data_hash: bytes, worker_id: str) -> None:
+        entries = self._entries
+        entries[snapshot.instance_id] = Continued(snapshot, history_version, data_hash, worker_id, time.monotonic())
+        entries.move_to_end(snapshot.instance_id)
+        while len(entries) > self._max:
+            entries.popitem(last=False)
+
+    def take(self, instance_id: str) -> Continued | None:
+        """The entry, removed: it is mutated by the completion that takes it."""
+        return self._entries.pop(instance_id, None)
+
+    def drop(self, instance_id: str) -> None:
+        self._entries.pop(instance_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """The call's idempotency key, its request hash, and how to serialize its reply."""
+
+    key: str
+    request_hash: bytes
+    outcome: Callable[[AvailableTask | None], bytes]
+
+
+# (next task id, its priority, its tags), as CompleteTask's request names it.
+NextTask = tuple[TaskId, int | None, list[str]]
+
+
+def apply_completion(
+    snapshot: WorkflowSnapshot,
+    task_id: TaskId,
+    output: bytes,
+    next_task: NextTask | None,
+    final_output: bytes | None,
+    claim_next: tuple[float, float] | None,
+) -> ClaimMove | None:
+    """Record `task_id`'s output on `snapshot` and move it on (or complete it);
+    where the worker's claim should go when it keeps the workflow."""
+    from sayiir_common.model import AtTask
+
+    snapshot.mark_task_completed(task_id, output)
+    snapshot.clear_retry_state(task_id)
+    if next_task is None:
+        snapshot.mark_completed(output if final_output is None else final_output)
+        return None
+    next_id, priority, tags = next_task
+    snapshot.update_position(AtTask(next_id))
+    snapshot.set_task_hint(priority, tags)
+    if claim_next is None:
+        return None
+    ttl, aging = claim_next
+    return ClaimMove(next_id, ttl, snapshot.current_task_priority(), aging)
+
+
+def following_task(snapshot: WorkflowSnapshot, move: ClaimMove, output: bytes, version: int) -> AvailableTask:
+    """The next task, claimed for the worker that kept the workflow (its input: the output just recorded)."""
+    return AvailableTask(
+        snapshot.instance_id, move.task_id, output, snapshot.definition_hash, snapshot.trace_parent, snapshot, version
+    )
+
+
+async def complete_continued(
+    conn: asyncpg.Connection,
+    codec: SnapshotCodec,
+    cache: ContinuationCache,
+    instance_id: str,
+    task_id: TaskId,
+    worker_id: str,
+    output: bytes,
+    next_task: NextTask | None,
+    final_output: bytes | None,
+    claim_next: tuple[float, float] | None,
+    record: KeyRecord | None,
+) -> tuple[bool, AvailableTask | None] | None:
+    """Complete `task_id` on the cached snapshot in one statement.
+
+    None when it cannot (nothing written: take the transaction path);
+    otherwise what `task_claim_store.complete_task` returns: (True, the next
+    task claimed for the worker, or None when the claim was released)."""
+    entry = cache.take(instance_id)
+    if entry is None:
+        cache.misses += 1
+        return None
+    snapshot = entry.snapshot
+    if (
+        entry.worker_id != worker_id
+        or not isinstance(snapshot.state, InProgress)
+        or snapshot.current_task_id() != task_id
+    ):
+        cache.misses += 1
+        return None
+    move = apply_completion(snapshot, task_id, output, next_task, final_output, claim_next)
+    limits.check_snapshot_fits(snapshot)
+    blob, _ = encode_stripped(codec, snapshot)
+    if len(blob) >= MAX_BLOB_BYTES:
+        cache.misses += 1
+        return None
+    row_args = snapshot_row_args(snapshot, blob)
+    version = entry.history_version + 1
+    outcomes: list[bytes | None] = [None, None]
+    if record is not None:
+        moved_reply = record.outcome(following_task(snapshot, move, output, version)) if move else None
+        outcomes = [moved_reply, record.outcome(None)]
+    row = await conn.fetchrow(
+        COMPLETE_CONTINUED,
+        *row_args,
+        version,
+        task_id.as_bytes(),
+        output,
+        None,
+        wakeup_payload(snapshot),
+        worker_id,
+        None if move is None else move.task_id.as_bytes(),
+        None if move is None else move.ttl_s,
+        None if move is None else move.priority,
+        None if move is None else move.aging_s,
+        entry.history_version,
+        entry.data_hash,
+        None if record is None else record.key,
+        None if record is None else record.request_hash,
+        *outcomes,
+    )
+    if row is None:
+        cache.misses += 1
+        return None
+    cache.hits += 1
+    if not row["moved"]:
+        return True, None
+    assert move is not None
+    cache.keep(snapshot, version, blob_hash(blob), worker_id)
+    return True, following_task(snapshot, move, output, version)
