@@ -70,6 +70,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.completions = Counter(
+            "sayiir_grpc_task_completions",
+            "CompleteTask calls by path: one_statement (a continued workflow's snapshot "
+            "kept by this process) or transaction.",
+            ["path"],
+            registry=r,
+        )
         self.hints_sent = Counter("sayiir_grpc_wakeup_hints_sent", "Wakeup hints sent to streams.", registry=r)
         self.hints_dropped = Counter(
             "sayiir_grpc_wakeup_hints_dropped",

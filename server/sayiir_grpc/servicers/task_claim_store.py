@@ -243,8 +243,11 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     ) -> rpc_pb.ClaimAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         ttl = ttl_from(request)
+        # The light form's snapshots are not sent: each is kept for its
+        # task's completion in one statement (stores.continuation).
+        continued = self.continued if request.omit_snapshot else None
         tasks = await dispatch.claim_available_tasks(
-            self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims
+            self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims, continued
         )
         response = rpc_pb.ClaimAvailableTasksResponse()
         fit = await limits.add_fitting_tasks(response.tasks, tasks, with_snapshot=not request.omit_snapshot)
@@ -310,7 +313,11 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
                 log.info("continued completion left to the transaction path", error=type(exc).__name__)
                 done = None
             if done is not None:
+                if self.metrics is not None:
+                    self.metrics.completions.labels("one_statement").inc()
                 return self._count_completion(*done)
+        if self.metrics is not None:
+            self.metrics.completions.labels("transaction").inc()
         return await self._complete_in_transaction(request, context)
 
     @idempotent(rpc_pb.CompleteTaskResponse, name="CompleteTask")

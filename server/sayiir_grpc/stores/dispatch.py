@@ -17,9 +17,12 @@ from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
 from sayiir_common.model import AtDelay, AtTask, AvailableTask, InProgress, Timestamp, WorkflowSnapshot
 from sayiir_grpc.db import Database
+from sayiir_grpc.stores import continuation
+from sayiir_grpc.stores.continuation import ContinuationCache
 from sayiir_grpc.stores.history import (
     ELIGIBLE,
     LIVE_CLAIM,
+    blob_hash,
     decode_snapshot,
     eligible,
     lock_for_mutation,
@@ -417,11 +420,14 @@ async def claim_available_tasks(
     aging_interval_s: float,
     worker_tags: list[str],
     sweep_first: bool = True,
+    continued: ContinuationCache | None = None,
 ) -> list[AvailableTask]:
     """Find and claim up to `limit` ready tasks for `worker_id`.
 
     `sweep_first=False` when a background sweeper applies idle signals and
-    due delays instead (two statements fewer per call)."""
+    due delays instead (two statements fewer per call). With `continued`,
+    each small snapshot claimed is kept there for its task's completion
+    (stores.continuation checks it against the stored row before use)."""
     if sweep_first:
         await sweep(db, codec, limit)
     tags = worker_tags or None
@@ -441,6 +447,8 @@ async def claim_available_tasks(
             not_runnable.append(row["instance_id"])
             continue
         claimed.append(available_task(snapshot, task_id, row["history_version"]))
+        if continued is not None and row["data"] is not None and len(row["data"]) < continuation.MAX_BLOB_BYTES:
+            continued.keep(snapshot, row["history_version"], blob_hash(row["data"]), worker_id)
     if not_runnable:
         # Done already or backing off: give them back at once.
         await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)

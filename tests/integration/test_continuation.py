@@ -1,0 +1,182 @@
+"""A continued workflow's completion in one statement (stores/continuation.py):
+it writes what the transaction path writes, and anything it cannot vouch
+for (another version stored, the claim gone) goes the transaction path."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import grpc
+import pytest
+
+from conftest import start_service
+from sayiir_client import AtTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as pb
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as pb_grpc
+from sayiir_grpc.app import RunningServer
+
+STEPS = [TaskId.sha256(f"c-step-{i}") for i in range(1, 5)]
+
+
+@pytest.fixture
+async def isolated(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[tuple[RunningServer, str]]:
+    url = await make_database()
+    running = await start_service(url, pool_max_connections=6)
+    yield running, url
+    await running.stop(grace=1)
+
+
+@pytest.fixture
+async def client(isolated: tuple[RunningServer, str]) -> AsyncIterator[GrpcBackend]:
+    async with connect(f"127.0.0.1:{isolated[0].port}", watch_wakeups=False) as backend:
+        yield backend
+
+
+@pytest.fixture
+async def db(isolated: tuple[RunningServer, str]) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(isolated[1])
+    yield conn
+    await conn.close()
+
+
+def paths(running: RunningServer) -> dict[str, float]:
+    counted = running.metrics.completions
+    return {path: counted.labels(path)._value.get() for path in ("one_statement", "transaction")}
+
+
+async def submit(client: GrpcBackend, instance_id: str) -> None:
+    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "linear", b"0")
+    snapshot.update_position(AtTask(STEPS[0]))
+    await client.save_snapshot(snapshot)
+
+
+def complete_request(instance_id: str, step: int, output: bytes, keep: bool) -> pb.CompleteTaskRequest:
+    request = pb.CompleteTaskRequest(
+        instance_id=instance_id, task_id=STEPS[step].as_bytes(), worker_id="w1", output=output
+    )
+    if step + 1 < len(STEPS):
+        request.next_task_id = STEPS[step + 1].as_bytes()
+        if keep:
+            request.claim_next_ttl.seconds = 30
+    return request
+
+
+async def stored(db: asyncpg.Connection, instance_id: str) -> tuple[list[object], list[object], object]:
+    """What the database holds of a workflow, with its instance id taken out of the blobs."""
+    history = await db.fetch(
+        "SELECT version, status, current_task_id, data FROM sayiir_workflow_snapshot_history"
+        " WHERE instance_id = $1 ORDER BY version",
+        instance_id,
+    )
+    tasks = await db.fetch(
+        "SELECT task_id, status, output FROM sayiir_workflow_tasks WHERE instance_id = $1 ORDER BY task_id",
+        instance_id,
+    )
+    row = await db.fetchrow(
+        "SELECT status, current_task_id, completed_task_count, position_kind, history_version, data_hash IS NOT NULL"
+        " FROM sayiir_workflow_snapshots WHERE instance_id = $1",
+        instance_id,
+    )
+    blobs = [
+        (r["version"], r["status"], r["current_task_id"], bytes(r["data"]).replace(instance_id.encode(), b"<id>"))
+        for r in history
+    ]
+    return blobs, [tuple(t) for t in tasks], tuple(row)
+
+
+async def test_one_statement_writes_what_the_transaction_path_writes(
+    client: GrpcBackend, isolated: tuple[RunningServer, str], db: asyncpg.Connection
+) -> None:
+    running = isolated[0]
+    for name in ("by-session", "by-calls"):
+        await submit(client, name)
+    before = paths(running)
+    # The session's requests are keyed: steps 1 to 4 each in one statement.
+    async with client.worker_session() as session:
+        (task,) = await session.claim_tasks("w1", 1, 30)
+        assert task.instance_id == "by-session"
+        for step, after in itertools.pairwise(STEPS):
+            completed, following = await session.complete_task_and_continue(
+                "by-session", step, "w1", str(STEPS.index(step)).encode(), after, 30
+            )
+            assert completed and following is not None and following.task_id == after
+        assert await session.complete_task("by-session", STEPS[-1], "w1", b"3")
+    after_session = paths(running)
+    assert after_session["one_statement"] - before["one_statement"] == 4
+    # Unkeyed raw calls: the transaction path, step by step.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = pb_grpc.TaskClaimStoreStub(channel)
+        claimed = await stub.ClaimAvailableTasks(
+            pb.ClaimAvailableTasksRequest(worker_id="w1", limit=1, omit_snapshot=True)
+        )
+        assert claimed.tasks[0].instance_id == "by-calls"
+        for step in range(len(STEPS)):
+            reply = await stub.CompleteTask(complete_request("by-calls", step, str(step).encode(), keep=True))
+            assert reply.completed
+    after_calls = paths(running)
+    assert after_calls["one_statement"] == after_session["one_statement"]
+    assert after_calls["transaction"] - after_session["transaction"] == 4
+    assert await stored(db, "by-session") == await stored(db, "by-calls")
+
+
+async def test_a_snapshot_changed_meanwhile_is_completed_by_the_transaction_path(
+    client: GrpcBackend, isolated: tuple[RunningServer, str]
+) -> None:
+    running = isolated[0]
+    await submit(client, "cancelled-meanwhile")
+    async with client.worker_session() as session:
+        (task,) = await session.claim_tasks("w1", 1, 30)
+        completed, following = await session.complete_task_and_continue(
+            "cancelled-meanwhile", STEPS[0], "w1", b"1", STEPS[1], 30
+        )
+        assert completed and following is not None
+        # Another writer moves the workflow on: the kept snapshot is stale.
+        await client.store_signal("cancelled-meanwhile", "Cancel")
+        assert await client.check_and_cancel("cancelled-meanwhile", STEPS[1])
+        before = paths(running)
+        completed, following = await session.complete_task_and_continue(
+            "cancelled-meanwhile", STEPS[1], "w1", b"2", STEPS[2], 30
+        )
+    assert (completed, following) == (False, None)
+    assert paths(running)["transaction"] - before["transaction"] == 1
+    assert (await client.load_snapshot("cancelled-meanwhile")).state.kind == "Cancelled"
+
+
+async def test_a_claim_taken_by_another_worker_is_not_completed(
+    client: GrpcBackend, isolated: tuple[RunningServer, str], db: asyncpg.Connection
+) -> None:
+    await submit(client, "stolen")
+    async with client.worker_session() as session:
+        await session.claim_tasks("w1", 1, 30)
+        completed, following = await session.complete_task_and_continue("stolen", STEPS[0], "w1", b"1", STEPS[1], 30)
+        assert completed and following is not None
+        # The claim expires and another worker takes the task.
+        await db.execute("UPDATE sayiir_workflow_claims SET expires_at = now() - interval '1 second'")
+        assert await client.claim_task("stolen", STEPS[1], "w2", 30) is not None
+        completed, following = await session.complete_task_and_continue("stolen", STEPS[1], "w1", b"2", STEPS[2], 30)
+        assert (completed, following) == (False, None)
+    loaded = await client.load_snapshot("stolen")
+    assert loaded.current_task_id() == STEPS[1]
+    assert await db.fetchval("SELECT worker_id FROM sayiir_workflow_claims WHERE instance_id = 'stolen'") == "w2"
+
+
+async def test_a_repeat_of_a_one_statement_completion_replays_its_reply(
+    client: GrpcBackend, isolated: tuple[RunningServer, str], db: asyncpg.Connection
+) -> None:
+    running = isolated[0]
+    await submit(client, "replayed")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = pb_grpc.TaskClaimStoreStub(channel)
+        await stub.ClaimAvailableTasks(pb.ClaimAvailableTasksRequest(worker_id="w1", limit=1, omit_snapshot=True))
+        before = paths(running)
+        keyed = (("x-request-id", "replayed-step-1"),)
+        first = await stub.CompleteTask(complete_request("replayed", 0, b"1", keep=True), metadata=keyed)
+        assert paths(running)["one_statement"] - before["one_statement"] == 1
+        again = await stub.CompleteTask(complete_request("replayed", 0, b"1", keep=True), metadata=keyed)
+    assert first.completed and first.next.task_id == STEPS[1].as_bytes()
+    assert again == first
+    assert (
+        await db.fetchval("SELECT history_version FROM sayiir_workflow_snapshots WHERE instance_id = 'replayed'") == 2
+    )
