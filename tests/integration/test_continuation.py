@@ -127,7 +127,7 @@ async def test_a_snapshot_changed_meanwhile_is_completed_by_the_transaction_path
     running = isolated[0]
     await submit(client, "cancelled-meanwhile")
     async with client.worker_session() as session:
-        (task,) = await session.claim_tasks("w1", 1, 30)
+        (_task,) = await session.claim_tasks("w1", 1, 30)
         completed, following = await session.complete_task_and_continue(
             "cancelled-meanwhile", STEPS[0], "w1", b"1", STEPS[1], 30
         )
