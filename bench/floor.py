@@ -395,6 +395,7 @@ def measure(
     transport: str = "unary",
     probe_duration: float | None = None,
     probe_interval: float = 0.01,
+    client_processes: int = 1,
 ) -> dict[str, Any]:
     """Run the floor server, load client and Load probe as processes: CPU ms per
     workflow of server and client, then Load's server-side latency under the same load.
@@ -408,7 +409,7 @@ def measure(
         start_new_session=True,
     )
     prober: subprocess.Popen[str] | None = None
-    client: subprocess.Popen[str] | None = None
+    clients: list[subprocess.Popen[str]] = []
     try:
         port = str(int(_line(server, "server")))
         if probe_s > 0:
@@ -416,24 +417,39 @@ def measure(
                 "probe", "--port", port, "--interval", str(probe_interval), "--duration", str(probe_s), stdin=True
             )
             _line(prober, "probe")
-        client = _child(
-            "drive",
-            "--port",
-            port,
-            "--inflight",
-            str(inflight),
-            "--warmup",
-            str(warmup),
-            "--duration",
-            str(duration),
-            "--server-pid",
-            str(server.pid),
-            *shape.args(),
-            stdin=True,
-        )
-        window = json.loads(_line(client, "client"))
-        if window["failed"]:
-            raise RuntimeError(f"floor workflows failed: {window['failed']}")
+        # `client_processes` load clients (the fleet's worker processes), the
+        # workflows in flight shared among them; their windows start together.
+        clients = [
+            _child(
+                "drive",
+                "--port",
+                port,
+                "--inflight",
+                str(inflight // client_processes),
+                "--warmup",
+                str(warmup),
+                "--duration",
+                str(duration),
+                "--server-pid",
+                str(server.pid),
+                # One channel per process, as a fleet worker has; one process keeps four.
+                "--channels",
+                str(CHANNELS if client_processes == 1 else 1),
+                *shape.args(),
+                stdin=True,
+            )
+            for _ in range(client_processes)
+        ]
+        windows = [json.loads(_line(client, "client")) for client in clients]
+        if any(w["failed"] for w in windows):
+            raise RuntimeError(f"floor workflows failed: {[w['failed'] for w in windows]}")
+        window = {
+            "workflows": sum(w["workflows"] for w in windows),
+            "seconds": windows[0]["seconds"],
+            "client_cpu_s": sum(w["client_cpu_s"] for w in windows),
+            # Each client read the server over its own window; the windows coincide.
+            "server_cpu_s": windows[0]["server_cpu_s"],
+        }
         probed: dict[str, Any] = {
             "server": {**percentiles([]), "acquire": percentiles([])},
             "client": percentiles([]),
@@ -441,9 +457,10 @@ def measure(
         if prober is not None:
             out, _ = prober.communicate("go\n", timeout=probe_s + 60)
             probed = json.loads(out.strip().splitlines()[-1])
-        assert client.stdin is not None
-        client.stdin.close()
-        client.wait(30)
+        for client in clients:
+            assert client.stdin is not None
+            client.stdin.close()
+            client.wait(30)
         workflows = max(1, window["workflows"])
         label = "bare grpc.aio + asyncpg, same round trips"
         if shape.transport == "stream":
@@ -466,7 +483,7 @@ def measure(
             "probe_window_s": probe_s,
         }
     finally:
-        for proc in (prober, client):
+        for proc in (prober, *clients):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
@@ -481,6 +498,8 @@ def main() -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--server-pid", type=int)
     parser.add_argument("--inflight", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=CHANNELS, help="channels of each load client")
+    parser.add_argument("--client-processes", type=int, default=1, help="load clients sharing --inflight")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=15.0, help="the CPU window, or the probe's in probe mode")
     parser.add_argument("--probe-duration", type=float, help="the Load probe's window (default max(3, duration/2))")
@@ -492,7 +511,7 @@ def main() -> int:
     if args.mode == "serve":
         asyncio.run(serve(args.url, POOL_SIZE, shape))
     elif args.mode == "drive":
-        asyncio.run(drive(args.port, args.inflight, CHANNELS, args.warmup, args.duration, shape, args.server_pid))
+        asyncio.run(drive(args.port, args.inflight, args.channels, args.warmup, args.duration, shape, args.server_pid))
     elif args.mode == "probe":
         asyncio.run(probe(args.port, args.interval, args.duration))
     else:
@@ -506,6 +525,7 @@ def main() -> int:
             transport=shape.transport,
             probe_duration=args.probe_duration,
             probe_interval=args.interval,
+            client_processes=args.client_processes,
         )
         print(json.dumps(result, indent=2))
     return 0
