@@ -4,7 +4,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   availableTaskFromProto,
-  claimedTaskFromProto,
   claimFromProto,
   controlSignalFromProto,
   hintToProto,
@@ -15,7 +14,6 @@ import {
   snapshotToProto,
   statusToProto,
 } from "./convert.js";
-import { InvalidArgumentError } from "./errors.js";
 import { SignalStoreService } from "./gen/sayiir/v1/signal_store.js";
 import { SnapshotStoreService } from "./gen/sayiir/v1/snapshot_store.js";
 import { TaskClaimStoreService, TaskResultStoreService } from "./gen/sayiir/v1/task_claim_store.js";
@@ -35,65 +33,25 @@ import type {
 import { durationFromMs } from "./time.js";
 import { Transport, type ConnectOptions, type MethodDefinition } from "./transport.js";
 import { iterateWakeups, WakeupCollector } from "./wakeups.js";
+import { WorkerSession } from "./session.js";
+import {
+  claimRequest,
+  claimResult,
+  completeRequest,
+  completeResult,
+  DEFAULT_AGING_INTERVAL_MS,
+  text,
+  ttl,
+  type ClaimAvailableOptions,
+  type CompletedTask,
+  type CompleteTaskOptions,
+  type FindOptions,
+} from "./workerpath.js";
 
-const DEFAULT_AGING_INTERVAL_MS = 5 * 60_000;
+export type { ClaimAvailableOptions, CompletedTask, CompleteTaskOptions, FindOptions } from "./workerpath.js";
+
 // How long startWakeups waits for the service to confirm the subscription.
 const SUBSCRIBE_TIMEOUT_MS = 10_000;
-
-export interface FindOptions {
-  /** At most this many tasks, 1 to 1000 (default 10). */
-  limit?: number;
-  /** One priority level gained per interval waited (default 5 minutes). */
-  agingIntervalMs?: number;
-  /** The worker's tags; empty takes every task. */
-  workerTags?: readonly string[];
-}
-
-export interface ClaimAvailableOptions extends FindOptions {
-  /** Lifetime of each claim (default 30 000 ms); null: the claims never expire. */
-  ttlMs?: number | null;
-  /**
-   * Long poll: when no task is ready, the service waits up to this long (at
-   * most 300 000 ms) and answers as soon as one can be claimed; an empty
-   * list after the wait. The call's deadline is lengthened by this much.
-   * Absent or 0 answers at once.
-   */
-  waitMs?: number;
-  /** Leave the snapshot out of the tasks (the light form, `ClaimedTask`). */
-  omitSnapshot?: boolean;
-}
-
-export interface CompleteTaskOptions {
-  /** The task to run next; absent completes the workflow. */
-  nextTaskId?: Hex32 | null;
-  /** The workflow's final output when it completes (default: `output`). */
-  finalOutput?: Payload;
-  /** Priority of the next task, 1 to 5. */
-  nextTaskPriority?: number;
-  /** Tags of the next task. */
-  nextTaskTags?: readonly string[];
-  /**
-   * Continue where you are: with `nextTaskId`, the next task is claimed for
-   * this worker in the same transaction, with this lifetime, and returned
-   * (see `CompletedTask`).
-   */
-  claimNextTtlMs?: number;
-  /** Aging of the fairness check of `claimNextTtlMs` (default 5 minutes). */
-  agingIntervalMs?: number;
-}
-
-/** CompleteTask with `claimNextTtlMs`. */
-export interface CompletedTask {
-  /** False, with nothing written, when the claim was lost. */
-  completed: boolean;
-  /**
-   * The next task, claimed for this worker (light form); null when the
-   * claim was lost, or when the service gave the turn to a ready task of
-   * another workflow that outranks it (the claim is then released and the
-   * task dispatched as usual).
-   */
-  next: ClaimedTask | null;
-}
 
 export interface SnapshotPage {
   instanceIds: string[];
@@ -101,18 +59,10 @@ export interface SnapshotPage {
   nextAfter: string | null;
 }
 
-function ttl(ms: number | null | undefined, field: string) {
-  return ms === null || ms === undefined ? undefined : durationFromMs(ms, field);
-}
-
-function text(value: unknown, field: string): string {
-  if (typeof value !== "string") throw new InvalidArgumentError(`${field}: expected a string, got ${typeof value}`);
-  return value;
-}
-
 export class SayiirClient {
   readonly transport: Transport;
   #wakeups: WakeupCollector | null = null;
+  readonly #sessions = new Set<WorkerSession>();
 
   constructor(target: string, options: ConnectOptions = {}) {
     this.transport = new Transport(target, options);
@@ -321,23 +271,12 @@ export class SayiirClient {
     workerId: string,
     options: ClaimAvailableOptions = {},
   ): Promise<ClaimedTask[] | AvailableTask[]> {
-    const waitMs = options.waitMs ?? 0;
     const response = await this.#call(
       TaskClaimStoreService.claimAvailableTasks,
-      {
-        workerId: text(workerId, "workerId"),
-        limit: options.limit ?? 10,
-        ttl: ttl(options.ttlMs === undefined ? 30_000 : options.ttlMs, "ttlMs"),
-        agingInterval: durationFromMs(options.agingIntervalMs ?? DEFAULT_AGING_INTERVAL_MS, "agingIntervalMs"),
-        workerTags: [...(options.workerTags ?? [])],
-        wait: durationFromMs(waitMs, "waitMs"),
-        omitSnapshot: options.omitSnapshot === true,
-      },
-      waitMs,
+      claimRequest(workerId, options),
+      options.waitMs ?? 0,
     );
-    return options.omitSnapshot === true
-      ? response.tasks.map(claimedTaskFromProto)
-      : response.tasks.map(availableTaskFromProto);
+    return claimResult(response, options);
   }
 
   /** The Python client's claim_tasks: claimAvailableTasks in the light form (what a worker needs). */
@@ -379,23 +318,11 @@ export class SayiirClient {
     output: Payload,
     options: CompleteTaskOptions = {},
   ): Promise<boolean | CompletedTask> {
-    const next = options.nextTaskId;
-    const continuing = options.claimNextTtlMs !== undefined;
-    const response = await this.#call(TaskClaimStoreService.completeTask, {
-      instanceId: text(instanceId, "instanceId"),
-      taskId: hexToBytes(taskId, "taskId"),
-      workerId: text(workerId, "workerId"),
-      output: payloadToBytes(output, "output"),
-      nextTaskId: next === null || next === undefined ? undefined : hexToBytes(next, "nextTaskId"),
-      nextTaskPriority: options.nextTaskPriority,
-      nextTaskTags: [...(options.nextTaskTags ?? [])],
-      finalOutput: options.finalOutput === undefined ? undefined : payloadToBytes(options.finalOutput, "finalOutput"),
-      claimNextTtl: continuing ? durationFromMs(options.claimNextTtlMs as number, "claimNextTtlMs") : undefined,
-      agingInterval:
-        options.agingIntervalMs === undefined ? undefined : durationFromMs(options.agingIntervalMs, "agingIntervalMs"),
-    });
-    if (!continuing) return response.completed;
-    return { completed: response.completed, next: response.next === undefined ? null : claimedTaskFromProto(response.next) };
+    const response = await this.#call(
+      TaskClaimStoreService.completeTask,
+      completeRequest(instanceId, taskId, workerId, output, options),
+    );
+    return completeResult(response, options);
   }
 
   /** The Python client's complete_task_and_continue: completeTask keeping the workflow (lifetime `ttlMs`). */
@@ -409,6 +336,19 @@ export class SayiirClient {
     options: Omit<CompleteTaskOptions, "nextTaskId" | "claimNextTtlMs" | "finalOutput"> = {},
   ): Promise<CompletedTask> {
     return this.completeTask(instanceId, taskId, workerId, output, { ...options, nextTaskId, claimNextTtlMs: ttlMs });
+  }
+
+  /**
+   * A worker's session: claimTasks, claimAvailableTasks, completeTask and
+   * completeTaskAndContinue as messages on one stream (cheaper than a call
+   * each), with the same arguments, results and errors. The stream opens on
+   * the first request; a broken one is replaced, its unanswered requests
+   * repeated with their idempotency keys. close() it when done.
+   */
+  workerSession(): WorkerSession {
+    const session: WorkerSession = new WorkerSession(this.transport, () => this.#sessions.delete(session));
+    this.#sessions.add(session);
+    return session;
   }
 
   /** The hinted task if it is still available, else null. */
@@ -482,8 +422,9 @@ export class SayiirClient {
     return response.output === undefined ? null : Buffer.from(response.output);
   }
 
-  /** Stop the wakeup stream and close the channel. */
+  /** Stop the wakeup stream and the worker sessions (cancelled), close the channel. */
   close(): void {
+    for (const session of [...this.#sessions]) session.cancel();
     this.#wakeups?.close();
     this.#wakeups = null;
     this.transport.close();

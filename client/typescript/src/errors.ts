@@ -4,7 +4,7 @@
 // google.rpc.ErrorInfo whose domain is "sayiir.v1" and whose reason is the
 // variant), else from the `sayiir-error` trailer, else from the status code.
 
-import { BinaryReader } from "@bufbuild/protobuf/wire";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Metadata, status as Status, type ServiceError } from "@grpc/grpc-js";
 
 export const ERROR_KIND_METADATA = "sayiir-error";
@@ -192,21 +192,44 @@ function firstValue(metadata: Metadata | undefined, key: string): string | Buffe
   return metadata?.get(key)[0];
 }
 
+function classify(code: Status, text: string, info: ErrorInfo | undefined, trailer: string | undefined): BackendError {
+  const kind = info?.reason || trailer;
+  const byStatus = BY_STATUS.get(code);
+  let cls = (kind && BY_KIND.get(kind)) || byStatus || BackendError;
+  // "Backend" is the Rust catch-all; the status code says more (e.g. UNAVAILABLE).
+  if (cls === BackendError && byStatus) cls = byStatus;
+  return new cls(text, { code, kind: kind || cls.kind, ...(info ? { info: info.metadata } : {}) });
+}
+
 /** The BackendError subclass matching a failed call's status details, `sayiir-error` trailer and code. */
 export function errorFromGrpc(error: ServiceError, method?: string): BackendError {
   const metadata = error.metadata instanceof Metadata ? error.metadata : undefined;
   const details = firstValue(metadata, STATUS_DETAILS_METADATA);
   const info = details instanceof Uint8Array ? errorInfoFromStatusDetails(details) : undefined;
   const trailer = firstValue(metadata, ERROR_KIND_METADATA);
-  const kind = info?.reason || (trailer === undefined ? undefined : trailer.toString());
-  const byStatus = BY_STATUS.get(error.code);
-  let cls = (kind && BY_KIND.get(kind)) || byStatus || BackendError;
-  // "Backend" is the Rust catch-all; the status code says more (e.g. UNAVAILABLE).
-  if (cls === BackendError && byStatus) cls = byStatus;
   const text = error.details || error.message;
-  return new cls(method ? `${method}: ${text}` : text, {
-    code: error.code,
-    kind: kind ?? cls.kind,
-    ...(info ? { info: info.metadata } : {}),
-  });
+  return classify(error.code, method ? `${method}: ${text}` : text, info, trailer?.toString());
+}
+
+/**
+ * The BackendError subclass of a serialized google.rpc.Status (a
+ * WorkerSession error reply: the bytes a unary call sends as its
+ * `grpc-status-details-bin` trailer). Undecodable bytes give a BackendError.
+ */
+export function errorFromStatusDetails(bytes: Uint8Array, method?: string): BackendError {
+  // google.rpc.Status: code = 1, message = 2 (details = 3, read by errorInfoFromStatusDetails).
+  let code: Status = Status.UNKNOWN;
+  let message = "";
+  try {
+    const reader = new BinaryReader(bytes);
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag();
+      if (field === 1 && wireType === WireType.Varint) code = reader.int32();
+      else if (field === 2 && wireType === WireType.LengthDelimited) message = reader.string();
+      else reader.skip(wireType);
+    }
+  } catch {
+    return new BackendError(`${method ? `${method}: ` : ""}undecodable error status`, { code: Status.UNKNOWN });
+  }
+  return classify(code, method ? `${method}: ${message}` : message, errorInfoFromStatusDetails(bytes), undefined);
 }

@@ -1,6 +1,7 @@
 // sayiir-grpc-client: the typed TypeScript client of sayiir-grpc.
 export { connect, SayiirClient } from "./client.js";
 export { connectOperator, OperatorClient } from "./operator.js";
+export { WorkerSession } from "./session.js";
 export type {
   ActionOptions,
   ActionResult,
@@ -20,6 +21,7 @@ export {
   ClaimLostError,
   DeadlineExceededError,
   errorFromGrpc,
+  errorFromStatusDetails,
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,

@@ -9,6 +9,7 @@ import {
   Metadata,
   status as Status,
   type ChannelOptions,
+  type ClientDuplexStream,
   type ClientReadableStream,
   type ServiceError,
 } from "@grpc/grpc-js";
@@ -202,6 +203,20 @@ export class Transport {
       (value) => method.requestSerialize(value),
       (value) => method.responseDeserialize(value),
       request,
+      this.metadata(),
+    );
+  }
+
+  /**
+   * A bidirectional stream of encoded requests (the caller encodes each
+   * once, for its repeats). No deadline: it lives as long as its user; no
+   * retry: WorkerSession repeats its own requests.
+   */
+  bidiStream<Req, Res>(method: MethodDefinition<Req, Res>): ClientDuplexStream<Buffer, Res> {
+    return this.client.makeBidiStreamRequest<Buffer, Res>(
+      method.path,
+      (value) => value,
+      (value) => method.responseDeserialize(value),
       this.metadata(),
     );
   }

@@ -5,7 +5,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { Metadata, Server, ServerCredentials, status as Status, type ServiceError } from "@grpc/grpc-js";
+import {
+  Metadata,
+  Server,
+  ServerCredentials,
+  status as Status,
+  type ServerDuplexStream,
+  type ServiceError,
+} from "@grpc/grpc-js";
 import {
   BackendError,
   CannotCancelError,
@@ -14,6 +21,7 @@ import {
   connect,
   DeadlineExceededError,
   errorFromGrpc,
+  errorFromStatusDetails,
   FailedPreconditionError,
   InvalidArgumentError,
   newSnapshot,
@@ -35,7 +43,12 @@ import { snapshotFromProto, snapshotToProto } from "../src/convert.js";
 import { SignalStoreService } from "../src/gen/sayiir/v1/signal_store.js";
 import { SnapshotStoreService } from "../src/gen/sayiir/v1/snapshot_store.js";
 import { WorkflowOperatorService } from "../src/gen/sayiir/v1/operator.js";
-import { TaskClaimStoreService, TaskResultStoreService } from "../src/gen/sayiir/v1/task_claim_store.js";
+import {
+  TaskClaimStoreService,
+  TaskResultStoreService,
+  type WorkerSessionReply,
+  type WorkerSessionRequest,
+} from "../src/gen/sayiir/v1/task_claim_store.js";
 import { RETRY_RULES, retryRule } from "../src/transport.js";
 
 function statusDetails(code: number, reason: string, domain: string, metadata: Record<string, string>): Buffer {
@@ -169,6 +182,12 @@ describe("error classes", () => {
       errorFromGrpc(serviceError(Status.FAILED_PRECONDITION, { "grpc-status-details-bin": foreign, "sayiir-error": "CannotCancel" })) instanceof
         CannotCancelError,
     );
+    // A WorkerSession error reply: the same bytes, alone.
+    const streamed = errorFromStatusDetails(statusDetails(Status.INVALID_ARGUMENT, "InvalidArgument", "sayiir.v1", { field: "worker_id" }));
+    assert.ok(streamed instanceof InvalidArgumentError);
+    assert.deepEqual([streamed.code, streamed.message, streamed.info], [Status.INVALID_ARGUMENT, "details", { field: "worker_id" }]);
+    assert.ok(errorFromStatusDetails(statusDetails(Status.FAILED_PRECONDITION, "CannotCancel", "sayiir.v1", {})) instanceof CannotCancelError);
+    assert.equal(errorFromStatusDetails(Buffer.from([0xff, 0xff])).constructor, BackendError);
     // Garbage details are ignored, the code still classifies.
     assert.ok(errorFromGrpc(serviceError(Status.ABORTED, { "grpc-status-details-bin": Buffer.from([0xff, 0xff]) })) instanceof ClaimLostError);
   });
@@ -298,5 +317,83 @@ describe("retries and idempotency keys", () => {
     assert.equal(seen[0].authorization, "Bearer s3cret");
     await client.loadSnapshot("i");
     assert.equal(seen[1].authorization, undefined);
+  });
+});
+
+describe("worker session retries", () => {
+  let server: Server;
+  let client: SayiirClient;
+  // Each request as the scripted server saw it: its id, the stream's number, the token.
+  const seen: { requestId: string; stream: number; authorization: string | undefined }[] = [];
+  let streams = 0;
+
+  // The worker id says what the server does with a request's first attempts:
+  // "reply-unavailable" answers UNAVAILABLE once, "break" ends the stream
+  // UNAVAILABLE without answering, "always-unavailable" never succeeds.
+  function session(call: ServerDuplexStream<WorkerSessionRequest, WorkerSessionReply>) {
+    const stream = ++streams;
+    const authorization = call.metadata.get("authorization")[0]?.toString();
+    call.on("data", (request: WorkerSessionRequest) => {
+      const attempts = seen.filter((s) => s.requestId === request.requestId).length;
+      seen.push({ requestId: request.requestId, stream, authorization });
+      const worker = request.call?.$case === "claimAvailableTasks" ? request.call.value.workerId : "";
+      const unavailable = statusDetails(Status.UNAVAILABLE, "Unavailable", "sayiir.v1", {});
+      if (worker === "break" && attempts === 0) {
+        call.emit("error", { code: Status.UNAVAILABLE, details: "scripted break" });
+      } else if (worker === "always-unavailable" || (worker === "reply-unavailable" && attempts === 0)) {
+        call.write({ requestId: request.requestId, result: { $case: "error", value: unavailable } });
+      } else {
+        call.write({ requestId: request.requestId, result: { $case: "claimAvailableTasks", value: { tasks: [], moreReady: false } } });
+      }
+    });
+    call.on("end", () => call.end());
+  }
+
+  before(async () => {
+    server = new Server();
+    server.addService(TaskClaimStoreService, { workerSession: session });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))),
+    );
+    client = await connect(`127.0.0.1:${port}`, { retryDelaysMs: [10, 20], token: "s3cret" });
+  });
+
+  after(() => {
+    client?.close();
+    server?.forceShutdown();
+  });
+
+  test("an UNAVAILABLE reply is repeated with its request id on the same stream", async () => {
+    seen.length = 0;
+    const worker = client.workerSession();
+    assert.deepEqual(await worker.claimTasks("reply-unavailable"), []);
+    assert.equal(seen.length, 2);
+    assert.equal(seen[0].requestId, seen[1].requestId);
+    assert.match(seen[0].requestId, /^[0-9a-f-]{36}$/);
+    assert.equal(seen[0].stream, seen[1].stream);
+    assert.equal(seen[0].authorization, "Bearer s3cret", "the token goes on the stream");
+    await worker.close();
+  });
+
+  test("a broken stream's unanswered request is repeated with its id on a new stream", async () => {
+    seen.length = 0;
+    const worker = client.workerSession();
+    assert.deepEqual(await worker.claimTasks("break"), []);
+    assert.equal(seen.length, 2);
+    assert.equal(seen[0].requestId, seen[1].requestId);
+    assert.notEqual(seen[0].stream, seen[1].stream);
+    // The new stream carries on.
+    assert.deepEqual(await worker.claimTasks("w1"), []);
+    assert.equal(seen[2].stream, seen[1].stream);
+    assert.notEqual(seen[2].requestId, seen[1].requestId, "each logical request has its own id");
+    await worker.close();
+  });
+
+  test("UNAVAILABLE past the retry delays is UnavailableError", async () => {
+    seen.length = 0;
+    const worker = client.workerSession();
+    await assert.rejects(worker.claimTasks("always-unavailable"), UnavailableError);
+    assert.equal(seen.length, 3, "one attempt and two repeats");
+    worker.cancel();
   });
 });

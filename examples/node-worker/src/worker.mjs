@@ -2,7 +2,8 @@
 //
 // Loop: long-poll claimTasks (the service answers as soon as a task for
 // this worker's tags is ready, or empty after `pollMs`); each task comes
-// back already claimed. For each task of a workflow the registry knows:
+// back already claimed. Claims and completions go on one WorkerSession
+// stream (a message each instead of a call each). For each task of a workflow the registry knows:
 //
 //   checkControlSignals (a signal stored since dispatch)
 //   -> run the task function, with a heartbeat that extends the claim and
@@ -28,6 +29,7 @@ const isLost = (error) => error instanceof ClaimLostError || error instanceof No
 
 export class Worker {
   #client = null;
+  #session = null; // claimTasks and completeTask, on one stream
   #registry;
   #inFlight = new Map(); // instanceId -> promise of its task
   #stopping = false;
@@ -90,16 +92,18 @@ export class Worker {
   /** Connect, then start the loop. */
   async start() {
     this.#client = await connect(this.target, { token: this.token, tls: this.tls });
+    this.#session = this.#client.workerSession();
     this.#loopDone = this.#loop();
     this.#emit("ready");
   }
 
-  /** Stop taking tasks, let running ones finish, close the channel. */
+  /** Stop taking tasks, let running ones finish, close the session and the channel. */
   async stop() {
     this.#stopping = true;
     this.#wakeUp();
     await this.#loopDone;
     await Promise.allSettled([...this.#inFlight.values()]);
+    await this.#session?.close();
     this.#client?.close();
     this.#emit("stopped");
   }
@@ -126,7 +130,7 @@ export class Worker {
   /** One long poll; false when it only brought tasks this worker does not run. */
   async #poll(free) {
     // The wait bounds how long a stop waits for the loop.
-    const tasks = await this.#client.claimTasks(this.workerId, {
+    const tasks = await this.#session.claimTasks(this.workerId, {
       limit: free,
       ttlMs: this.claimTtlMs,
       workerTags: this.tags,
@@ -175,6 +179,7 @@ export class Worker {
    */
   async #runClaimed(task, continued) {
     const client = this.#client;
+    const session = this.#session;
     const resolved = this.#registry.resolve(task.workflowDefinitionHash, task.taskId);
     const instance = task.instanceId;
     if (!resolved) {
@@ -212,12 +217,12 @@ export class Worker {
       // finish, not their workflows.
       const continuing = Boolean(next) && !this.#stopping;
       const result = continuing
-        ? await client.completeTask(instance, step.id, this.workerId, outcome.output, {
+        ? await session.completeTask(instance, step.id, this.workerId, outcome.output, {
             nextTaskId: next.id,
             claimNextTtlMs: this.claimTtlMs,
           })
         : {
-            completed: await client.completeTask(instance, step.id, this.workerId, outcome.output, {
+            completed: await session.completeTask(instance, step.id, this.workerId, outcome.output, {
               nextTaskId: next?.id ?? null,
             }),
             next: null,
