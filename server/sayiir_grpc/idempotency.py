@@ -5,7 +5,26 @@ statement its store functions run, becomes one PostgreSQL transaction
 (`Database.one_transaction`). When the client sends an idempotency key (the
 `x-request-id` metadata, one per logical call and reused on its retries),
 the serialized reply is stored under the key in that same transaction; a
-repeat of the key answers the stored reply without running the call again.
+repeat of the key answers the stored reply without applying the call again.
+
+The key is checked optimistically, since almost every keyed call is a
+first attempt: the first run does not look the key up (one round trip
+less), it runs the method and stores the reply. Two things can reveal that
+the key already has a stored outcome (an earlier attempt that committed, or
+a concurrent one that committed first):
+
+- the INSERT of the reply fails with a unique violation: the run is rolled
+  back and the call run again, looking the key up first, which answers the
+  stored reply;
+- the method refuses (NotFound, ClaimLost, ...), perhaps because the earlier
+  attempt already did the work (a repeated ReleaseTaskClaim finds the claim
+  gone): the key is looked up in the same transaction before the refusal is
+  answered, and a stored outcome is answered instead, with nothing of this
+  run written (or, if a PostgreSQL error had aborted the transaction, the
+  call is run again looking the key up first).
+
+Every rerun (after these, or after a database failure) looks the key up
+first and runs the method only when nothing is stored under it.
 
 What each failure then means:
 
@@ -17,7 +36,8 @@ What each failure then means:
   outcome is unknown and the answer is UNKNOWN (`OutcomeUnknownError`),
   which no client retries blindly;
 - a refusal (NotFound, ClaimLost, ...) writes nothing and stores nothing: a
-  repeat runs again.
+  repeat runs again (and answers the stored outcome if another attempt
+  with the key committed meanwhile).
 
 The same key with another method or another request is refused with
 INVALID_ARGUMENT naming `x-request-id`.
@@ -37,7 +57,7 @@ import grpc
 import structlog
 
 from sayiir_common.checks import InvalidField, check_request_key
-from sayiir_common.errors import OutcomeUnknownError, UnavailableError
+from sayiir_common.errors import BackendError, OutcomeUnknownError, UnavailableError
 from sayiir_grpc.db import RETRY_DELAYS, Database
 from sayiir_grpc.errors import is_transient
 from sayiir_grpc.stores import idempotency as store
@@ -45,6 +65,11 @@ from sayiir_grpc.stores import idempotency as store
 log = structlog.get_logger(__name__)
 
 REQUEST_KEY_METADATA = "x-request-id"
+KEY_TABLE = "sayiir_grpc_idempotency_keys"
+
+# The service's refusals: raised by Python code, so the transaction is still
+# usable (unless a swallowed PostgreSQL error aborted it: `_raise_if_stored`).
+REFUSALS = (BackendError, InvalidField)
 
 
 class _Message(Protocol):
@@ -60,6 +85,18 @@ Method = Callable[[Any, Any, Context], Awaitable[Reply]]
 # the task that runs it: one stream carries many requests, so the key cannot
 # come from the stream's metadata.
 SESSION_REQUEST_KEY: ContextVar[str | None] = ContextVar("sayiir_session_request_key", default=None)
+
+
+class _StoredOutcomeFound(Exception):
+    """A refused first run found the key's stored outcome; raised to roll the run back."""
+
+    def __init__(self, stored: store.StoredOutcome) -> None:
+        super().__init__("stored outcome found")
+        self.stored = stored
+
+
+class _LookUpFirst(Exception):
+    """A refused first run could not look its key up (the transaction was aborted)."""
 
 
 def request_key(context: Context) -> str | None:
@@ -92,13 +129,20 @@ def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Call
             db: Database = self.db
             key = request_key(context)
             fingerprint = request_hash(request) if key is not None else b""
+            # False for the optimistic first run; every rerun looks the key up first.
+            look_up_first = False
 
             async def body(conn: asyncpg.Connection) -> Reply:
-                if key is not None:
+                if key is not None and look_up_first:
                     stored = await store.lookup(conn, key)
                     if stored is not None:
                         return _replay(reply_type, stored, rpc, fingerprint)
-                reply = await method(self, request, context)
+                try:
+                    reply = await method(self, request, context)
+                except REFUSALS:
+                    if key is not None and not look_up_first:
+                        await _raise_if_stored(conn, key)
+                    raise
                 if key is not None:
                     await store.record(conn, key, rpc, fingerprint, reply.SerializeToString())
                 return reply
@@ -107,11 +151,25 @@ def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Call
             while True:
                 try:
                     return await db.one_transaction(rpc, body)
+                except _StoredOutcomeFound as found:
+                    # The refusal came from an earlier attempt that committed: its reply
+                    # is the answer. (Raised, not returned: whatever the refused run
+                    # wrote before refusing is rolled back.)
+                    return _replay(reply_type, found.stored, rpc, fingerprint)
+                except _LookUpFirst:
+                    # Not a database failure: no delay, no retry used up (happens once).
+                    look_up_first = True
+                    continue
                 except asyncpg.UniqueViolationError as exc:
-                    if key is None or exc.table_name != "sayiir_grpc_idempotency_keys":
+                    if key is None or exc.table_name != KEY_TABLE:
                         raise
-                    # A concurrent call with the same key committed first: run
-                    # again, which answers its stored outcome.
+                    if not look_up_first:
+                        # The optimistic run found the key taken (by an earlier attempt,
+                        # or a concurrent one that committed first): answer its outcome.
+                        look_up_first = True
+                        continue
+                    # A concurrent call with the same key committed between our
+                    # lookup and our insert: run again, which answers its outcome.
                     if attempt >= len(RETRY_DELAYS):
                         raise
                 except OutcomeUnknownError as exc:
@@ -130,10 +188,23 @@ def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Call
                 log.warning("call repeated after a database failure", rpc=rpc, keyed=key is not None)
                 await asyncio.sleep(RETRY_DELAYS[attempt])
                 attempt += 1
+                # Reruns look up first, as every run did before: after a lost
+                # COMMIT the earlier run may well have committed.
+                look_up_first = True
 
         return wrapper
 
     return decorate
+
+
+async def _raise_if_stored(conn: asyncpg.Connection, key: str) -> None:
+    """Before a first run's refusal is answered: was it caused by an earlier attempt that committed?"""
+    try:
+        stored = await store.lookup(conn, key)
+    except asyncpg.InFailedSQLTransactionError:
+        raise _LookUpFirst from None
+    if stored is not None:
+        raise _StoredOutcomeFound(stored)
 
 
 def _replay(reply_type: Callable[[], Reply], stored: store.StoredOutcome, rpc: str, fingerprint: bytes) -> Reply:

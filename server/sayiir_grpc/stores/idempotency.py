@@ -8,9 +8,10 @@ import asyncpg
 
 LOOKUP = "SELECT rpc, request_hash, outcome FROM sayiir_grpc_idempotency_keys WHERE request_key = $1"
 
-# No ON CONFLICT: a concurrent call with the same key that committed first
-# makes this insert fail (unique violation), this transaction rolls back, and
-# the call is run again, which then finds the stored outcome.
+# No ON CONFLICT: an earlier attempt with the same key (a first run does not
+# look its key up) or a concurrent one that committed first makes this insert
+# fail (unique violation), this transaction rolls back, and the call is run
+# again, looking the key up first, which then finds the stored outcome.
 RECORD = """
 INSERT INTO sayiir_grpc_idempotency_keys (request_key, rpc, request_hash, outcome)
 VALUES ($1, $2, $3, $4)
