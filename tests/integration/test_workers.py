@@ -201,17 +201,20 @@ async def test_a_dead_process_is_restarted_and_the_service_keeps_serving(
         replaced = running.process_pids()
         assert replaced[1] != first[1] and replaced[2] == first[2] and alive(replaced[1])
         port = int(address.rpartition(":")[2])
-        # The replacement serves: new connections land on it too.
+        # The replacement serves: new connections land on it too, once it
+        # listens ("started" is logged before it has opened its pool).
         async with AsyncExitStack() as stack:
-            for attempt in range(60):
+            deadline = time.monotonic() + 20
+            attempt = 0
+            while established_connections(replaced[1], port) == 0:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the restarted process never got a connection")
                 client = await stack.enter_async_context(
                     connect(address, watch_wakeups=False, options=[("grpc.use_local_subchannel_pool", 1)])
                 )
                 await client.save_snapshot(at_task(f"after-restart-{attempt}"))
-                if established_connections(replaced[1], port) > 0:
-                    break
-            else:
-                raise AssertionError("the restarted process never got a connection")
+                attempt += 1
+                await asyncio.sleep(0.05)
         assert running.proc.poll() is None
 
 
