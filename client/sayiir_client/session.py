@@ -33,6 +33,10 @@ from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
 if TYPE_CHECKING:
     from sayiir_client.backend import GrpcBackend
 
+# The most requests one message carries (the service answers at most 256
+# unanswered requests of a stream at once).
+MAX_BATCH = 64
+
 # The retry decision of every session request: each has its key (request_id).
 SESSION_RETRY = Retry.KEYED
 
@@ -55,7 +59,10 @@ class WorkerSession:
         self._reader: asyncio.Task[None] | None = None
         # request_id -> (the stream it was sent on, its reply's future)
         self._pending: dict[str, tuple[Any, asyncio.Future[claim_pb.WorkerSessionReply]]] = {}
-        self._write_lock = asyncio.Lock()
+        # Requests waiting for the stream's writer (`_write_out`), and the writer.
+        self._outbox: list[claim_pb.WorkerSessionRequest] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._writer_call: Any = None
         self._closed = False
 
     async def __aenter__(self) -> WorkerSession:
@@ -157,8 +164,10 @@ class WorkerSession:
         if call is None or reader is None:
             return
         try:
-            async with self._write_lock:
-                await call.done_writing()
+            writer = self._writer
+            if writer is not None:
+                await writer
+            await call.done_writing()
             await reader
         except (grpc.aio.AioRpcError, asyncio.CancelledError, grpc.aio.UsageError):
             reader.cancel()
@@ -197,13 +206,7 @@ class WorkerSession:
         waiter: asyncio.Future[claim_pb.WorkerSessionReply] = asyncio.get_running_loop().create_future()
         self._pending[request.request_id] = (call, waiter)
         try:
-            try:
-                async with self._write_lock:
-                    await call.write(request)
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-                # The stream is gone; the reader fails the waiters, this one included.
-                if not waiter.done():
-                    self._broken(call, exc)
+            self._send(call, request)
             async with asyncio.timeout(timeout):
                 return await waiter
         except TimeoutError:
@@ -216,8 +219,31 @@ class WorkerSession:
     def _ensure_stream(self) -> Any:
         if self._call is None:
             self._call = self._open_stream()
+            self._outbox = []
             self._reader = asyncio.create_task(self._read(self._call))
         return self._call
+
+    def _send(self, call: Any, request: claim_pb.WorkerSessionRequest) -> None:
+        """Queue `request` for `call`'s writer, started when none is writing."""
+        self._outbox.append(request)
+        if self._writer is None or self._writer.done() or self._writer_call is not call:
+            # A writer of a broken stream stops at its next turn.
+            self._writer_call = call
+            self._writer = asyncio.create_task(self._write_out(call))
+
+    async def _write_out(self, call: Any) -> None:
+        """Write the queued requests: all those queued while a write was under
+        way go as one message (a batch), so a busy worker pays one stream
+        message for several requests."""
+        while self._outbox and self._call is call:
+            ready, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+            message = ready[0] if len(ready) == 1 else claim_pb.WorkerSessionRequest(batch=ready)
+            try:
+                await call.write(message)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                # The stream is gone: its waiters fail, and are repeated on a new one.
+                self._broken(call, exc)
+                return
 
     async def _read(self, call: Any) -> None:
         try:
@@ -226,9 +252,10 @@ class WorkerSession:
                 if reply is grpc.aio.EOF:
                     self._broken(call, None)
                     return
-                sent = self._pending.get(reply.request_id)
-                if sent is not None and sent[0] is call and not sent[1].done():
-                    sent[1].set_result(reply)
+                for one in reply.batch or (reply,):
+                    sent = self._pending.get(one.request_id)
+                    if sent is not None and sent[0] is call and not sent[1].done():
+                        sent[1].set_result(one)
         except grpc.aio.AioRpcError as exc:
             self._broken(call, exc)
         except asyncio.CancelledError:

@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 from conftest import SAYIIR_TABLES
 from faults.support import Figures
 from sayiir_client import AtSignal, AtTask, RetryPolicy, SignalKind, TaskId, WorkflowSnapshot, connect, convert
+from sayiir_common.errors import error_from_status
 from sayiir_common.proto.sayiir.v1 import operator_pb2 as op_pb
 from sayiir_common.proto.sayiir.v1 import operator_pb2_grpc as op_grpc
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
@@ -305,6 +306,20 @@ def request_strategy(name: str) -> st.SearchStrategy[Message]:
             _optional(draw, message, "next_task_id", draw(task_ids))
             _optional(draw, message, "next_task_priority", draw(uint32s))
             _optional(draw, message, "final_output", draw(payloads))
+        elif name == "WorkerSession":
+            message = claim_pb.WorkerSessionRequest(request_id=draw(st.one_of(ids, st.just(""), long_texts)))
+            calls = [draw(request_strategy(kind)) for kind in ("ClaimAvailableTasks", "CompleteTask")]
+            choice = draw(st.integers(0, 3))
+            if choice == 0:
+                message.claim_available_tasks.CopyFrom(calls[0])
+            elif choice == 1:
+                message.complete_task.CopyFrom(calls[1])
+            elif choice == 2:  # a batch, maybe with a nested one
+                for call in calls:
+                    item = message.batch.add(request_id=draw(ids))
+                    getattr(item, "claim_available_tasks" if call is calls[0] else "complete_task").CopyFrom(call)
+                if draw(st.booleans()):
+                    message.batch.add().batch.add(request_id="nested")
         elif name == "LoadTaskResult":
             message = claim_pb.LoadTaskResultRequest(instance_id=draw(ids), task_id=draw(task_ids))
         else:
@@ -371,6 +386,9 @@ RPCS = [
     for method in module.DESCRIPTOR.services_by_name[service].methods
 ]
 STREAMING = {"WatchWakeups"}
+# Client-and-server streams: the request is written on the stream, and the
+# answer is the stream's status, or the status carried by an error reply.
+SESSIONS = {"WorkerSession"}
 
 
 def test_every_rpc_of_every_service_is_covered() -> None:
@@ -408,8 +426,27 @@ class Harness:
     async def fingerprint(self) -> tuple[Any, ...]:
         return tuple(await self.pg.fetchrow(FINGERPRINT))
 
-    async def invoke(self, method: Callable[..., Any], request: Any, streaming: bool) -> tuple[grpc.StatusCode, str]:
+    async def invoke_session(self, method: Callable[..., Any], request: Any) -> tuple[grpc.StatusCode, str]:
+        """Write `request` on a session, close it, read every reply: the first error's status, or OK."""
+        call = method(timeout=10)
+        await call.write(request)
+        await call.done_writing()
+        for reply in [reply async for reply in call]:
+            if isinstance(reply, bytes):
+                reply = claim_pb.WorkerSessionReply.FromString(reply)
+            for one in reply.batch or (reply,):
+                if one.WhichOneof("result") == "error":
+                    error = error_from_status(one.error)
+                    assert error.code is not None
+                    return error.code, error.message
+        return OK, ""
+
+    async def invoke(
+        self, method: Callable[..., Any], request: Any, streaming: bool, session: bool = False
+    ) -> tuple[grpc.StatusCode, str]:
         try:
+            if session:
+                return await self.invoke_session(method, request)
             if streaming:
                 call = method(request, timeout=10)
                 try:
@@ -427,7 +464,9 @@ class Harness:
         self, label: str, method: Callable[..., Any], request: Any, streaming: bool, *, undecodable: bool = False
     ) -> grpc.StatusCode:
         before = await self.fingerprint()
-        code, details = await self.invoke(method, request, streaming)
+        # Labels start with "Service.Method".
+        session = label.split(" ")[0].rsplit(".", 1)[-1] in SESSIONS
+        code, details = await self.invoke(method, request, streaming, session)
         self.codes[code.name] = self.codes.get(code.name, 0) + 1
         assert code in ALLOWED, f"{label}: {code.name}: {details}"
         if undecodable:
@@ -561,6 +600,8 @@ def _invalid_utf8(descriptor: Any) -> bytes | None:
 
 def _raw_method(channel: grpc.aio.Channel, service: str, name: str) -> Callable[..., Any]:
     path = f"/sayiir.v1.{service}/{name}"
+    if name in SESSIONS:
+        return channel.stream_stream(path, request_serializer=None, response_deserializer=None)
     if name in STREAMING:
         return channel.unary_stream(path, request_serializer=None, response_deserializer=None)
     return channel.unary_unary(path, request_serializer=None, response_deserializer=None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -106,74 +107,103 @@ def too_many(message: rpc_pb.WorkerSessionRequest) -> rpc_pb.WorkerSessionReply:
     )
 
 
-class _Event:
-    """A queue item that is not a reply."""
+def refused_nested(message: rpc_pb.WorkerSessionRequest) -> rpc_pb.WorkerSessionReply:
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    text = "batch: a request of a batch may not carry a batch of its own"
+    details = status_details(code, text, InvalidArgumentError.kind, {"field": "batch"})
+    return rpc_pb.WorkerSessionReply(request_id=message.request_id, error=details)
 
-    __slots__ = ("error",)
 
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
+class _Session:
+    """What the reading side tells the writing side of one session."""
+
+    def __init__(self) -> None:
+        self.replies: deque[rpc_pb.WorkerSessionReply] = deque()
+        self.wake = asyncio.Event()
+        # Requests not yet answered, counted down before the reply is queued,
+        # so the last reply taken can tell that nothing else is owed.
+        self.owed = 0
+        self.read_all = False
+        self.stopping = False
+        self.broken: BaseException | None = None
+        self.malformed: str | None = None
+        # Replies go batched once the client has sent a batch (it reads them).
+        self.batching = False
+
+    def post(self, reply: rpc_pb.WorkerSessionReply) -> None:
+        self.replies.append(reply)
+        self.wake.set()
+
+    def next_message(self) -> rpc_pb.WorkerSessionReply:
+        """The replies ready now, as one message (batched when the client batches)."""
+        replies = self.replies
+        if not self.batching or len(replies) == 1:
+            return replies.popleft()
+        ready = [replies.popleft() for _ in range(min(len(replies), MAX_UNANSWERED))]
+        return rpc_pb.WorkerSessionReply(batch=ready)
 
 
 async def serve(
     servicer: SessionServicer, requests: AsyncIterator[Any], context: Context
 ) -> AsyncIterator[rpc_pb.WorkerSessionReply]:
     """The session's replies: one per request, each as soon as it is ready."""
-    queue: asyncio.Queue[rpc_pb.WorkerSessionReply | _Event] = asyncio.Queue()
-    reader_done, stopping = _Event(), _Event()
+    session = _Session()
     running: set[asyncio.Task[None]] = set()
-    # Requests not yet answered, counted down before the reply is queued, so
-    # the last reply taken off the queue can tell that nothing else is owed.
-    owed = 0
-    malformed: list[str] = []
 
     async def run(message: rpc_pb.WorkerSessionRequest) -> None:
-        nonlocal owed
         try:
             reply = await answer(servicer, message, context)
         finally:
-            owed -= 1
-        queue.put_nowait(reply)
+            session.owed -= 1
+        session.post(reply)
+
+    def start(message: rpc_pb.WorkerSessionRequest) -> None:
+        if message.batch:
+            session.post(refused_nested(message))
+        elif session.owed >= MAX_UNANSWERED:
+            session.post(too_many(message))
+        else:
+            session.owed += 1
+            task = asyncio.create_task(run(message))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
     async def read() -> None:
-        nonlocal owed
         try:
             async for message in requests:
                 if isinstance(message, Undecodable):
-                    malformed.append(message.error)
+                    session.malformed = message.error
                     break
-                if owed >= MAX_UNANSWERED:
-                    queue.put_nowait(too_many(message))
-                    continue
-                owed += 1
-                task = asyncio.create_task(run(message))
-                running.add(task)
-                task.add_done_callback(running.discard)
+                if message.batch:
+                    session.batching = True
+                    for item in message.batch:
+                        start(item)
+                else:
+                    start(message)
         except Exception as exc:  # the stream broke: end the session with it
-            queue.put_nowait(_Event(exc))
-        else:
-            queue.put_nowait(reader_done)
+            session.broken = exc
+        session.read_all = True
+        session.wake.set()
 
     async def watch_stop() -> None:
         await servicer.hub.stopped.wait()
-        queue.put_nowait(stopping)
+        session.stopping = True
+        session.wake.set()
 
     reader = asyncio.create_task(read())
     watcher = asyncio.create_task(watch_stop())
     finished = False
     try:
-        read_all = False
-        while not (read_all and owed == 0 and queue.empty()):
-            item = await queue.get()
-            if item is reader_done:
-                read_all = True
-            elif item is stopping:
+        while True:
+            if session.replies:
+                yield session.next_message()
+                continue
+            if session.broken is not None:
+                raise session.broken
+            if session.stopping or (session.read_all and session.owed == 0):
                 break
-            elif isinstance(item, _Event):
-                assert item.error is not None
-                raise item.error
-            else:
-                yield item
+            session.wake.clear()
+            await session.wake.wait()
         finished = True
     finally:
         watcher.cancel()
@@ -183,11 +213,12 @@ async def serve(
             # call whose caller left, the requests under way are cancelled.
             for task in list(running):
                 task.cancel()
-    if malformed:
+    malformed = session.malformed
+    if malformed is not None:
         await abort(
             context,
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"a session message is not a valid WorkerSessionRequest: {malformed[0]}",
+            f"a session message is not a valid message of this method (WorkerSessionRequest): {malformed}",
             InvalidArgumentError.kind,
             {"field": "request"},
         )
@@ -196,10 +227,8 @@ async def serve(
         # server stops), then tell the client to go on elsewhere.
         if running:
             await asyncio.wait(set(running))
-        while not queue.empty():
-            item = queue.get_nowait()
-            if isinstance(item, rpc_pb.WorkerSessionReply):
-                yield item
+        while session.replies:
+            yield session.next_message()
         await abort(
             context,
             grpc.StatusCode.UNAVAILABLE,

@@ -241,23 +241,27 @@ class LoadTaskResultResponse(_message.Message):
     def __init__(self, output: _Optional[bytes] = ...) -> None: ...
 
 class WorkerSessionRequest(_message.Message):
-    __slots__ = ("request_id", "claim_available_tasks", "complete_task")
+    __slots__ = ("request_id", "claim_available_tasks", "complete_task", "batch")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CLAIM_AVAILABLE_TASKS_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_TASK_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     claim_available_tasks: ClaimAvailableTasksRequest
     complete_task: CompleteTaskRequest
-    def __init__(self, request_id: _Optional[str] = ..., claim_available_tasks: _Optional[_Union[ClaimAvailableTasksRequest, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTaskRequest, _Mapping]] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[WorkerSessionRequest]
+    def __init__(self, request_id: _Optional[str] = ..., claim_available_tasks: _Optional[_Union[ClaimAvailableTasksRequest, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTaskRequest, _Mapping]] = ..., batch: _Optional[_Iterable[_Union[WorkerSessionRequest, _Mapping]]] = ...) -> None: ...
 
 class WorkerSessionReply(_message.Message):
-    __slots__ = ("request_id", "claim_available_tasks", "complete_task", "error")
+    __slots__ = ("request_id", "claim_available_tasks", "complete_task", "error", "batch")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CLAIM_AVAILABLE_TASKS_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_TASK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     claim_available_tasks: ClaimAvailableTasksResponse
     complete_task: CompleteTaskResponse
     error: bytes
-    def __init__(self, request_id: _Optional[str] = ..., claim_available_tasks: _Optional[_Union[ClaimAvailableTasksResponse, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTaskResponse, _Mapping]] = ..., error: _Optional[bytes] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[WorkerSessionReply]
+    def __init__(self, request_id: _Optional[str] = ..., claim_available_tasks: _Optional[_Union[ClaimAvailableTasksResponse, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTaskResponse, _Mapping]] = ..., error: _Optional[bytes] = ..., batch: _Optional[_Iterable[_Union[WorkerSessionReply, _Mapping]]] = ...) -> None: ...

@@ -343,10 +343,20 @@ export interface WorkerSessionRequest {
    */
   requestId: string;
   /** The call. Required. */
-  call: { $case: "claimAvailableTasks"; value: ClaimAvailableTasksRequest } | {
-    $case: "completeTask";
-    value: CompleteTaskRequest;
-  } | undefined;
+  call:
+    | { $case: "claimAvailableTasks"; value: ClaimAvailableTasksRequest }
+    | { $case: "completeTask"; value: CompleteTaskRequest }
+    | undefined;
+  /**
+   * Several requests in one message, each run and answered as if sent
+   * alone; this message's own `request_id` and `call` are then left unset.
+   * A client writes what it has ready as one message while its previous
+   * write is under way, which saves the stream a message per request. Once
+   * a stream has carried a batch, its replies come batched too (in a
+   * reply's `batch`), as many as are ready together. Not nested; the
+   * unanswered limit counts every request.
+   */
+  batch: WorkerSessionRequest[];
 }
 
 /** The answer to one WorkerSessionRequest. */
@@ -354,16 +364,22 @@ export interface WorkerSessionReply {
   /** The request's `request_id`. */
   requestId: string;
   /** The unary call's reply, or its error. */
-  result: { $case: "claimAvailableTasks"; value: ClaimAvailableTasksResponse } | {
-    $case: "completeTask";
-    value: CompleteTaskResponse;
-  } | //
+  result:
+    | { $case: "claimAvailableTasks"; value: ClaimAvailableTasksResponse }
+    | { $case: "completeTask"; value: CompleteTaskResponse }
+    | //
+    /**
+     * The status the unary call would have ended with: a serialized
+     * google.rpc.Status (code, message, and the ErrorInfo whose reason is
+     * the error kind), the bytes of its `grpc-status-details-bin` trailer.
+     */
+    { $case: "error"; value: Uint8Array }
+    | undefined;
   /**
-   * The status the unary call would have ended with: a serialized
-   * google.rpc.Status (code, message, and the ErrorInfo whose reason is
-   * the error kind), the bytes of its `grpc-status-details-bin` trailer.
+   * Replies of several requests in one message (only on a stream whose
+   * client has sent a batch); this message's own fields are then unset.
    */
-  { $case: "error"; value: Uint8Array } | undefined;
+  batch: WorkerSessionReply[];
 }
 
 function createBaseTaskClaim(): TaskClaim {
@@ -2275,7 +2291,7 @@ export const LoadTaskResultResponse: MessageFns<LoadTaskResultResponse> = {
 };
 
 function createBaseWorkerSessionRequest(): WorkerSessionRequest {
-  return { requestId: "", call: undefined };
+  return { requestId: "", call: undefined, batch: [] };
 }
 
 export const WorkerSessionRequest: MessageFns<WorkerSessionRequest> = {
@@ -2290,6 +2306,9 @@ export const WorkerSessionRequest: MessageFns<WorkerSessionRequest> = {
       case "completeTask":
         CompleteTaskRequest.encode(message.call.value, writer.uint32(26).fork()).join();
         break;
+    }
+    for (const v of message.batch) {
+      WorkerSessionRequest.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -2334,6 +2353,14 @@ export const WorkerSessionRequest: MessageFns<WorkerSessionRequest> = {
             message.call = { $case: "completeTask", value: CompleteTaskRequest.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.batch.push(WorkerSessionRequest.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2369,12 +2396,13 @@ export const WorkerSessionRequest: MessageFns<WorkerSessionRequest> = {
         break;
       }
     }
+    message.batch = object.batch?.map((e) => WorkerSessionRequest.fromPartial(e)) || [];
     return message;
   },
 };
 
 function createBaseWorkerSessionReply(): WorkerSessionReply {
-  return { requestId: "", result: undefined };
+  return { requestId: "", result: undefined, batch: [] };
 }
 
 export const WorkerSessionReply: MessageFns<WorkerSessionReply> = {
@@ -2392,6 +2420,9 @@ export const WorkerSessionReply: MessageFns<WorkerSessionReply> = {
       case "error":
         writer.uint32(34).bytes(message.result.value);
         break;
+    }
+    for (const v of message.batch) {
+      WorkerSessionReply.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -2444,6 +2475,14 @@ export const WorkerSessionReply: MessageFns<WorkerSessionReply> = {
             message.result = { $case: "error", value: reader.bytes() };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.batch.push(WorkerSessionReply.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2485,6 +2524,7 @@ export const WorkerSessionReply: MessageFns<WorkerSessionReply> = {
         break;
       }
     }
+    message.batch = object.batch?.map((e) => WorkerSessionReply.fromPartial(e)) || [];
     return message;
   },
 };
