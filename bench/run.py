@@ -61,6 +61,18 @@ def missing_packages(plots: bool) -> list[str]:
     return [name for name in wanted if importlib.util.find_spec(name) is None]
 
 
+# The database round trips of the service per linear workflow, as
+# bench/floor.py models them: a save is its statement and its idempotency
+# key in a transaction; a claim is the long poll's readiness check plus a
+# keyed transaction of the claim; a completion of a continued workflow is
+# one statement (stores/continuation.py) - the first one too, since the
+# claim keeps the snapshot it read.
+SERVICE_ROUND_TRIPS: dict[str, Any] = {
+    "statements": {"Save": 2, "Claim": 3, "Complete": 1},
+    "transaction": {"Save": True, "Claim": True, "Complete": False},
+}
+
+
 class Scale:
     """Durations (seconds) and sizes of one mode."""
 
@@ -399,18 +411,22 @@ class Bench:
         return result
 
     async def floor_run(self, key: str = "floor", transport: str = "unary") -> dict[str, Any]:
-        """The floor of the service's round trips: `floor` with unary calls
-        (the shape of 6 calls), `floor_session` with the worker session's
-        shape (claims and completions as stream messages; a claim is the
-        long poll's readiness check plus its keyed transaction)."""
+        """The floor of the service's round trips (SERVICE_ROUND_TRIPS), its
+        load clients laid out as the fleet's worker processes: `floor` with
+        unary calls, `floor_session` with claims and completions as messages
+        of a session stream."""
         duration = self.scale.fleet
         bar = self.progress(f"floor ({transport}): bare grpc.aio + asyncpg", self.scale.warmup + duration)
-        shape: dict[str, Any] = {}
-        if transport == "stream":
-            shape = {"statements": {"Claim": 3}, "transaction": {"Claim": True}}
         result: dict[str, Any] = await asyncio.to_thread(
             functools.partial(
-                floor.measure, self.admin, MAIN_INFLIGHT, self.scale.warmup, duration, transport=transport, **shape
+                floor.measure,
+                self.admin,
+                MAIN_INFLIGHT,
+                self.scale.warmup,
+                duration,
+                transport=transport,
+                client_processes=fleet.WORKER_PROCESSES,
+                **SERVICE_ROUND_TRIPS,
             )
         )
         bar.close(f"{result['wf_per_s']:.0f} wf/s")
