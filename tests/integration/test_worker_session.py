@@ -282,6 +282,8 @@ async def test_a_busy_client_writes_its_ready_requests_as_one_message(
         await asyncio.gather(*(run_to_the_end(session, "w1", task) for task in claimed))
     requests = sum(len(m.batch) or 1 for m in written)
     assert requests == 40 * 3
-    assert len(written) < requests / 2, (len(written), requests)
+    # The 40 first completions are queued in one turn of the loop: one message carries them.
+    assert max(len(m.batch) for m in written) >= 20, [len(m.batch) for m in written]
+    assert len(written) < requests, (len(written), requests)
     for name in names:
         assert (await client.load_snapshot(name)).state.kind == "Completed"

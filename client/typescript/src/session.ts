@@ -164,7 +164,7 @@ export class WorkerSession {
     const requestId = randomUUID();
     let body: Buffer;
     try {
-      body = TaskClaimStoreService.workerSession.requestSerialize({ requestId, call });
+      body = TaskClaimStoreService.workerSession.requestSerialize({ requestId, call, batch: [] });
     } catch (error) {
       // The encoder rejects out-of-range numbers (a negative uint32, ...).
       throw new InvalidArgumentError(`WorkerSession: ${(error as Error).message}`);

@@ -341,9 +341,9 @@ describe("worker session retries", () => {
       if (worker === "break" && attempts === 0) {
         call.emit("error", { code: Status.UNAVAILABLE, details: "scripted break" });
       } else if (worker === "always-unavailable" || (worker === "reply-unavailable" && attempts === 0)) {
-        call.write({ requestId: request.requestId, result: { $case: "error", value: unavailable } });
+        call.write({ requestId: request.requestId, result: { $case: "error", value: unavailable }, batch: [] });
       } else {
-        call.write({ requestId: request.requestId, result: { $case: "claimAvailableTasks", value: { tasks: [], moreReady: false } } });
+        call.write({ requestId: request.requestId, result: { $case: "claimAvailableTasks", value: { tasks: [], moreReady: false } }, batch: [] });
       }
     });
     call.on("end", () => call.end());

@@ -344,8 +344,12 @@ export interface WorkerSessionRequest {
   requestId: string;
   /** The call. Required. */
   call:
-    | { $case: "claimAvailableTasks"; value: ClaimAvailableTasksRequest }
-    | { $case: "completeTask"; value: CompleteTaskRequest }
+    | //
+    /** A ClaimAvailableTasks call, answered as that call would be. */
+    { $case: "claimAvailableTasks"; value: ClaimAvailableTasksRequest }
+    | //
+    /** A CompleteTask call, answered as that call would be. */
+    { $case: "completeTask"; value: CompleteTaskRequest }
     | undefined;
   /**
    * Several requests in one message, each run and answered as if sent
@@ -365,8 +369,12 @@ export interface WorkerSessionReply {
   requestId: string;
   /** The unary call's reply, or its error. */
   result:
-    | { $case: "claimAvailableTasks"; value: ClaimAvailableTasksResponse }
-    | { $case: "completeTask"; value: CompleteTaskResponse }
+    | //
+    /** The reply to a `claim_available_tasks` request. */
+    { $case: "claimAvailableTasks"; value: ClaimAvailableTasksResponse }
+    | //
+    /** The reply to a `complete_task` request. */
+    { $case: "completeTask"; value: CompleteTaskResponse }
     | //
     /**
      * The status the unary call would have ended with: a serialized
