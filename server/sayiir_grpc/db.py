@@ -120,7 +120,10 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; one past `max_lifetime` is closed on release."""
         started = time.monotonic()
-        conn = await self.pool.acquire(timeout=self.options.acquire_timeout)
+        # The deadline as a timer on this task: asyncpg's own timeout wraps
+        # every acquire in one more task (wait_for), a cost on each call.
+        async with asyncio.timeout(self.options.acquire_timeout):
+            conn = await self.pool.acquire()
         if self.on_acquire is not None:
             self.on_acquire(time.monotonic() - started)
         try:
@@ -130,9 +133,10 @@ class Database:
             if born is not None and time.monotonic() - born > self.options.max_lifetime:
                 self._born.pop(id(conn._con), None)
                 await conn.close()
-            # Shielded: a call cancelled again while its connection is being
-            # released (and rolled back) must still return it to the pool.
-            await asyncio.shield(self.pool.release(conn))
+            # asyncpg shields the release itself: a call cancelled again while
+            # its connection is being released (and rolled back) still
+            # returns it to the pool.
+            await self.pool.release(conn)
 
     async def run(
         self,
