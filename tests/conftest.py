@@ -28,7 +28,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sayiir_client import GrpcBackend, connect
+from sayiir_client import AtTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
 from sayiir_grpc.app import RunningServer, start
 from sayiir_grpc.config import Settings
 
@@ -295,3 +295,28 @@ async def clean_pg(isolated_service: tuple[RunningServer, str]) -> AsyncIterator
     conn = await asyncpg.connect(isolated_service[1])
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def isolated(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[tuple[RunningServer, str]]:
+    """A service of the test's own on a fresh database (small pool), and its url."""
+    url = await make_database()
+    running = await start_service(url, pool_max_connections=6)
+    yield running, url
+    await running.stop(grace=1)
+
+
+@pytest.fixture
+async def client(isolated: tuple[RunningServer, str]) -> AsyncIterator[GrpcBackend]:
+    """A client of `isolated`, without a wakeup stream (the worker path long-polls)."""
+    async with connect(f"127.0.0.1:{isolated[0].port}", watch_wakeups=False) as backend:
+        yield backend
+
+
+async def submit_at(client: GrpcBackend, instance_id: str, task: TaskId, priority: int | None = None) -> None:
+    """Save a new linear workflow waiting at `task` (input b"0")."""
+    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "linear", b"0")
+    snapshot.update_position(AtTask(task))
+    if priority is not None:
+        snapshot.set_task_hint(priority, [])
+    await client.save_snapshot(snapshot)

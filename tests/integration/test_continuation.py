@@ -5,33 +5,19 @@ for (another version stored, the claim gone) goes the transaction path."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
 import pytest
 
-from conftest import start_service
-from sayiir_client import AtTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
+from conftest import submit_at
+from sayiir_client import GrpcBackend, TaskId
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as pb_grpc
 from sayiir_grpc.app import RunningServer
 
 STEPS = [TaskId.sha256(f"c-step-{i}") for i in range(1, 5)]
-
-
-@pytest.fixture
-async def isolated(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[tuple[RunningServer, str]]:
-    url = await make_database()
-    running = await start_service(url, pool_max_connections=6)
-    yield running, url
-    await running.stop(grace=1)
-
-
-@pytest.fixture
-async def client(isolated: tuple[RunningServer, str]) -> AsyncIterator[GrpcBackend]:
-    async with connect(f"127.0.0.1:{isolated[0].port}", watch_wakeups=False) as backend:
-        yield backend
 
 
 @pytest.fixture
@@ -47,9 +33,7 @@ def paths(running: RunningServer) -> dict[str, float]:
 
 
 async def submit(client: GrpcBackend, instance_id: str) -> None:
-    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "linear", b"0")
-    snapshot.update_position(AtTask(STEPS[0]))
-    await client.save_snapshot(snapshot)
+    await submit_at(client, instance_id, STEPS[0])
 
 
 def complete_request(instance_id: str, step: int, output: bytes, keep: bool) -> pb.CompleteTaskRequest:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
 
-from conftest import start_service
+from conftest import start_service, submit_at
 from sayiir_client import AtTask, ClaimedTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as pb_grpc
@@ -19,26 +19,8 @@ from sayiir_grpc.app import RunningServer
 T1, T2, T3 = (TaskId.sha256(f"step-{i}") for i in (1, 2, 3))
 
 
-@pytest.fixture
-async def isolated(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[tuple[RunningServer, str]]:
-    url = await make_database()
-    running = await start_service(url, pool_max_connections=6)
-    yield running, url
-    await running.stop(grace=1)
-
-
-@pytest.fixture
-async def client(isolated: tuple[RunningServer, str]) -> AsyncIterator[GrpcBackend]:
-    async with connect(f"127.0.0.1:{isolated[0].port}", watch_wakeups=False) as backend:
-        yield backend
-
-
 async def submit(client: GrpcBackend, instance_id: str, task: TaskId = T1, priority: int | None = None) -> None:
-    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "linear", b"0")
-    snapshot.update_position(AtTask(task))
-    if priority is not None:
-        snapshot.set_task_hint(priority, [])
-    await client.save_snapshot(snapshot)
+    await submit_at(client, instance_id, task, priority)
 
 
 async def test_a_long_poll_returns_the_task_that_becomes_ready(client: GrpcBackend) -> None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import grpc
 import pytest
 
-from conftest import start_service
-from sayiir_client import AtTask, ClaimedTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
+from conftest import start_service, submit_at
+from sayiir_client import ClaimedTask, GrpcBackend, TaskId
 from sayiir_client.session import WorkerSession
 from sayiir_common.errors import InvalidArgumentError, NotFoundError, error_from_status
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as pb
@@ -25,24 +25,8 @@ from sayiir_grpc.servicers.worker_session import MAX_UNANSWERED
 STEPS = [TaskId.sha256(f"step-{i}") for i in range(1, 4)]
 
 
-@pytest.fixture
-async def isolated(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[tuple[RunningServer, str]]:
-    url = await make_database()
-    running = await start_service(url, pool_max_connections=6)
-    yield running, url
-    await running.stop(grace=1)
-
-
-@pytest.fixture
-async def client(isolated: tuple[RunningServer, str]) -> AsyncIterator[GrpcBackend]:
-    async with connect(f"127.0.0.1:{isolated[0].port}", watch_wakeups=False) as backend:
-        yield backend
-
-
 async def submit(client: GrpcBackend, instance_id: str) -> None:
-    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "linear", b"0")
-    snapshot.update_position(AtTask(STEPS[0]))
-    await client.save_snapshot(snapshot)
+    await submit_at(client, instance_id, STEPS[0])
 
 
 async def run_to_the_end(session: WorkerSession, worker: str, task: ClaimedTask | None) -> None:
