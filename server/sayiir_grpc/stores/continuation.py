@@ -21,7 +21,6 @@ entry costs one statement, never a wrong write.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,9 +42,12 @@ from sayiir_grpc.stores.history import (
     write_mutation_ctes,
 )
 
-# Entries kept per process: a continued workflow is completed again within
-# its claim's lifetime, so the oldest entries are the least likely to hit.
+# Entries kept per process, and the stored size of their blobs: a continued
+# workflow is completed again within its claim's lifetime, so the oldest
+# entries are the least likely to hit. The byte budget bounds the memory
+# (a decoded snapshot takes a few times its blob).
 MAX_ENTRIES = 20_000
+MAX_BLOB_BYTES_KEPT = 16 * 1024 * 1024
 # A snapshot this large goes through the worker process (offload) and the
 # transaction path; the cache keeps small ones only.
 MAX_BLOB_BYTES = offload.OFFLOAD_BYTES
@@ -90,31 +92,47 @@ class Continued:
     history_version: int
     data_hash: bytes
     worker_id: str
-    kept_at: float
+    blob_bytes: int
 
 
 class ContinuationCache:
-    """The snapshots of continued workflows, by instance id (LRU, bounded)."""
+    """The snapshots of continued workflows, by instance id (LRU, bounded in
+    entries and in blob bytes)."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BLOB_BYTES_KEPT) -> None:
         self._entries: OrderedDict[str, Continued] = OrderedDict()
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self.hits = 0
         self.misses = 0
 
-    def keep(self, snapshot: WorkflowSnapshot, history_version: int, data_hash: bytes, worker_id: str) -> None:
-        entries = self._entries
-        entries[snapshot.instance_id] = Continued(snapshot, history_version, data_hash, worker_id, time.monotonic())
-        entries.move_to_end(snapshot.instance_id)
-        while len(entries) > self._max:
-            entries.popitem(last=False)
+    def keep(
+        self, snapshot: WorkflowSnapshot, history_version: int, data_hash: bytes, worker_id: str, blob_bytes: int
+    ) -> None:
+        if blob_bytes >= MAX_BLOB_BYTES:
+            self.drop(snapshot.instance_id)
+            return
+        self.drop(snapshot.instance_id)
+        self._entries[snapshot.instance_id] = Continued(snapshot, history_version, data_hash, worker_id, blob_bytes)
+        self._bytes += blob_bytes
+        while len(self._entries) > self._max or self._bytes > self._max_bytes:
+            _, oldest = self._entries.popitem(last=False)
+            self._bytes -= oldest.blob_bytes
 
     def take(self, instance_id: str) -> Continued | None:
         """The entry, removed: it is mutated by the completion that takes it."""
-        return self._entries.pop(instance_id, None)
+        entry = self._entries.pop(instance_id, None)
+        if entry is not None:
+            self._bytes -= entry.blob_bytes
+        return entry
 
     def drop(self, instance_id: str) -> None:
-        self._entries.pop(instance_id, None)
+        self.take(instance_id)
+
+    @property
+    def blob_bytes(self) -> int:
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -234,5 +252,5 @@ async def complete_continued(
     if not row["moved"]:
         return True, None
     assert move is not None
-    cache.keep(snapshot, version, blob_hash(blob), worker_id)
+    cache.keep(snapshot, version, blob_hash(blob), worker_id, len(blob))
     return True, following_task(snapshot, move, output, version)

@@ -17,7 +17,6 @@ from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
 from sayiir_common.model import AtDelay, AtTask, AvailableTask, InProgress, Timestamp, WorkflowSnapshot
 from sayiir_grpc.db import Database
-from sayiir_grpc.stores import continuation
 from sayiir_grpc.stores.continuation import ContinuationCache
 from sayiir_grpc.stores.history import (
     ELIGIBLE,
@@ -447,8 +446,9 @@ async def claim_available_tasks(
             not_runnable.append(row["instance_id"])
             continue
         claimed.append(available_task(snapshot, task_id, row["history_version"]))
-        if continued is not None and row["data"] is not None and len(row["data"]) < continuation.MAX_BLOB_BYTES:
-            continued.keep(snapshot, row["history_version"], blob_hash(row["data"]), worker_id)
+        if continued is not None and row["data"] is not None:
+            data = row["data"]
+            continued.keep(snapshot, row["history_version"], blob_hash(data), worker_id, len(data))
     if not_runnable:
         # Done already or backing off: give them back at once.
         await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, not_runnable, worker_id), transaction=False)

@@ -200,8 +200,9 @@ class LockedSnapshot:
     history_version: int
     status: str
     claim_held: bool = False
-    # The stored blob's hash, once `write_mutation` wrote it.
+    # The stored blob's hash and size, once `write_mutation` wrote it.
     data_hash: bytes = b""
+    data_bytes: int = 0
 
 
 def wakeup_payload(snapshot: WorkflowSnapshot) -> str | None:
@@ -393,6 +394,7 @@ async def write_mutation(
     locked.history_version = version
     locked.status = snapshot.state.kind
     locked.data_hash = blob_hash(blob)
+    locked.data_bytes = len(blob)
     return version, moved
 
 

@@ -203,7 +203,7 @@ async def complete_task(
             return True, None
         assert move is not None
         if cache is not None:
-            cache.keep(snapshot, version, locked.data_hash, worker_id)
+            cache.keep(snapshot, version, locked.data_hash, worker_id, locked.data_bytes)
         return True, following_task(snapshot, move, output, version)
 
     if cache is not None:
