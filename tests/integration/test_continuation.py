@@ -5,6 +5,7 @@ for (another version stored, the claim gone) goes the transaction path."""
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -47,6 +48,13 @@ def complete_request(instance_id: str, step: int, output: bytes, keep: bool) -> 
     return request
 
 
+def _comparable(blob: bytes, instance_id: str) -> bytes:
+    """A blob without what differs between two runs of the same steps: the
+    instance id and the clock (the seconds of created_at and updated_at)."""
+    blob = blob.replace(instance_id.encode(), b"<id>")
+    return re.sub(rb'"(created_at|updated_at)":\d+', rb'"\1":<t>', blob)
+
+
 async def stored(db: asyncpg.Connection, instance_id: str) -> tuple[list[object], list[object], object]:
     """What the database holds of a workflow, with its instance id taken out of the blobs."""
     history = await db.fetch(
@@ -64,8 +72,7 @@ async def stored(db: asyncpg.Connection, instance_id: str) -> tuple[list[object]
         instance_id,
     )
     blobs = [
-        (r["version"], r["status"], r["current_task_id"], bytes(r["data"]).replace(instance_id.encode(), b"<id>"))
-        for r in history
+        (r["version"], r["status"], r["current_task_id"], _comparable(bytes(r["data"]), instance_id)) for r in history
     ]
     return blobs, [tuple(t) for t in tasks], tuple(row)
 
