@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from sayiir_client.backend import Seconds, _seconds
 from sayiir_common import convert
-from sayiir_common.calls import Retry
 from sayiir_common.errors import BackendError, UnavailableError, error_from_rpc, error_from_status
 from sayiir_common.ids import TaskId
 from sayiir_common.model import AvailableTask, ClaimedTask
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 # unanswered requests of a stream at once).
 MAX_BATCH = 64
 
-# The retry decision of every session request: each has its key (request_id).
-SESSION_RETRY = Retry.KEYED
+# Every session request is retried as a `Retry.KEYED` call: it has its key
+# (request_id), so a repeat is answered with the first outcome.
 
 
 class _Broken(Exception):
@@ -77,11 +77,11 @@ class WorkerSession:
         self,
         worker_id: str,
         limit: int = 10,
-        ttl: float | timedelta | None = 30.0,
-        aging_interval: float | timedelta = timedelta(minutes=5),
+        ttl: Seconds | None = 30.0,
+        aging_interval: Seconds = timedelta(minutes=5),
         worker_tags: Sequence[str] = (),
         *,
-        wait: float | timedelta | None = None,
+        wait: Seconds | None = None,
     ) -> list[AvailableTask]:
         """`GrpcBackend.claim_available_tasks`, on the session."""
         request = self._backend._claim_request(worker_id, limit, ttl, aging_interval, worker_tags, wait)
@@ -92,10 +92,10 @@ class WorkerSession:
         self,
         worker_id: str,
         limit: int = 10,
-        ttl: float | timedelta | None = 30.0,
+        ttl: Seconds | None = 30.0,
         *,
-        wait: float | timedelta | None = None,
-        aging_interval: float | timedelta = timedelta(minutes=5),
+        wait: Seconds | None = None,
+        aging_interval: Seconds = timedelta(minutes=5),
         worker_tags: Sequence[str] = (),
     ) -> list[ClaimedTask]:
         """`GrpcBackend.claim_tasks` (the light form), on the session."""
@@ -136,11 +136,11 @@ class WorkerSession:
         worker_id: str,
         output: bytes,
         next_task_id: TaskId | bytes | str,
-        ttl: float | timedelta = 30.0,
+        ttl: Seconds = 30.0,
         *,
         next_task_priority: int | None = None,
         next_task_tags: Sequence[str] = (),
-        aging_interval: float | timedelta = timedelta(minutes=5),
+        aging_interval: Seconds = timedelta(minutes=5),
     ) -> tuple[bool, ClaimedTask | None]:
         """`GrpcBackend.complete_task_and_continue`, on the session."""
         request = self._backend.complete_task_request(
@@ -194,7 +194,7 @@ class WorkerSession:
                 error = error_from_status(reply.error)
             except _Broken as broken:
                 error = broken.cause
-            if error.code != grpc.StatusCode.UNAVAILABLE or SESSION_RETRY is Retry.NEVER or attempt >= len(delays):
+            if error.code != grpc.StatusCode.UNAVAILABLE or attempt >= len(delays):
                 raise error
             await asyncio.sleep(delays[attempt])
             attempt += 1
@@ -273,9 +273,3 @@ class WorkerSession:
         for sent_on, waiter in self._pending.values():
             if sent_on is call and not waiter.done():
                 waiter.set_exception(_Broken(cause))
-
-
-def _seconds(value: float | timedelta | None) -> float:
-    if value is None:
-        return 0.0
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
