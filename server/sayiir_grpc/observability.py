@@ -138,6 +138,11 @@ class Metrics:
     def count_purged(self, status: str, count: int) -> None:
         self.purged.labels(status).inc(count)
 
+    def observe_call(self, method: str, code: str, seconds: float) -> None:
+        """Count and time one call (or one worker-session request) of `method`."""
+        self.calls.labels(method, code).inc()
+        self.latency.labels(method).observe(seconds)
+
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT) in a thread; returns the port."""
         host, _, port = listen.rpartition(":")
@@ -378,8 +383,7 @@ def _record(
 ) -> None:
     elapsed = time.perf_counter() - started
     code = call_status(context, error)
-    metrics.calls.labels(method, code).inc()
-    metrics.latency.labels(method).observe(elapsed)
+    metrics.observe_call(method, code, elapsed)
     if not log.is_enabled_for(logging.INFO):
         return  # below the level: skip building the line (a uuid, metadata lookups)
     log.info(

@@ -298,13 +298,13 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         lost answer is then resolved by the key like any other."""
         args = completion_args(request)
         key = request_key(context)
-        if key is not None:
+        # Checked first: a workflow the cache does not hold costs no hash and no statement here.
+        if key is not None and args[0] in self.continued:
             record = KeyRecord(
                 key, request_hash(request), lambda following: completion_reply(True, following).SerializeToString()
             )
             try:
-                async with self.db.connection() as conn:
-                    done = await continuation.complete_continued(conn, self.codec, self.continued, *args, record=record)
+                done = await continuation.complete_continued(self.db, self.codec, self.continued, *args, record=record)
             except Exception as exc:
                 if not isinstance(exc, asyncpg.UniqueViolationError) and not is_transient(exc):
                     raise

@@ -28,7 +28,7 @@ import structlog
 from google.protobuf.message import Message
 
 from sayiir_common import checks
-from sayiir_common.errors import InvalidArgumentError, status_details
+from sayiir_common.errors import InvalidArgumentError, ResourceExhaustedError, UnavailableError, status_details
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_grpc.errors import abort, error_metadata, status_for
 from sayiir_grpc.idempotency import SESSION_REQUEST_KEY
@@ -61,8 +61,9 @@ class SessionServicer(Protocol):
     ) -> Awaitable[rpc_pb.CompleteTaskResponse]: ...
 
 
-# The call each request kind runs: the `oneof call` field, the RPC it stands
-# for (its metrics label), the servicer method, and the reply's field.
+# The call each request kind runs, by its `oneof call` field (also the
+# reply's field): the RPC it stands for (its metrics label) and the servicer
+# method.
 _CALLS: dict[str, tuple[str, Callable[[SessionServicer], Callable[[Any, Context], Awaitable[Message]]]]] = {
     "claim_available_tasks": ("ClaimAvailableTasks", lambda s: s.claim_available_tasks),
     "complete_task": ("CompleteTask", lambda s: s.complete_task),
@@ -94,24 +95,24 @@ async def answer(
         reply.error = status_details(code, text, error_kind, error_metadata(exc, request))
     finally:
         if servicer.metrics is not None:
-            servicer.metrics.calls.labels(method, code.name).inc()
-            servicer.metrics.latency.labels(method).observe(time.perf_counter() - started)
+            servicer.metrics.observe_call(method, code.name, time.perf_counter() - started)
     return reply
 
 
+def refused(message: rpc_pb.WorkerSessionRequest, error: Exception) -> rpc_pb.WorkerSessionReply:
+    """The reply to a request refused without running, with the status `status_for` gives `error`."""
+    code, text, kind = status_for(error)
+    details = status_details(code, text, kind, error_metadata(error, message))
+    return rpc_pb.WorkerSessionReply(request_id=message.request_id, error=details)
+
+
 def too_many(message: rpc_pb.WorkerSessionRequest) -> rpc_pb.WorkerSessionReply:
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
     text = f"more than {MAX_UNANSWERED} unanswered requests on this session; wait for answers before sending more"
-    return rpc_pb.WorkerSessionReply(
-        request_id=message.request_id, error=status_details(code, text, "ResourceExhausted", {})
-    )
+    return refused(message, ResourceExhaustedError(text))
 
 
 def refused_nested(message: rpc_pb.WorkerSessionRequest) -> rpc_pb.WorkerSessionReply:
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    text = "batch: a request of a batch may not carry a batch of its own"
-    details = status_details(code, text, InvalidArgumentError.kind, {"field": "batch"})
-    return rpc_pb.WorkerSessionReply(request_id=message.request_id, error=details)
+    return refused(message, checks.InvalidField("batch", "a request of a batch may not carry a batch of its own"))
 
 
 class _Session:
@@ -233,5 +234,5 @@ async def serve(
             context,
             grpc.StatusCode.UNAVAILABLE,
             "the server is stopping: send the unanswered requests again, with the same request_id, on a new stream",
-            "Unavailable",
+            UnavailableError.kind,
         )

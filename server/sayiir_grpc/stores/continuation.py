@@ -25,18 +25,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import asyncpg
-
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
-from sayiir_common.model import AvailableTask, InProgress, WorkflowSnapshot
+from sayiir_common.model import AtTask, AvailableTask, InProgress, WorkflowSnapshot
 from sayiir_grpc import limits, offload
+from sayiir_grpc.db import Database
 from sayiir_grpc.stores.history import (
     LIVE_CLAIM,
     WRITE_MUTATION_RESULT,
     ClaimMove,
-    blob_hash,
     encode_stripped,
+    mutation_args,
+    row_data_hash,
     snapshot_row_args,
     wakeup_payload,
     write_mutation_ctes,
@@ -104,8 +104,6 @@ class ContinuationCache:
         self._max = max_entries
         self._max_bytes = max_bytes
         self._bytes = 0
-        self.hits = 0
-        self.misses = 0
 
     def keep(
         self, snapshot: WorkflowSnapshot, history_version: int, data_hash: bytes, worker_id: str, blob_bytes: int
@@ -137,6 +135,9 @@ class ContinuationCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, instance_id: str) -> bool:
+        return instance_id in self._entries
+
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
@@ -161,8 +162,6 @@ def apply_completion(
 ) -> ClaimMove | None:
     """Record `task_id`'s output on `snapshot` and move it on (or complete it);
     where the worker's claim should go when it keeps the workflow."""
-    from sayiir_common.model import AtTask
-
     snapshot.mark_task_completed(task_id, output)
     snapshot.clear_retry_state(task_id)
     if next_task is None:
@@ -185,7 +184,7 @@ def following_task(snapshot: WorkflowSnapshot, move: ClaimMove, output: bytes, v
 
 
 async def complete_continued(
-    conn: asyncpg.Connection,
+    db: Database,
     codec: SnapshotCodec,
     cache: ContinuationCache,
     instance_id: str,
@@ -204,7 +203,6 @@ async def complete_continued(
     task claimed for the worker, or None when the claim was released)."""
     entry = cache.take(instance_id)
     if entry is None:
-        cache.misses += 1
         return None
     snapshot = entry.snapshot
     if (
@@ -212,13 +210,11 @@ async def complete_continued(
         or not isinstance(snapshot.state, InProgress)
         or snapshot.current_task_id() != task_id
     ):
-        cache.misses += 1
         return None
     move = apply_completion(snapshot, task_id, output, next_task, final_output, claim_next)
     limits.check_snapshot_fits(snapshot)
     blob, _ = encode_stripped(codec, snapshot)
     if len(blob) >= MAX_BLOB_BYTES:
-        cache.misses += 1
         return None
     row_args = snapshot_row_args(snapshot, blob)
     version = entry.history_version + 1
@@ -226,31 +222,22 @@ async def complete_continued(
     if record is not None:
         moved_reply = record.outcome(following_task(snapshot, move, output, version)) if move else None
         outcomes = [moved_reply, record.outcome(None)]
-    row = await conn.fetchrow(
-        COMPLETE_CONTINUED,
+    args = [
         *row_args,
-        version,
-        task_id.as_bytes(),
-        output,
-        None,
-        wakeup_payload(snapshot),
-        worker_id,
-        None if move is None else move.task_id.as_bytes(),
-        None if move is None else move.ttl_s,
-        None if move is None else move.priority,
-        None if move is None else move.aging_s,
+        *mutation_args(version, (task_id, output), None, wakeup_payload(snapshot), worker_id, move),
         entry.history_version,
         entry.data_hash,
         None if record is None else record.key,
         None if record is None else record.request_hash,
         *outcomes,
-    )
+    ]
+    # A connection only now: a completion the cache cannot serve costs none.
+    async with db.connection() as conn:
+        row = await conn.fetchrow(COMPLETE_CONTINUED, *args)
     if row is None:
-        cache.misses += 1
         return None
-    cache.hits += 1
     if not row["moved"]:
         return True, None
     assert move is not None
-    cache.keep(snapshot, version, blob_hash(blob), worker_id, len(blob))
+    cache.keep(snapshot, version, row_data_hash(row_args), worker_id, len(blob))
     return True, following_task(snapshot, move, output, version)

@@ -276,6 +276,13 @@ def snapshot_row_args(snapshot: WorkflowSnapshot, blob: bytes) -> list[object]:
     ]
 
 
+def row_data_hash(row_args: list[object]) -> bytes:
+    """The blob hash `snapshot_row_args` computed ($12), so it is hashed once."""
+    data_hash = row_args[11]
+    assert isinstance(data_hash, bytes)
+    return data_hash
+
+
 @dataclass(slots=True)
 class LockedRow:
     """The locked instance row as stored: its blob and outputs not yet decoded."""
@@ -393,7 +400,7 @@ async def write_mutation(
     )
     locked.history_version = version
     locked.status = snapshot.state.kind
-    locked.data_hash = blob_hash(blob)
+    locked.data_hash = row_data_hash(row_args)
     locked.data_bytes = len(blob)
     return version, moved
 
@@ -414,6 +421,21 @@ async def write_row(
     row = await conn.fetchrow(
         WRITE_MUTATION,
         *row_args,
+        *mutation_args(version, task_output, close_active_tasks_as, wakeup, release_claim_of, move_claim),
+    )
+    return row is not None and bool(row["moved"])
+
+
+def mutation_args(
+    version: int,
+    task_output: tuple[TaskId, bytes] | None,
+    close_active_tasks_as: str | None,
+    wakeup: str | None,
+    release_claim_of: str | None,
+    move_claim: ClaimMove | None,
+) -> list[object]:
+    """$15..$24 of WRITE_MUTATION (after `snapshot_row_args`)."""
+    return [
         version,
         None if task_output is None else task_output[0].as_bytes(),
         None if task_output is None else task_output[1],
@@ -424,8 +446,7 @@ async def write_row(
         None if move_claim is None else move_claim.ttl_s,
         None if move_claim is None else move_claim.priority,
         None if move_claim is None else move_claim.aging_s,
-    )
-    return row is not None and bool(row["moved"])
+    ]
 
 
 def recorded_task_result(
