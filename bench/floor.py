@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import functools
 import json
-import math
 import os
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common import latency_block
 
 KINDS = ("Save", "Claim", "Complete")
 STATEMENTS = {"Save": 2, "Claim": 1, "Complete": 3}
@@ -120,18 +121,6 @@ def add_shape_flags(parser: argparse.ArgumentParser) -> None:
     for kind in KINDS:
         parser.add_argument(f"--{kind.lower()}-statements", type=int, default=STATEMENTS[kind])
         parser.add_argument(f"--{kind.lower()}-tx", action=argparse.BooleanOptionalAction, default=TRANSACTION[kind])
-
-
-def percentiles(values: list[float]) -> dict[str, Any]:
-    """Nearest-rank p50/p99/max of durations in seconds, as ms."""
-    if not values:
-        return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return round(1000 * ordered[max(0, math.ceil(q * len(ordered)) - 1)], 3)
-
-    return {"count": len(ordered), "p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": rank(1.0)}
 
 
 def _loop() -> None:
@@ -219,7 +208,7 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
 
     async def stats(request: bytes, context: Any) -> bytes:
         """The Load handlers' durations since the last Stats call, which resets them."""
-        summary = {**percentiles(load_durations), "acquire": percentiles(load_waits)}
+        summary = {**latency_block(load_durations), "acquire": latency_block(load_waits)}
         load_durations.clear()
         load_waits.clear()
         return json.dumps(summary).encode()
@@ -361,7 +350,7 @@ async def probe(port: int, interval: float, duration: float) -> None:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         server = json.loads(await stats(b"", timeout=30))
-    print(json.dumps({"server": server, "client": percentiles(latencies)}), flush=True)
+    print(json.dumps({"server": server, "client": latency_block(latencies)}), flush=True)
 
 
 # -- the measurement ------------------------------------------------------------
@@ -451,8 +440,8 @@ def measure(
             "server_cpu_s": windows[0]["server_cpu_s"],
         }
         probed: dict[str, Any] = {
-            "server": {**percentiles([]), "acquire": percentiles([])},
-            "client": percentiles([]),
+            "server": {**latency_block([]), "acquire": latency_block([])},
+            "client": latency_block([]),
         }
         if prober is not None:
             out, _ = prober.communicate("go\n", timeout=probe_s + 60)
