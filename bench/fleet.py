@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +66,20 @@ def step_ids() -> list[Any]:
 # -- the worker processes ---------------------------------------------------------
 
 
+# This process's worker sessions: their message counts are written out on SIGTERM.
+SESSIONS: list[Any] = []
+
+
+def _write_session_counts(path: str | None) -> None:
+    if path:
+        counts = {
+            # getattr: the same harness drives older clients, which count nothing.
+            "messages": sum(getattr(s, "messages_written", 0) for s in SESSIONS),
+            "requests": sum(getattr(s, "requests_written", 0) for s in SESSIONS),
+        }
+        Path(path).write_text(json.dumps(counts))
+
+
 def _reporter(port: int) -> Callable[[str], None]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
@@ -86,6 +101,8 @@ async def _service_worker(target: str, worker_id: str, report_port: int, concurr
     async with contextlib.AsyncExitStack() as stack:
         backend = await stack.enter_async_context(connect(target, watch_wakeups=False))
         client: Any = await stack.enter_async_context(backend.worker_session()) if session else backend
+        if session:
+            SESSIONS.append(client)
 
         async def run(task: Any) -> None:
             while task is not None:
@@ -195,8 +212,14 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--id", default="w")
     parser.add_argument("--report-port", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=INFLIGHT // WORKER_PROCESSES)
+    parser.add_argument("--counts-file", help="where a service worker writes its session's message counts on SIGTERM")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    def stop(*_: object) -> None:
+        _write_session_counts(args.counts_file)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     if args.role in ("service-worker", "service-worker-unary"):
         from sayiir_grpc.cli import run_event_loop
 
@@ -251,6 +274,13 @@ class Roles:
             t.user + t.system for t in (_safe_times(p) for p in common._postgres_backends(self.database)) if t
         )
         return values
+
+
+def _requests_per_message(files: list[Path]) -> float | None:
+    """The workers' requests per session message, over their whole run."""
+    counts = [json.loads(f.read_text()) for f in files if f.exists()]
+    messages = sum(c["messages"] for c in counts)
+    return round(sum(c["requests"] for c in counts) / messages, 2) if messages else None
 
 
 def _safe_times(proc: Any) -> Any:
@@ -310,13 +340,19 @@ async def _measure(
     """Keep INFLIGHT workflows going; meter the window after the warm-up.
     The load goes on `tail` seconds more (for the load_snapshot probe)."""
     submitted = 0
+    submitting: set[asyncio.Task[Any]] = set()
 
     async def refill() -> None:
+        # Each finished workflow is replaced at once, not after the
+        # replacements before it: a serial refill would hold workflows out
+        # of flight, and measure the submitter's latency instead of the system.
         nonlocal submitted
         while True:
             await completions.waiter.get()
             submitted += 1
-            await submit(submitted)
+            job = asyncio.create_task(submit(submitted))
+            submitting.add(job)
+            job.add_done_callback(submitting.discard)
 
     for _ in range(INFLIGHT):
         submitted += 1
@@ -366,8 +402,15 @@ async def run_service(
     transport, completions = await loop.create_datagram_endpoint(Completions, local_addr=("127.0.0.1", 0))
     port = transport.get_extra_info("sockname")[1]
     worker_role = "service-worker-classic" if classic else "service-worker-unary" if unary else "service-worker"
+    counts_dir = tempfile.TemporaryDirectory(prefix="fleet-counts-")
+    counts_files = [Path(counts_dir.name) / f"w{i}.json" for i in range(WORKER_PROCESSES)]
     procs = [
-        _spawn([worker_role, "--target", service.target, "--id", f"w{i}", "--report-port", str(port)])
+        _spawn(
+            [
+                *(worker_role, "--target", service.target, "--id", f"w{i}", "--report-port", str(port)),
+                *("--counts-file", str(counts_files[i])),
+            ]
+        )
         for i in range(WORKER_PROCESSES)
     ]
     probe_s = max(3.0, duration / 2)
@@ -415,11 +458,15 @@ async def run_service(
         probe = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"latencies": []}
         result["load_snapshot_server"] = common.histogram_summary(histogram_before, histogram_after)
         result["load_snapshot_client"] = common.latency_block(probe["latencies"])
+        _stop(procs)
+        if not (classic or unary):
+            result["session_requests_per_message"] = _requests_per_message(counts_files)
         return result
     finally:
         if prober.poll() is None:
             prober.kill()
         _stop(procs)
+        counts_dir.cleanup()
         transport.close()
         service.stop()
         await common.drop_database(admin, url)

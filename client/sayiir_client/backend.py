@@ -416,16 +416,23 @@ class GrpcBackend:
         following = convert.claimed_task_from_proto(response.next) if response.HasField("next") else None
         return bool(response.completed), following
 
-    def worker_session(self) -> WorkerSession:
+    def worker_session(self, *, linger: Seconds | None = None) -> WorkerSession:
         """A `WorkerSession`: `claim_tasks`, `claim_available_tasks`,
         `complete_task` and `complete_task_and_continue` as messages on one
         stream (the worker path at a fraction of the cost of calls). Use it
         as `async with backend.worker_session() as session:`; one session
-        serves any number of tasks of the process."""
+        serves any number of tasks of the process.
+
+        `linger`: how long a request made while others await their answers
+        waits for more to share its message (never longer than until
+        those requests are all queued again); by default 6 ms; 0: never."""
         from sayiir_client.session import WorkerSession
 
+        fixed = None if linger is None else _seconds(linger)
+        if fixed is not None and not 0.0 <= fixed <= 1.0:
+            raise ValueError(f"linger must be 0 to 1 second, not {fixed}")
         # No request: the session writes its requests on the open stream.
-        return WorkerSession(self, lambda: self._stream(self._claims.WorkerSession, None))
+        return WorkerSession(self, lambda: self._stream(self._claims.WorkerSession, None), fixed)
 
     async def find_hinted_task(self, hint: TaskWakeupHint) -> AvailableTask | None:
         request = claim_pb.FindHintedTaskRequest(hint=convert.wakeup_hint_to_proto(hint))

@@ -271,3 +271,133 @@ async def test_a_busy_client_writes_its_ready_requests_as_one_message(
     assert len(written) < requests, (len(written), requests)
     for name in names:
         assert (await client.load_snapshot(name)).state.kind == "Completed"
+
+
+def continue_request(instance_id: str, request_id: str) -> pb.WorkerSessionRequest:
+    """Complete STEPS[0] of `instance_id` for w1 and continue to STEPS[1]."""
+    complete = pb.CompleteTaskRequest(
+        instance_id=instance_id,
+        task_id=STEPS[0].as_bytes(),
+        worker_id="w1",
+        output=b"1",
+        next_task_id=STEPS[1].as_bytes(),
+    )
+    complete.claim_next_ttl.seconds = 30
+    return pb.WorkerSessionRequest(request_id=request_id, complete_task=complete)
+
+
+async def _batch_with_a_held_row(
+    client: GrpcBackend, isolated: tuple[RunningServer, str], hold_s: float
+) -> list[tuple[float, list[str]]]:
+    """A batch of two completions, "quick" and "slow"; slow's row is locked
+    for `hold_s`. Each reply message: when it came (seconds after the batch
+    was written) and the request ids it answers."""
+    for name in ("quick", "slow"):
+        await submit(client, name)
+    assert len(await client.claim_tasks("w1", 2, 30)) == 2
+    batch = pb.WorkerSessionRequest(batch=[continue_request("quick", "quick"), continue_request("slow", "slow")])
+    loop = asyncio.get_running_loop()
+    holder = await asyncpg.connect(isolated[1])
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = 'slow' FOR UPDATE")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{isolated[0].port}") as channel:
+            call = pb_grpc.TaskClaimStoreStub(channel).WorkerSession()
+            written = loop.time()
+            await call.write(batch)
+
+            async def replies() -> list[tuple[float, list[str]]]:
+                return [
+                    (loop.time() - written, [one.request_id for one in (reply.batch or (reply,))])
+                    async for reply in call
+                ]
+
+            reading = asyncio.create_task(replies())
+            await asyncio.sleep(hold_s)
+            await held.commit()
+            await call.done_writing()
+            return await reading
+    finally:
+        await holder.close()
+
+
+async def test_a_ready_reply_waits_a_moment_for_the_other_answers_of_its_batch(
+    client: GrpcBackend, isolated: tuple[RunningServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sayiir_grpc.servicers import worker_session
+
+    # A linger longer than the held row: both answers go as one message.
+    monkeypatch.setattr(worker_session, "LINGER_S", 5.0)
+    messages = await _batch_with_a_held_row(client, isolated, 0.3)
+    assert [sorted(ids) for _, ids in messages] == [["quick", "slow"]], messages
+    assert 0.3 <= messages[0][0] < 5.0
+
+
+async def test_a_ready_reply_waits_no_longer_than_the_linger(
+    client: GrpcBackend, isolated: tuple[RunningServer, str]
+) -> None:
+    # The default linger is milliseconds: the quick answer does not wait for the held row.
+    messages = await _batch_with_a_held_row(client, isolated, 0.5)
+    assert [ids for _, ids in messages] == [["quick"], ["slow"]]
+    assert messages[0][0] < 0.3 <= messages[1][0]
+
+
+async def test_a_request_waits_for_the_answers_under_way_so_that_requests_share_a_message(
+    client: GrpcBackend, isolated: tuple[RunningServer, str]
+) -> None:
+    for name in ("slow", "quick", "other"):
+        await submit(client, name)
+    assert len(await client.claim_tasks("w1", 3, 30)) == 3
+    holder = await asyncpg.connect(isolated[1])
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = 'slow' FOR UPDATE")
+        async with client.worker_session(linger=1.0) as session:
+
+            def step(name: str) -> asyncio.Task[tuple[bool, ClaimedTask | None]]:
+                return asyncio.create_task(session.complete_task_and_continue(name, STEPS[0], "w1", b"1", STEPS[1], 30))
+
+            slow = step("slow")
+            await asyncio.sleep(0.1)  # written: it waits for its row
+            quick = step("quick")
+            await asyncio.sleep(0.05)
+            other = step("other")
+            await asyncio.sleep(0.3)
+            # Both wait for slow's answer (it would bring more requests), not their own.
+            assert not quick.done() and not other.done()
+            await held.commit()
+            for done in await asyncio.gather(slow, quick, other):
+                assert done[0]
+            assert (session.messages_written, session.requests_written) == (2, 3)
+    finally:
+        await holder.close()
+
+
+async def test_a_request_waits_no_longer_than_its_linger(
+    client: GrpcBackend, isolated: tuple[RunningServer, str]
+) -> None:
+    for name in ("slow", "quick"):
+        await submit(client, name)
+    assert len(await client.claim_tasks("w1", 2, 30)) == 2
+    holder = await asyncpg.connect(isolated[1])
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = 'slow' FOR UPDATE")
+        async with client.worker_session(linger=0.05) as session:
+            slow = asyncio.create_task(session.complete_task_and_continue("slow", STEPS[0], "w1", b"1", STEPS[1], 30))
+            await asyncio.sleep(0.1)
+            # Answered while slow still waits for its row: the linger ended it.
+            assert (await session.complete_task_and_continue("quick", STEPS[0], "w1", b"1", STEPS[1], 30))[0]
+            assert not slow.done()
+            await held.commit()
+            assert (await slow)[0]
+    finally:
+        await holder.close()
+
+
+async def test_a_linger_out_of_range_is_refused(client: GrpcBackend) -> None:
+    with pytest.raises(ValueError, match="linger"):
+        client.worker_session(linger=-1)
