@@ -114,6 +114,24 @@ def request_hash(request: _Message) -> bytes:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
+Outcome = TypeVar("Outcome")
+
+
+async def one_statement_or_none(rpc: str, attempt: Awaitable[Outcome | None]) -> Outcome | None:
+    """Run a keyed call's one-statement path (its writes and its key in one
+    autocommit statement); None sends the call down its keyed transaction
+    path: when the statement could not decide, when the key is already
+    stored (a repeat), or when the outcome is unknown (the transaction path
+    answers the last two with the stored outcome, or runs the call once)."""
+    try:
+        return await attempt
+    except Exception as exc:
+        if not isinstance(exc, asyncpg.UniqueViolationError) and not is_transient(exc):
+            raise
+        log.info("one-statement path left to the transaction path", rpc=rpc, error=type(exc).__name__)
+        return None
+
+
 def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Callable[[Method[Reply]], Method[Reply]]:
     """Run the method as one transaction, keyed by `x-request-id` when sent.
 

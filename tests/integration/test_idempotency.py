@@ -25,6 +25,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from sayiir_client import AtTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
+from sayiir_common import convert
 from sayiir_common.errors import NotFoundError, error_info
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
@@ -398,3 +399,51 @@ async def test_a_refusal_in_an_aborted_transaction_still_finds_the_stored_outcom
     with pytest.raises(NotFoundError):
         await servicer.SendEvent(request, key_context(fresh))
     assert await stored_keys(db_conn, (("x-request-id", fresh),)) == 0
+
+
+# -- a keyed save is one statement ----------------------------------------------
+
+
+async def test_a_keyed_save_is_one_statement_with_its_key_and_a_repeat_replays_it(
+    runs: list[Run], channel: grpc.aio.Channel, db_conn: asyncpg.Connection
+) -> None:
+    instance_id, key = new_instance(), new_key()
+    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
+    snapshot.update_position(AtTask(T1))
+    request = snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(snapshot))
+    stub = SnapshotStoreStub(channel)
+    first = await stub.SaveSnapshot(request, metadata=key)
+    assert (first.written, first.history_version) == (True, 1)
+    # No call transaction: the save and its key were one autocommit statement.
+    assert runs == []
+    stored = await db_conn.fetchrow(
+        "SELECT rpc, outcome FROM sayiir_grpc_idempotency_keys WHERE request_key = $1", key[0][1]
+    )
+    assert (stored["rpc"], bytes(stored["outcome"])) == ("SaveSnapshot", first.SerializeToString())
+    # A repeat: the statement finds the key taken, writes nothing; the
+    # transaction path answers the stored reply.
+    again = await stub.SaveSnapshot(request, metadata=key)
+    assert again == first
+    assert await history_entries(db_conn, instance_id) == 1
+
+
+async def test_a_keyed_save_over_a_terminal_snapshot_is_answered_not_written_with_its_version(
+    channel: grpc.aio.Channel, db_conn: asyncpg.Connection
+) -> None:
+    instance_id = new_instance()
+    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
+    snapshot.update_position(AtTask(T1))
+    stub = SnapshotStoreStub(channel)
+    await stub.SaveSnapshot(snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(snapshot)))
+    snapshot.mark_completed(b'"done"')
+    finished = await stub.SaveSnapshot(snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(snapshot)))
+    assert (finished.written, finished.history_version) == (True, 2)
+    # The workflow again from its start: a finished workflow is never overwritten.
+    restarted = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
+    restarted.update_position(AtTask(T1))
+    key = new_key()
+    request = snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(restarted))
+    kept = await stub.SaveSnapshot(request, metadata=key)
+    assert (kept.written, kept.history_version) == (False, 2)
+    assert await stub.SaveSnapshot(request, metadata=key) == kept
+    assert await history_entries(db_conn, instance_id) == 2

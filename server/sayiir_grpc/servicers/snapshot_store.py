@@ -12,7 +12,7 @@ from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
 from sayiir_grpc import limits
 from sayiir_grpc.db import Database
-from sayiir_grpc.idempotency import idempotent
+from sayiir_grpc.idempotency import idempotent, one_statement_or_none, request_hash, request_key
 from sayiir_grpc.servicers import Context, rpc
 from sayiir_grpc.stores import snapshot_store as store
 from sayiir_grpc.tracing import adopt_caller_trace
@@ -43,8 +43,23 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         self.codec = codec
 
     @rpc
-    @idempotent(rpc_pb.SaveSnapshotResponse)
     async def SaveSnapshot(self, request: rpc_pb.SaveSnapshotRequest, context: Context) -> rpc_pb.SaveSnapshotResponse:
+        """A keyed save is one statement with its key (`store.save_snapshot_keyed`);
+        anything that statement cannot decide takes the transaction path."""
+        key = request_key(context)
+        if key is not None:
+            snapshot = adopt_caller_trace(convert.snapshot_from_proto(checks.require(request, "snapshot")), context)
+            saved = await one_statement_or_none(
+                "SaveSnapshot", store.save_snapshot_keyed(self.db, self.codec, snapshot, key, request_hash(request))
+            )
+            if saved is not None:
+                return rpc_pb.SaveSnapshotResponse(written=saved[0], history_version=saved[1])
+        return await self._save_in_transaction(request, context)
+
+    @idempotent(rpc_pb.SaveSnapshotResponse, name="SaveSnapshot")
+    async def _save_in_transaction(
+        self, request: rpc_pb.SaveSnapshotRequest, context: Context
+    ) -> rpc_pb.SaveSnapshotResponse:
         snapshot = adopt_caller_trace(convert.snapshot_from_proto(checks.require(request, "snapshot")), context)
         written, version = await store.save_snapshot(self.db, self.codec, snapshot)
         return rpc_pb.SaveSnapshotResponse(written=written, history_version=version)

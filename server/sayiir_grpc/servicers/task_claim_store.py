@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import grpc
 import structlog
 
@@ -25,8 +24,8 @@ from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as rpc_grpc
 from sayiir_grpc import limits
 from sayiir_grpc.db import Database
-from sayiir_grpc.errors import abort, is_transient
-from sayiir_grpc.idempotency import idempotent, request_hash, request_key
+from sayiir_grpc.errors import abort
+from sayiir_grpc.idempotency import idempotent, one_statement_or_none, request_hash, request_key
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc, worker_session
 from sayiir_grpc.stores import continuation, dispatch, task_result_store
@@ -303,15 +302,10 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             record = KeyRecord(
                 key, request_hash(request), lambda following: completion_reply(True, following).SerializeToString()
             )
-            try:
-                done = await continuation.complete_continued(self.db, self.codec, self.continued, *args, record=record)
-            except Exception as exc:
-                if not isinstance(exc, asyncpg.UniqueViolationError) and not is_transient(exc):
-                    raise
-                # The key is already stored (a repeat), or the outcome is
-                # unknown: the keyed transaction path answers either truly.
-                log.info("continued completion left to the transaction path", error=type(exc).__name__)
-                done = None
+            done = await one_statement_or_none(
+                "CompleteTask",
+                continuation.complete_continued(self.db, self.codec, self.continued, *args, record=record),
+            )
             if done is not None:
                 if self.metrics is not None:
                     self.metrics.completions.labels("one_statement").inc()

@@ -16,7 +16,7 @@ from sayiir_common.ids import TaskId
 from sayiir_common.model import TERMINAL_STATUSES, WorkflowSnapshot
 from sayiir_grpc import limits, offload
 from sayiir_grpc.db import Database
-from sayiir_grpc.stores import TASK_READY_CHANNEL, WORKFLOW_CHILD_TABLES
+from sayiir_grpc.stores import TASK_READY_CHANNEL, WORKFLOW_CHILD_TABLES, proto_sql
 from sayiir_grpc.stores.history import (
     LOCK_SNAPSHOT_ROW,
     encode_stripped_off_loop,
@@ -41,7 +41,7 @@ from sayiir_grpc.stores.history import (
 # $9 trace_parent     $10 task_priority   $11 task_tags       $12 data_hash
 # $13 is terminal     $14 blob            $15 output task ids $16 outputs
 # $17 terminal task status                $18 wakeup hint (NULL: no wakeup)
-SAVE_SNAPSHOT = f"""
+_SAVE_CTES = f"""
 WITH snap AS (
     INSERT INTO sayiir_workflow_snapshots AS s
         (instance_id, status, definition_hash, current_task_id, completed_task_count,
@@ -105,12 +105,44 @@ task_output AS (
     WHERE t.output IS NULL OR t.status <> 'completed'
        OR (octet_length(EXCLUDED.output) > 0 AND t.output IS DISTINCT FROM EXCLUDED.output)
 )
--- pg_notify sits in the outer SELECT: PostgreSQL drops unreferenced
--- non-DML CTEs, and NOTIFY is delivered at commit, so no listener hears of
--- a task before its row is visible.
+"""
+
+# pg_notify sits in the outer SELECT: PostgreSQL drops unreferenced
+# non-DML CTEs, and NOTIFY is delivered at commit, so no listener hears of
+# a task before its row is visible.
+SAVE_SNAPSHOT = f"""{_SAVE_CTES}
 SELECT history_version,
        CASE WHEN $18::text IS NOT NULL THEN pg_notify('{TASK_READY_CHANNEL}', $18::text) END
 FROM snap
+"""
+
+# SAVE_SNAPSHOT with the call's idempotency key recorded in the same
+# statement: one round trip instead of BEGIN, save, key, COMMIT. $19 the
+# key, $20 the request hash. The stored outcome is the SaveSnapshotResponse
+# the keyed transaction path stores, built in SQL (`proto_sql`): the
+# version is known only once the row is locked. A terminal row that was
+# kept is answered with its version (`kept`: the upsert locked it, so it
+# is the current one). A key already stored fails the statement (unique
+# violation) and nothing is written: the caller takes the transaction path,
+# which answers with the stored outcome.
+SAVE_SNAPSHOT_KEYED = f"""{_SAVE_CTES},
+kept AS (
+    SELECT history_version FROM sayiir_workflow_snapshots
+    WHERE instance_id = $1 AND NOT EXISTS (SELECT 1 FROM snap)
+),
+outcome AS (
+    SELECT true AS written, history_version FROM snap
+    UNION ALL
+    SELECT false, history_version FROM kept
+),
+idempotency_key AS (
+    INSERT INTO sayiir_grpc_idempotency_keys (request_key, rpc, request_hash, outcome)
+    SELECT $19::text, 'SaveSnapshot', $20::bytea, {proto_sql.save_snapshot_reply("written", "history_version")}
+    FROM outcome
+)
+SELECT written, history_version,
+       CASE WHEN written AND $18::text IS NOT NULL THEN pg_notify('{TASK_READY_CHANNEL}', $18::text) END
+FROM outcome
 """
 
 # One statement reads a consistent picture: the pointer, the blob it points
@@ -206,6 +238,19 @@ async def save_snapshot(db: Database, codec: SnapshotCodec, snapshot: WorkflowSn
 
     # A single statement is its own transaction.
     return await db.run("save_snapshot", body, transaction=False)
+
+
+async def save_snapshot_keyed(
+    db: Database, codec: SnapshotCodec, snapshot: WorkflowSnapshot, key: str, request_hash: bytes
+) -> tuple[bool, int] | None:
+    """Save a checkpoint and record its key in one statement; (written,
+    current history version), or None when the statement could not decide
+    (the row vanished meanwhile: nothing written, take the transaction path).
+    Raises asyncpg.UniqueViolationError when the key is already stored."""
+    args = await save_snapshot_args(codec, snapshot)
+    async with db.connection() as conn:
+        row = await conn.fetchrow(SAVE_SNAPSHOT_KEYED, *args, key, request_hash)
+    return None if row is None else (bool(row["written"]), int(row["history_version"]))
 
 
 async def save_task_result(db: Database, codec: SnapshotCodec, instance_id: str, task_id: TaskId, output: bytes) -> int:

@@ -1,0 +1,25 @@
+"""Protobuf replies built in SQL (`sayiir_grpc.stores.proto_sql`) are the
+bytes protobuf itself writes: a stored outcome is replayed by parsing it."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
+from sayiir_grpc.stores import proto_sql
+
+# Every varint length, both sides of each boundary, and the largest int32.
+VERSIONS = [0, 1, 2, 127, 128, 129, 255, 300, 16_383, 16_384, 16_385, 2_097_151, 2_097_152]
+VERSIONS += [268_435_455, 268_435_456, 1_000_000_007, 2**31 - 1]
+
+
+async def test_a_save_snapshot_reply_built_in_sql_is_protobufs_own_serialization(pg: asyncpg.Connection) -> None:
+    query = f"""
+        SELECT v, w, {proto_sql.save_snapshot_reply("w", "v")} AS reply
+        FROM unnest($1::int[]) AS v, unnest(ARRAY[true, false]) AS w
+    """
+    rows = await pg.fetch(query, VERSIONS)
+    assert len(rows) == 2 * len(VERSIONS)
+    for row in rows:
+        expected = rpc_pb.SaveSnapshotResponse(written=row["w"], history_version=row["v"]).SerializeToString()
+        assert bytes(row["reply"]) == expected, (row["v"], row["w"])
