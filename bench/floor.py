@@ -4,8 +4,9 @@ asyncpg pool making the same round trips, with no store logic at all.
 Per linear workflow of 4 steps the fleet run makes 6 calls (SaveSnapshot,
 one ClaimAvailableTasks, CompleteTask x 4 with the claim continued) and the
 server runs, per call, the same number of database round trips as the real
-handlers: a save is a transaction of 2 statements, a claim one statement, a
-completion a transaction of 3 (lock and read, write, move the claim). Here
+handlers (bench/run.py's SERVICE_ROUND_TRIPS: a save one statement, a
+claim a readiness check and a keyed transaction, a continued completion one
+statement). Here
 each handler runs that many `SELECT $1::bytea` on a pooled connection and
 answers 200 bytes: gRPC, HTTP/2, the event loop, the pool and the protocol,
 nothing else. The server and the client are separate processes (uvloop for

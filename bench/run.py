@@ -62,14 +62,15 @@ def missing_packages(plots: bool) -> list[str]:
 
 
 # The database round trips of the service per linear workflow, as
-# bench/floor.py models them: a save is its statement and its idempotency
-# key in a transaction; a claim is the long poll's readiness check plus a
-# keyed transaction of the claim; a completion of a continued workflow is
-# one statement (stores/continuation.py) - the first one too, since the
-# claim keeps the snapshot it read.
+# bench/floor.py models them: a save is one statement with its idempotency
+# key (stores/snapshot_store.SAVE_SNAPSHOT_KEYED); a claim is the long
+# poll's readiness check plus a keyed transaction of the claim; a
+# completion of a continued workflow is one statement
+# (stores/continuation.py) - the first one too, since the claim keeps the
+# snapshot it read. 10 round trips in all.
 SERVICE_ROUND_TRIPS: dict[str, Any] = {
-    "statements": {"Save": 2, "Claim": 3, "Complete": 1},
-    "transaction": {"Save": True, "Claim": True, "Complete": False},
+    "statements": {"Save": 1, "Claim": 3, "Complete": 1},
+    "transaction": {"Save": False, "Claim": True, "Complete": False},
 }
 
 
