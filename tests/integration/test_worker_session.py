@@ -5,9 +5,10 @@ client's sayiir_client/session.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import grpc
@@ -286,40 +287,56 @@ def continue_request(instance_id: str, request_id: str) -> pb.WorkerSessionReque
     return pb.WorkerSessionRequest(request_id=request_id, complete_task=complete)
 
 
+@contextlib.asynccontextmanager
+async def claimed_with_slow_held(
+    client: GrpcBackend, url: str, names: tuple[str, ...]
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """ "slow" and `names` submitted and claimed by w1, slow's snapshot row
+    locked by another connection; yields the release of that lock."""
+    for name in ("slow", *names):
+        await submit(client, name)
+    assert len(await client.claim_tasks("w1", 1 + len(names), 30)) == 1 + len(names)
+    holder = await asyncpg.connect(url)
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = 'slow' FOR UPDATE")
+        yield held.commit
+    finally:
+        await holder.close()
+
+
+def step_on(session: WorkerSession, name: str) -> asyncio.Task[tuple[bool, ClaimedTask | None]]:
+    """Complete STEPS[0] of `name` on `session`, continuing to STEPS[1]."""
+    return asyncio.create_task(session.complete_task_and_continue(name, STEPS[0], "w1", b"1", STEPS[1], 30))
+
+
 async def _batch_with_a_held_row(
     client: GrpcBackend, isolated: tuple[RunningServer, str], hold_s: float
 ) -> list[tuple[float, list[str]]]:
     """A batch of two completions, "quick" and "slow"; slow's row is locked
     for `hold_s`. Each reply message: when it came (seconds after the batch
     was written) and the request ids it answers."""
-    for name in ("quick", "slow"):
-        await submit(client, name)
-    assert len(await client.claim_tasks("w1", 2, 30)) == 2
     batch = pb.WorkerSessionRequest(batch=[continue_request("quick", "quick"), continue_request("slow", "slow")])
     loop = asyncio.get_running_loop()
-    holder = await asyncpg.connect(isolated[1])
-    try:
-        held = holder.transaction()
-        await held.start()
-        await holder.execute("SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = 'slow' FOR UPDATE")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{isolated[0].port}") as channel:
-            call = pb_grpc.TaskClaimStoreStub(channel).WorkerSession()
-            written = loop.time()
-            await call.write(batch)
+    async with (
+        claimed_with_slow_held(client, isolated[1], ("quick",)) as release,
+        grpc.aio.insecure_channel(f"127.0.0.1:{isolated[0].port}") as channel,
+    ):
+        call = pb_grpc.TaskClaimStoreStub(channel).WorkerSession()
+        written = loop.time()
+        await call.write(batch)
 
-            async def replies() -> list[tuple[float, list[str]]]:
-                return [
-                    (loop.time() - written, [one.request_id for one in (reply.batch or (reply,))])
-                    async for reply in call
-                ]
+        async def replies() -> list[tuple[float, list[str]]]:
+            return [
+                (loop.time() - written, [one.request_id for one in (reply.batch or (reply,))]) async for reply in call
+            ]
 
-            reading = asyncio.create_task(replies())
-            await asyncio.sleep(hold_s)
-            await held.commit()
-            await call.done_writing()
-            return await reading
-    finally:
-        await holder.close()
+        reading = asyncio.create_task(replies())
+        await asyncio.sleep(hold_s)
+        await release()
+        await call.done_writing()
+        return await reading
 
 
 async def test_a_ready_reply_waits_a_moment_for_the_other_answers_of_its_batch(
@@ -346,56 +363,38 @@ async def test_a_ready_reply_waits_no_longer_than_the_linger(
 async def test_a_request_waits_for_the_answers_under_way_so_that_requests_share_a_message(
     client: GrpcBackend, isolated: tuple[RunningServer, str]
 ) -> None:
-    for name in ("slow", "quick", "other"):
-        await submit(client, name)
-    assert len(await client.claim_tasks("w1", 3, 30)) == 3
-    holder = await asyncpg.connect(isolated[1])
-    try:
-        held = holder.transaction()
-        await held.start()
-        await holder.execute("SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = 'slow' FOR UPDATE")
-        async with client.worker_session(linger=1.0) as session:
-
-            def step(name: str) -> asyncio.Task[tuple[bool, ClaimedTask | None]]:
-                return asyncio.create_task(session.complete_task_and_continue(name, STEPS[0], "w1", b"1", STEPS[1], 30))
-
-            slow = step("slow")
-            await asyncio.sleep(0.1)  # written: it waits for its row
-            quick = step("quick")
-            await asyncio.sleep(0.05)
-            other = step("other")
-            await asyncio.sleep(0.3)
-            # Both wait for slow's answer (it would bring more requests), not their own.
-            assert not quick.done() and not other.done()
-            await held.commit()
-            for done in await asyncio.gather(slow, quick, other):
-                assert done[0]
-            assert (session.messages_written, session.requests_written) == (2, 3)
-    finally:
-        await holder.close()
+    async with (
+        claimed_with_slow_held(client, isolated[1], ("quick", "other")) as release,
+        client.worker_session(linger=1.0) as session,
+    ):
+        slow = step_on(session, "slow")
+        await asyncio.sleep(0.1)  # written: it waits for its row
+        quick = step_on(session, "quick")
+        await asyncio.sleep(0.05)
+        other = step_on(session, "other")
+        await asyncio.sleep(0.3)
+        # Both wait for slow's answer (it would bring more requests), not their own.
+        assert not quick.done() and not other.done()
+        await release()
+        for done in await asyncio.gather(slow, quick, other):
+            assert done[0]
+        assert (session.messages_written, session.requests_written) == (2, 3)
 
 
 async def test_a_request_waits_no_longer_than_its_linger(
     client: GrpcBackend, isolated: tuple[RunningServer, str]
 ) -> None:
-    for name in ("slow", "quick"):
-        await submit(client, name)
-    assert len(await client.claim_tasks("w1", 2, 30)) == 2
-    holder = await asyncpg.connect(isolated[1])
-    try:
-        held = holder.transaction()
-        await held.start()
-        await holder.execute("SELECT 1 FROM sayiir_workflow_snapshots WHERE instance_id = 'slow' FOR UPDATE")
-        async with client.worker_session(linger=0.05) as session:
-            slow = asyncio.create_task(session.complete_task_and_continue("slow", STEPS[0], "w1", b"1", STEPS[1], 30))
-            await asyncio.sleep(0.1)
-            # Answered while slow still waits for its row: the linger ended it.
-            assert (await session.complete_task_and_continue("quick", STEPS[0], "w1", b"1", STEPS[1], 30))[0]
-            assert not slow.done()
-            await held.commit()
-            assert (await slow)[0]
-    finally:
-        await holder.close()
+    async with (
+        claimed_with_slow_held(client, isolated[1], ("quick",)) as release,
+        client.worker_session(linger=0.05) as session,
+    ):
+        slow = step_on(session, "slow")
+        await asyncio.sleep(0.1)
+        # Answered while slow still waits for its row: the linger ended it.
+        assert (await step_on(session, "quick"))[0]
+        assert not slow.done()
+        await release()
+        assert (await slow)[0]
 
 
 async def test_a_linger_out_of_range_is_refused(client: GrpcBackend) -> None:
