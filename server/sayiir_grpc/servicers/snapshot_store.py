@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from sayiir_common import checks, convert
 from sayiir_common.codec import SnapshotCodec
+from sayiir_common.model import WorkflowSnapshot
 from sayiir_common.proto.sayiir.v1 import snapshot_pb2 as pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as rpc_pb
 from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as rpc_grpc
@@ -37,6 +38,11 @@ def statuses_filter(values: Sequence[int]) -> list[str]:
     return statuses
 
 
+def requested_snapshot(request: rpc_pb.SaveSnapshotRequest, context: Context) -> WorkflowSnapshot:
+    """The snapshot a SaveSnapshot carries, under the caller's trace."""
+    return adopt_caller_trace(convert.snapshot_from_proto(checks.require(request, "snapshot")), context)
+
+
 class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
     def __init__(self, db: Database, codec: SnapshotCodec) -> None:
         self.db = db
@@ -48,7 +54,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
         anything that statement cannot decide takes the transaction path."""
         key = request_key(context)
         if key is not None:
-            snapshot = adopt_caller_trace(convert.snapshot_from_proto(checks.require(request, "snapshot")), context)
+            snapshot = requested_snapshot(request, context)
             saved = await one_statement_or_none(
                 "SaveSnapshot", store.save_snapshot_keyed(self.db, self.codec, snapshot, key, request_hash(request))
             )
@@ -60,8 +66,7 @@ class SnapshotStoreServicer(rpc_grpc.SnapshotStoreServicer):
     async def _save_in_transaction(
         self, request: rpc_pb.SaveSnapshotRequest, context: Context
     ) -> rpc_pb.SaveSnapshotResponse:
-        snapshot = adopt_caller_trace(convert.snapshot_from_proto(checks.require(request, "snapshot")), context)
-        written, version = await store.save_snapshot(self.db, self.codec, snapshot)
+        written, version = await store.save_snapshot(self.db, self.codec, requested_snapshot(request, context))
         return rpc_pb.SaveSnapshotResponse(written=written, history_version=version)
 
     @rpc

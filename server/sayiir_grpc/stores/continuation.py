@@ -108,10 +108,10 @@ class ContinuationCache:
     def keep(
         self, snapshot: WorkflowSnapshot, history_version: int, data_hash: bytes, worker_id: str, blob_bytes: int
     ) -> None:
-        if blob_bytes >= MAX_BLOB_BYTES:
-            self.drop(snapshot.instance_id)
-            return
+        # An older entry of the instance goes either way; a large snapshot is not kept.
         self.drop(snapshot.instance_id)
+        if blob_bytes >= MAX_BLOB_BYTES:
+            return
         self._entries[snapshot.instance_id] = Continued(snapshot, history_version, data_hash, worker_id, blob_bytes)
         self._bytes += blob_bytes
         while len(self._entries) > self._max or self._bytes > self._max_bytes:
