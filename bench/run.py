@@ -64,13 +64,13 @@ def missing_packages(plots: bool) -> list[str]:
 # The database round trips of the service per linear workflow, as
 # bench/floor.py models them: a save is one statement with its idempotency
 # key (stores/snapshot_store.SAVE_SNAPSHOT_KEYED); a claim is the long
-# poll's readiness check plus a keyed transaction of the claim; a
-# completion of a continued workflow is one statement
-# (stores/continuation.py) - the first one too, since the claim keeps the
-# snapshot it read. 10 round trips in all.
+# poll's readiness check plus one statement of the claims with their key
+# (stores/dispatch.CLAIM_AVAILABLE_KEYED); a completion of a continued
+# workflow is one statement (stores/continuation.py) - the first one too,
+# since the claim keeps the snapshot it read. 7 round trips in all.
 SERVICE_ROUND_TRIPS: dict[str, Any] = {
-    "statements": {"Save": 1, "Claim": 3, "Complete": 1},
-    "transaction": {"Save": False, "Claim": True, "Complete": False},
+    "statements": {"Save": 1, "Claim": 2, "Complete": 1},
+    "transaction": {"Save": False, "Claim": False, "Complete": False},
 }
 
 

@@ -132,15 +132,32 @@ async def one_statement_or_none(rpc: str, attempt: Awaitable[Outcome | None]) ->
         return None
 
 
-def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Callable[[Method[Reply]], Method[Reply]]:
+# What a repeat is answered with, from the stored reply (parsed), the
+# servicer and the request: for a reply stored in outline (`stored_as`).
+Replay = Callable[[Any, Reply, Any], Awaitable[Reply]]
+
+
+def idempotent(
+    reply_type: Callable[[], Reply],
+    name: str | None = None,
+    stored_as: Callable[[Reply], bytes] | None = None,
+    replay: Replay[Reply] | None = None,
+) -> Callable[[Method[Reply]], Method[Reply]]:
     """Run the method as one transaction, keyed by `x-request-id` when sent.
 
     Stored keys name their call by `name` (default: the method's name); a
-    repeat must name the same call, so a stored name never changes.
+    repeat must name the same call, so a stored name never changes. The
+    stored outcome is the serialized reply, or `stored_as(reply)` (a reply
+    of the same type, in outline); a repeat is answered with the stored
+    reply, or with what `replay` makes of it.
     """
 
     def decorate(method: Method[Reply]) -> Method[Reply]:
         rpc = name or method.__name__
+
+        async def replayed(servicer: Any, stored: store.StoredOutcome, request: Any, fingerprint: bytes) -> Reply:
+            reply = _replay(reply_type, stored, rpc, fingerprint)
+            return reply if replay is None else await replay(servicer, reply, request)
 
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: Context) -> Reply:
@@ -154,7 +171,7 @@ def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Call
                 if key is not None and look_up_first:
                     stored = await store.lookup(conn, key)
                     if stored is not None:
-                        return _replay(reply_type, stored, rpc, fingerprint)
+                        return await replayed(self, stored, request, fingerprint)
                 try:
                     reply = await method(self, request, context)
                 except REFUSALS:
@@ -162,7 +179,8 @@ def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Call
                         await _raise_if_stored(conn, key)
                     raise
                 if key is not None:
-                    await store.record(conn, key, rpc, fingerprint, reply.SerializeToString())
+                    outcome = reply.SerializeToString() if stored_as is None else stored_as(reply)
+                    await store.record(conn, key, rpc, fingerprint, outcome)
                 return reply
 
             attempt = 0
@@ -173,7 +191,7 @@ def idempotent(reply_type: Callable[[], Reply], name: str | None = None) -> Call
                     # The refusal came from an earlier attempt that committed: its reply
                     # is the answer. (Raised, not returned: whatever the refused run
                     # wrote before refusing is rolled back.)
-                    return _replay(reply_type, found.stored, rpc, fingerprint)
+                    return await replayed(self, found.stored, request, fingerprint)
                 except _LookUpFirst:
                     # Not a database failure: no delay, no retry used up (happens once).
                     look_up_first = True

@@ -1,6 +1,11 @@
 """A TCP proxy that speaks enough of the PostgreSQL protocol to cut a
 connection right after a COMMIT succeeded, before the client reads it.
 
+A keyed call made of one statement commits without a COMMIT (autocommit:
+its writes and its idempotency key in one `WITH ...` statement); the proxy
+cuts those too, on the ReadyForQuery that follows their success, when the
+implicit transaction has committed.
+
 The service then holds a transaction that committed but was never
 acknowledged: the one case where it cannot know the outcome by itself.
 Connections must not ask for TLS (`sslmode=disable`): the proxy reads the
@@ -14,10 +19,19 @@ import contextlib
 import struct
 from dataclasses import dataclass, field
 
+# A keyed one-statement write: it records its idempotency key in a CTE.
+_KEYED_STATEMENT = b"sayiir_grpc_idempotency_keys"
+
 
 @dataclass
 class _Connection:
     commits_in_flight: int = 0
+    # Prepared statements by name: is each a keyed one-statement write?
+    keyed: dict[bytes, bool] = field(default_factory=dict)
+    in_transaction: bool = False
+    # A keyed one-statement write sent outside a transaction, and whether it succeeded.
+    autocommit_in_flight: bool = False
+    autocommit_done: bool = False
 
 
 @dataclass
@@ -81,8 +95,16 @@ class CommitCuttingProxy:
             while True:
                 header = await reader.readexactly(5)
                 body = await reader.readexactly(struct.unpack("!i", header[1:])[0] - 4)
-                if header[:1] == b"Q" and body.rstrip(b"\0").strip().rstrip(b";").strip().upper() == b"COMMIT":
+                kind = header[:1]
+                if kind == b"Q" and body.rstrip(b"\0").strip().rstrip(b";").strip().upper() == b"COMMIT":
                     state.commits_in_flight += 1
+                elif kind == b"P":  # Parse: statement name, query text
+                    name, query = body.split(b"\0", 2)[:2]
+                    state.keyed[name] = _KEYED_STATEMENT in query and query.lstrip().upper().startswith(b"WITH")
+                elif kind == b"B":  # Bind: portal name, statement name
+                    statement = body.split(b"\0", 2)[1]
+                    if state.keyed.get(statement) and not state.in_transaction:
+                        state.autocommit_in_flight, state.autocommit_done = True, False
                 writer.write(header + body)
                 await writer.drain()
 
@@ -93,12 +115,23 @@ class CommitCuttingProxy:
             while True:
                 header = await reader.readexactly(5)
                 body = await reader.readexactly(struct.unpack("!i", header[1:])[0] - 4)
-                if header[:1] == b"C" and body.startswith(b"COMMIT") and state.commits_in_flight:
+                kind = header[:1]
+                committed = False
+                if kind == b"C" and body.startswith(b"COMMIT") and state.commits_in_flight:
                     state.commits_in_flight -= 1
-                    if self.armed:
-                        # Committed in PostgreSQL; the client never hears of it.
-                        self.armed -= 1
-                        self.cuts += 1
-                        return
+                    committed = True
+                elif kind in (b"C", b"s") and state.autocommit_in_flight:
+                    # CommandComplete, or PortalSuspended (asyncpg's fetchrow asks
+                    # for one row; the writes of the statement all run either way).
+                    state.autocommit_done = True
+                elif kind == b"Z":  # ReadyForQuery: the transaction status
+                    state.in_transaction = body[:1] != b"I"
+                    committed = state.autocommit_in_flight and state.autocommit_done
+                    state.autocommit_in_flight = False
+                if committed and self.armed:
+                    # Committed in PostgreSQL; the client never hears of it.
+                    self.armed -= 1
+                    self.cuts += 1
+                    return
                 writer.write(header + body)
                 await writer.drain()

@@ -30,8 +30,11 @@ from conftest import SAYIIR_TABLES, start_service
 from faults.pg_proxy import CommitCuttingProxy
 from faults.support import record_figures
 from sayiir_client import AtTask, GrpcBackend, SignalKind, TaskId, WorkflowSnapshot, connect
+from sayiir_common import convert
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2_grpc as sig_grpc
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2 as snap_pb
+from sayiir_common.proto.sayiir.v1 import snapshot_store_pb2_grpc as snap_grpc
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as claim_pb
 from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grpc
 from sayiir_grpc.app import RunningServer
@@ -102,7 +105,7 @@ async def count(pg: asyncpg.Connection, table: str, instance_id: str) -> int:
 @dataclass(frozen=True)
 class Case:
     rpc: str
-    service: str  # "signals" or "claims"
+    service: str  # "signals", "claims" or "snapshots"
     prepare: Callable[[GrpcBackend, str], Awaitable[None]]
     request: Callable[[str], Any]
     client_call: Callable[[GrpcBackend, str], Awaitable[Any]]
@@ -131,6 +134,17 @@ async def _claimed(backend: GrpcBackend, instance_id: str) -> None:
     assert await backend.claim_task(instance_id, T1, "worker", 60) is not None
 
 
+def _new_snapshot(instance_id: str) -> WorkflowSnapshot:
+    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "cut-def", b'"input"')
+    snapshot.update_position(AtTask(T1))
+    return snapshot
+
+
+async def _saved_once(pg: asyncpg.Connection, instance_id: str) -> bool:
+    # A second application would have written version 2.
+    return await count(pg, "sayiir_workflow_snapshot_history", instance_id) == 1
+
+
 async def _one_event(pg: asyncpg.Connection, instance_id: str) -> bool:
     return await count(pg, "sayiir_workflow_events", instance_id) == 1
 
@@ -154,6 +168,17 @@ async def _completed(pg: asyncpg.Connection, instance_id: str) -> bool:
 
 
 CASES = [
+    Case(
+        # A keyed save is one autocommit statement (no COMMIT sent): the cut follows it.
+        "SaveSnapshot",
+        "snapshots",
+        _nothing,
+        lambda i: snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(_new_snapshot(i))),
+        lambda b, i: b.save_snapshot_written(_new_snapshot(i)),
+        lambda reply, i: reply.written is True and reply.history_version == 1,
+        lambda result, i: result is True,
+        _saved_once,
+    ),
     Case(
         "SendEvent",
         "signals",
@@ -212,7 +237,8 @@ CASES = [
 
 
 def stub_method(channel: grpc.aio.Channel, case: Case) -> Any:
-    stub = sig_grpc.SignalStoreStub(channel) if case.service == "signals" else claim_grpc.TaskClaimStoreStub(channel)
+    stubs = {"signals": sig_grpc.SignalStoreStub, "claims": claim_grpc.TaskClaimStoreStub}
+    stub = stubs.get(case.service, snap_grpc.SnapshotStoreStub)(channel)
     return getattr(stub, case.rpc)
 
 

@@ -24,6 +24,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from conftest import SAYIIR_TABLES
 from sayiir_client import AtTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
 from sayiir_common import convert
 from sayiir_common.errors import NotFoundError, error_info
@@ -36,6 +37,7 @@ from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2_grpc as claim_grp
 from sayiir_grpc.app import RunningServer
 from sayiir_grpc.db import Database
 from sayiir_grpc.idempotency import idempotent
+from sayiir_grpc.stores import claim_replay
 from sayiir_grpc.stores import idempotency as key_store
 
 T1 = TaskId.sha256("idem-task")
@@ -447,3 +449,66 @@ async def test_a_keyed_save_over_a_terminal_snapshot_is_answered_not_written_wit
     assert (kept.written, kept.history_version) == (False, 2)
     assert await stub.SaveSnapshot(request, metadata=key) == kept
     assert await history_entries(db_conn, instance_id) == 2
+
+
+# -- a keyed claim is one statement ---------------------------------------------
+
+
+async def only_these_workflows(conn: asyncpg.Connection) -> None:
+    """Clear the workflows of earlier tests: a claim takes whatever is ready."""
+    await conn.execute(f"TRUNCATE {', '.join(SAYIIR_TABLES)}")
+
+
+async def test_a_keyed_claim_is_one_statement_with_its_outline_and_a_repeat_gets_the_tasks_still_held(
+    runs: list[Run], client: GrpcBackend, channel: grpc.aio.Channel, db_conn: asyncpg.Connection
+) -> None:
+    await only_these_workflows(db_conn)
+    instance_ids = sorted(new_instance() for _ in range(2))
+    for instance_id in instance_ids:
+        snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
+        snapshot.update_position(AtTask(T1))
+        await client.save_snapshot(snapshot)
+    request = claim_pb.ClaimAvailableTasksRequest(worker_id="claimer", limit=10, ttl=duration_pb2.Duration(seconds=60))
+    stub, key = TaskClaimStoreStub(channel), new_key()
+    del runs[:]
+    first = await stub.ClaimAvailableTasks(request, metadata=key)
+    assert sorted(t.instance_id for t in first.tasks) == instance_ids
+    assert all(t.input == b'"input"' and t.snapshot.instance_id for t in first.tasks)
+    # No call transaction: the claims and the key were one autocommit statement.
+    assert runs == []
+    stored = await db_conn.fetchrow(
+        "SELECT rpc, outcome FROM sayiir_grpc_idempotency_keys WHERE request_key = $1", key[0][1]
+    )
+    in_order = claim_pb.ClaimAvailableTasksResponse(tasks=sorted(first.tasks, key=lambda t: t.instance_id))
+    assert (stored["rpc"], bytes(stored["outcome"])) == (claim_replay.CLAIM_RPC, claim_replay.outline_of(in_order))
+    # A repeat claims nothing more; it reads the outlined tasks again, whole.
+    again = await stub.ClaimAvailableTasks(request, metadata=key)
+    assert sorted(again.tasks, key=lambda t: t.instance_id) == list(in_order.tasks)
+    claims = await db_conn.fetch(
+        "SELECT instance_id, worker_id FROM sayiir_workflow_claims WHERE instance_id = ANY($1) ORDER BY 1",
+        instance_ids,
+    )
+    assert [(r["instance_id"], r["worker_id"]) for r in claims] == [(i, "claimer") for i in instance_ids]
+    # A task the worker no longer holds is no longer its answer.
+    await client.release_task_claim(instance_ids[0], T1, "claimer")
+    after_release = await stub.ClaimAvailableTasks(request, metadata=key)
+    assert [t.instance_id for t in after_release.tasks] == instance_ids[1:]
+
+
+async def test_a_keyed_claim_that_finds_nothing_stores_its_key_so_a_repeat_cannot_claim_anew(
+    client: GrpcBackend, channel: grpc.aio.Channel, db_conn: asyncpg.Connection
+) -> None:
+    await only_these_workflows(db_conn)
+    request = claim_pb.ClaimAvailableTasksRequest(worker_id="claimer", limit=10)
+    stub, key = TaskClaimStoreStub(channel), new_key()
+    assert list((await stub.ClaimAvailableTasks(request, metadata=key)).tasks) == []
+    assert await stored_keys(db_conn, key) == 1
+    instance_id = new_instance()
+    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
+    snapshot.update_position(AtTask(T1))
+    await client.save_snapshot(snapshot)
+    # The repeat answers what the first attempt did: nothing, and claims nothing.
+    assert list((await stub.ClaimAvailableTasks(request, metadata=key)).tasks) == []
+    assert (
+        await db_conn.fetchval("SELECT count(*) FROM sayiir_workflow_claims WHERE instance_id = $1", instance_id) == 0
+    )

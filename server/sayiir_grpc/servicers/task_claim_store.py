@@ -28,7 +28,7 @@ from sayiir_grpc.errors import abort
 from sayiir_grpc.idempotency import idempotent, one_statement_or_none, request_hash, request_key
 from sayiir_grpc.observability import Metrics
 from sayiir_grpc.servicers import Context, rpc, worker_session
-from sayiir_grpc.stores import continuation, dispatch, task_result_store
+from sayiir_grpc.stores import claim_replay, continuation, dispatch, task_result_store
 from sayiir_grpc.stores import task_claim_store as store
 from sayiir_grpc.stores.continuation import KeyRecord, NextTask
 from sayiir_grpc.tracing import adopt_caller_trace
@@ -236,9 +236,44 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
             await self._wait_until_ready(tags, wait)
         return await self._claim_available(request, context)
 
-    @idempotent(rpc_pb.ClaimAvailableTasksResponse)
     async def _claim_available(
         self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
+    ) -> rpc_pb.ClaimAvailableTasksResponse:
+        """A keyed claim is one statement with its key (`dispatch.CLAIM_AVAILABLE_KEYED`);
+        a repeat of the key, or an unknown outcome, takes the transaction path."""
+        key = request_key(context)
+        if key is not None:
+            claimed = await one_statement_or_none(
+                "ClaimAvailableTasks", self._claim(request, (key, request_hash(request)))
+            )
+            if claimed is not None:
+                return claimed
+        return await self._claim_in_transaction(request, context)
+
+    async def _replay_claim(
+        self, outline: rpc_pb.ClaimAvailableTasksResponse, request: rpc_pb.ClaimAvailableTasksRequest
+    ) -> rpc_pb.ClaimAvailableTasksResponse:
+        """A repeated keyed claim: the tasks of its stored outline that the worker still holds."""
+        worker_id = checks.check_worker_id("worker_id", request.worker_id)
+        tasks = await dispatch.claimed_again(self.db, self.codec, outline, worker_id)
+        response = rpc_pb.ClaimAvailableTasksResponse()
+        fit = await limits.add_fitting_tasks(response.tasks, tasks, with_snapshot=not request.omit_snapshot)
+        response.more_ready = fit < len(tasks)
+        return response
+
+    @idempotent(
+        rpc_pb.ClaimAvailableTasksResponse,
+        name=claim_replay.CLAIM_RPC,
+        stored_as=claim_replay.outline_of,
+        replay=_replay_claim,
+    )
+    async def _claim_in_transaction(
+        self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
+    ) -> rpc_pb.ClaimAvailableTasksResponse:
+        return await self._claim(request, None)
+
+    async def _claim(
+        self, request: rpc_pb.ClaimAvailableTasksRequest, key: tuple[str, bytes] | None
     ) -> rpc_pb.ClaimAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         ttl = ttl_from(request)
@@ -246,13 +281,15 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         # task's completion in one statement (stores.continuation).
         continued = self.continued if request.omit_snapshot else None
         tasks = await dispatch.claim_available_tasks(
-            self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims, continued
+            self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims, continued, key
         )
         response = rpc_pb.ClaimAvailableTasksResponse()
         fit = await limits.add_fitting_tasks(response.tasks, tasks, with_snapshot=not request.omit_snapshot)
         response.more_ready = fit < len(tasks)
         if fit < len(tasks):
-            # Same transaction (@idempotent): the claims left out are never committed.
+            # In the call's transaction, the claims left out are never
+            # committed; after the one statement, they are released (a
+            # repeat answers only the tasks still held: claim_replay).
             await dispatch.release_claims(self.db, [t.instance_id for t in tasks[fit:]], worker_id)
         if self.metrics is not None and fit:
             self.metrics.claims_granted.inc(fit)

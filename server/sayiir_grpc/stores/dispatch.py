@@ -16,7 +16,9 @@ import asyncpg
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
 from sayiir_common.model import AtDelay, AtTask, AvailableTask, InProgress, Timestamp, WorkflowSnapshot
+from sayiir_common.proto.sayiir.v1 import task_claim_store_pb2 as rpc_pb
 from sayiir_grpc.db import Database
+from sayiir_grpc.stores import claim_replay
 from sayiir_grpc.stores.continuation import ContinuationCache
 from sayiir_grpc.stores.history import (
     ELIGIBLE,
@@ -178,8 +180,9 @@ WHERE s.instance_id = $1 AND s.current_task_id = $2 AND s.status = 'InProgress' 
 # (SKIP LOCKED, so concurrent callers take different rows) and the claims are
 # inserted before those locks go: no other caller can claim them in between.
 # Only tasks at AtTask; due delays are advanced first by the caller.
-CLAIM_AVAILABLE = f"""
-WITH cand AS (
+# $1 limit, $2 tags, $3 worker, $4 ttl, $5 aging interval.
+_CLAIM_CTES = f"""
+cand AS (
     SELECT DISTINCT ON (u.instance_id) u.*
     FROM ({_READY_ARMS}) u
     ORDER BY u.instance_id
@@ -197,16 +200,34 @@ claimed AS (
         claimed_at = EXCLUDED.claimed_at, expires_at = EXCLUDED.expires_at
     WHERE c.expires_at IS NOT NULL AND c.expires_at <= now()
     RETURNING instance_id
-)
--- LEFT JOIN: a row whose lock we waited for comes back at its new version,
--- whose history row this statement's snapshot cannot see; it is still
--- claimed, so it must come back (data NULL) and be read again by the caller.
+)"""
+
+# LEFT JOIN: a row whose lock we waited for comes back at its new version,
+# whose history row this statement's snapshot cannot see; it is still
+# claimed, so it must come back (data NULL) and be read again by the caller.
+_CLAIMED_ROWS = f"""
 SELECT p.instance_id, p.trace_parent, p.history_version, h.data,
        {stored_outputs("p.instance_id")}
 FROM pick p
 JOIN claimed USING (instance_id)
 LEFT JOIN sayiir_workflow_snapshot_history h ON h.instance_id = p.instance_id AND h.version = p.history_version
 """
+
+CLAIM_AVAILABLE = f"WITH {_CLAIM_CTES}{_CLAIMED_ROWS}"
+
+# CLAIM_AVAILABLE with the call's idempotency key ($6, the request hash
+# $7) recorded in the same statement: one round trip instead of BEGIN,
+# claim, key, COMMIT. The stored outcome is the reply's outline
+# (`claim_replay`), for whatever was claimed, nothing included: an empty
+# claim stores its key too, so a repeat of a key that committed earlier
+# always fails here (unique violation, nothing claimed) and is answered by
+# the transaction path from the stored outline.
+CLAIM_AVAILABLE_KEYED = f"""WITH {_CLAIM_CTES},
+idempotency_key AS (
+    INSERT INTO sayiir_grpc_idempotency_keys (request_key, rpc, request_hash, outcome)
+    SELECT $6::text, '{claim_replay.CLAIM_RPC}', $7::bytea,
+           {claim_replay.outline_column("(SELECT * FROM pick JOIN claimed USING (instance_id))")}
+){_CLAIMED_ROWS}"""
 
 DUE_DELAYS = f"""
 SELECT s.instance_id FROM sayiir_workflow_snapshots s
@@ -420,22 +441,23 @@ async def claim_available_tasks(
     worker_tags: list[str],
     sweep_first: bool = True,
     continued: ContinuationCache | None = None,
+    key: tuple[str, bytes] | None = None,
 ) -> list[AvailableTask]:
     """Find and claim up to `limit` ready tasks for `worker_id`.
 
     `sweep_first=False` when a background sweeper applies idle signals and
     due delays instead (two statements fewer per call). With `continued`,
     each small snapshot claimed is kept there for its task's completion
-    (stores.continuation checks it against the stored row before use)."""
+    (stores.continuation checks it against the stored row before use).
+    With `key` (the idempotency key and request hash), the claims and the
+    key's outline are written in one autocommit statement; a key stored
+    already fails it with a unique violation, nothing claimed."""
     if sweep_first:
         await sweep(db, codec, limit)
     tags = worker_tags or None
-    rows = await db.run(
-        "claim_available_tasks",
-        lambda c: c.fetch(CLAIM_AVAILABLE, limit, tags, worker_id, ttl_s, aging_interval_s),
-        transaction=False,
-        repeatable=False,
-    )
+    args: tuple[object, ...] = (limit, tags, worker_id, ttl_s, aging_interval_s)
+    query, args = (CLAIM_AVAILABLE, args) if key is None else (CLAIM_AVAILABLE_KEYED, (*args, *key))
+    rows = await db.run("claim_available_tasks", lambda c: c.fetch(query, *args), transaction=False, repeatable=False)
     now = Timestamp.now()
     claimed: list[AvailableTask] = []
     not_runnable: list[str] = []
@@ -458,3 +480,23 @@ async def claim_available_tasks(
 async def release_claims(db: Database, instance_ids: list[str], worker_id: str) -> None:
     """Drop `worker_id`'s claims on these instances (tasks left out of a bounded reply)."""
     await db.run("release_claims", lambda c: c.execute(RELEASE_MANY, instance_ids, worker_id), transaction=False)
+
+
+async def claimed_again(
+    db: Database, codec: SnapshotCodec, outline: rpc_pb.ClaimAvailableTasksResponse, worker_id: str
+) -> list[AvailableTask]:
+    """The tasks of a claim's stored outline that `worker_id` still holds,
+    each as it was claimed (`claim_replay`)."""
+    if not outline.tasks:
+        return []
+    columns = ([t.instance_id for t in outline.tasks], [t.task_id for t in outline.tasks])
+    versions = [t.version for t in outline.tasks]
+    rows = await db.run(
+        "claimed_again", lambda c: c.fetch(claim_replay.TASKS_AGAIN, *columns, versions, worker_id), transaction=False
+    )
+    task_ids = dict(zip(*columns, strict=True))
+    tasks = []
+    for row in rows:
+        snapshot = await snapshot_of(codec, row)
+        tasks.append(available_task(snapshot, TaskId.from_bytes(task_ids[row["instance_id"]]), row["history_version"]))
+    return tasks

@@ -32,3 +32,30 @@ def save_snapshot_reply(written: str, history_version: str) -> str:
         f"(CASE WHEN {written} THEN '\\x0801'::bytea ELSE ''::bytea END"
         f" || CASE WHEN {history_version} <> 0 THEN '\\x10'::bytea || {varint(history_version)} ELSE ''::bytea END)"
     )
+
+
+def _field(tag: str, value: str) -> str:
+    """A length-delimited field (string, bytes or message) of the bytea
+    `value`, left out when empty, as proto3 writes it. `value` is read many
+    times: pass a column, not an expression to compute."""
+    return (
+        f"(CASE WHEN octet_length({value}) > 0"
+        f" THEN '\\x{tag}'::bytea || {varint(f'octet_length({value})')} || {value} ELSE ''::bytea END)"
+    )
+
+
+def claimed_task(instance_id_utf8: str, task_id: str, version: str) -> str:
+    """AvailableTask(instance_id, task_id, version), the other fields unset:
+    field 1 (string, tag 0x0a; pass its UTF-8 bytes), field 2 (bytes, tag
+    0x12), field 7 (int64, tag 0x38). Columns, as for `_field`."""
+    return (
+        f"({_field('0a', instance_id_utf8)} || {_field('12', task_id)}"
+        f" || CASE WHEN {version} <> 0 THEN '\\x38'::bytea || {varint(version)} ELSE ''::bytea END)"
+    )
+
+
+def claimed_tasks_reply(task: str, order_by: str) -> str:
+    """Aggregate: ClaimAvailableTasksResponse(tasks=...) of the column `task`
+    (each a `claimed_task`) over the group's rows in `order_by` order; field
+    1, repeated, tag 0x0a. The empty reply when there is no row."""
+    return f"COALESCE(string_agg({_field('0a', task)}, ''::bytea ORDER BY {order_by}), ''::bytea)"
