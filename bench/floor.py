@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
+import itertools
 import json
 import os
 import subprocess
@@ -55,6 +57,12 @@ CALLS_PER_WF = ["Save", "Claim", "Complete", "Complete", "Complete", "Complete"]
 # What a worker sends on its session stream; saves come from the submitter.
 STREAMED = frozenset({"Claim", "Complete"})
 TRANSPORTS = ("unary", "stream")
+# What each statement is: `SELECT $1::bytea` (the transport alone), or the
+# service's own statements on the engine's tables (bench/floor_sql.py).
+SQL_KINDS = ("select", "service")
+# The service's statements per call kind (`--sql service`): a keyed save,
+# the long poll's readiness check and a keyed claim, a continued completion.
+SERVICE_STATEMENTS = {"Save": 1, "Claim": 2, "Complete": 1}
 CHANNELS = 4
 POOL_SIZE = 12  # bench/fleet.py's SERVICE_POOL
 ID_BYTES = 8
@@ -68,6 +76,7 @@ class Shape:
     statements: Mapping[str, int]
     transaction: Mapping[str, bool]
     transport: str = "unary"
+    sql: str = "select"
 
     @classmethod
     def make(
@@ -75,13 +84,19 @@ class Shape:
         statements: Mapping[str, int] | None = None,
         transaction: Mapping[str, bool] | None = None,
         transport: str = "unary",
+        sql: str = "select",
     ) -> Shape:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport {transport!r} is not one of {TRANSPORTS}")
+        if sql not in SQL_KINDS:
+            raise ValueError(f"sql {sql!r} is not one of {SQL_KINDS}")
         unknown = (set(statements or {}) | set(transaction or {})) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown call kinds {sorted(unknown)}; the kinds are {KINDS}")
-        return cls({**STATEMENTS, **(statements or {})}, {**TRANSACTION, **(transaction or {})}, transport)
+        shape = cls({**STATEMENTS, **(statements or {})}, {**TRANSACTION, **(transaction or {})}, transport, sql)
+        if sql == "service" and (shape.statements != SERVICE_STATEMENTS or any(shape.transaction.values())):
+            raise ValueError(f"--sql service runs the service's statements: {SERVICE_STATEMENTS}, no transaction")
+        return shape
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Shape:
@@ -89,11 +104,12 @@ class Shape:
             {kind: getattr(args, f"{kind.lower()}_statements") for kind in KINDS},
             {kind: getattr(args, f"{kind.lower()}_tx") for kind in KINDS},
             args.transport,
+            args.sql,
         )
 
     def args(self) -> list[str]:
         """The flags that give a child process this shape."""
-        flags = ["--transport", self.transport]
+        flags = ["--transport", self.transport, "--sql", self.sql]
         for kind in KINDS:
             flags += [f"--{kind.lower()}-statements", str(self.statements[kind])]
             flags.append(f"--{kind.lower()}-tx" if self.transaction[kind] else f"--no-{kind.lower()}-tx")
@@ -106,6 +122,7 @@ class Shape:
         messages = sum(1 for kind in CALLS_PER_WF if self.streamed(kind))
         return {
             "transport": self.transport,
+            "sql": self.sql,
             "rpcs_per_wf": len(CALLS_PER_WF) - messages,
             "stream_messages_per_wf": messages,
             "statements_per_wf": sum(self.statements[kind] for kind in CALLS_PER_WF),
@@ -119,6 +136,7 @@ class Shape:
 
 def add_shape_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=TRANSPORTS, default="unary")
+    parser.add_argument("--sql", choices=SQL_KINDS, default="select")
     for kind in KINDS:
         parser.add_argument(f"--{kind.lower()}-statements", type=int, default=STATEMENTS[kind])
         parser.add_argument(f"--{kind.lower()}-tx", action=argparse.BooleanOptionalAction, default=TRANSACTION[kind])
@@ -138,11 +156,77 @@ def _cpu(pid: int) -> float:
 # -- server ---------------------------------------------------------------------
 
 
+async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[bytes], tuple[Any, ...]]]:
+    """The Save, Claim and Complete handlers of `--sql service`, and Load's
+    statement: the service's own, bound by bench/floor_sql.py.
+
+    Save's request is the instance id; Claim's the worker id, its reply the
+    claimed instance id (empty: none ready); Complete's the step (one byte),
+    the worker id and the instance id."""
+    import itertools
+
+    import floor_sql
+
+    from sayiir_grpc.stores.continuation import COMPLETE_CONTINUED
+    from sayiir_grpc.stores.dispatch import ANY_READY, CLAIM_AVAILABLE_KEYED
+    from sayiir_grpc.stores.snapshot_store import LOAD_SNAPSHOT, SAVE_SNAPSHOT_KEYED
+
+    workflow = await floor_sql.workflow()
+    claims = itertools.count()
+    saved: list[str] = [floor_sql.INSTANCE]
+    worker_width = len(floor_sql.WORKER)
+
+    async def save(request: bytes) -> bytes:
+        instance = request.decode()
+        async with pool.acquire() as conn:
+            await conn.fetchrow(SAVE_SNAPSHOT_KEYED, *workflow.save_args(instance))
+        saved[0] = instance
+        return b""
+
+    async def claim(request: bytes) -> bytes:
+        worker = request.decode()
+        key = f"{worker}/{next(claims)}"
+        async with pool.acquire() as conn:
+            await conn.fetchval(ANY_READY, None)
+            rows = await conn.fetch(
+                CLAIM_AVAILABLE_KEYED,
+                1,
+                None,
+                worker,
+                floor_sql.CLAIM_TTL_S,
+                floor_sql.AGING_S,
+                key,
+                floor_sql.REQUEST_HASH,
+            )
+        return rows[0]["instance_id"].encode() if rows else b""
+
+    async def complete(request: bytes) -> bytes:
+        step, worker, instance = (
+            request[0],
+            request[1 : 1 + worker_width].decode(),
+            request[1 + worker_width :].decode(),
+        )
+        async with pool.acquire() as conn:
+            args = workflow.completion_args(step, instance, worker)
+            row = await conn.fetchrow(COMPLETE_CONTINUED, *args)
+        if row is None:
+            raise RuntimeError(f"completion {step} of {instance} wrote nothing")
+        return b""
+
+    return [save, claim, complete], LOAD_SNAPSHOT, lambda request: (saved[0],)
+
+
+async def _no_reset(conn: Any) -> None:
+    """The service's pool reset (sayiir_grpc.db): no RESET ALL round trip on each release."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def serve(url: str, pool_size: int, shape: Shape) -> None:
     import asyncpg
     import grpc
 
-    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
+    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size, reset=_no_reset)
     load_durations: list[float] = []
     load_waits: list[float] = []  # of those, the wait for a pooled connection
 
@@ -162,7 +246,11 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
 
         return run
 
-    runs = [runner(kind) for kind in KINDS]
+    load_query, load_args = QUERY, lambda request: (request,)
+    if shape.sql == "service":
+        runs, load_query, load_args = await _service_statements(pool)
+    else:
+        runs = [runner(kind) for kind in KINDS]
 
     def unary(run: Call) -> grpc.RpcMethodHandler[bytes, bytes]:
         async def call(request: bytes, context: Any) -> bytes:
@@ -176,8 +264,8 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
         pending: set[asyncio.Task[None]] = set()
 
         async def handle(message: bytes) -> None:
-            await runs[message[ID_BYTES]](message[ID_BYTES + 1 :])
-            replies.put_nowait(message[:ID_BYTES] + PAYLOAD)
+            reply = await runs[message[ID_BYTES]](message[ID_BYTES + 1 :])
+            replies.put_nowait(message[:ID_BYTES] + reply)
 
         async def read() -> None:
             try:
@@ -203,7 +291,7 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
         started = time.monotonic()
         async with pool.acquire() as conn:
             load_waits.append(time.monotonic() - started)
-            await conn.fetchval(QUERY, request)
+            await conn.fetchrow(load_query, *load_args(request))
         load_durations.append(time.monotonic() - started)
         return PAYLOAD
 
@@ -269,7 +357,14 @@ class Session:
 
 
 async def drive(
-    port: int, inflight: int, channels: int, warmup: float, duration: float, shape: Shape, server_pid: int | None
+    port: int,
+    inflight: int,
+    channels: int,
+    warmup: float,
+    duration: float,
+    shape: Shape,
+    server_pid: int | None,
+    database: str | None = None,
 ) -> None:
     """Keep `inflight` workflows going; print the window's JSON line, then go on until stdin closes."""
     import grpc
@@ -298,20 +393,51 @@ async def drive(
                 await call(PAYLOAD)
             done += 1
 
+    async def service_loop(k: int) -> None:
+        """Save a workflow, claim one (whichever is ready), complete its steps."""
+        import floor_sql
+
+        nonlocal done
+        save, claim, *steps = calls(k)
+        worker = floor_sql.worker_id(f"{os.getpid()}-{k}").encode()
+        for n in itertools.count():
+            await save(floor_sql.instance_id(f"{os.getpid()}-{k}", n).encode())
+            # Empty when another loop's claim was faster: look again shortly.
+            while not (instance := await claim(worker)):  # noqa: ASYNC110 (only the server can tell)
+                await asyncio.sleep(0.001)
+            for step, complete in enumerate(steps):
+                await complete(bytes((step,)) + worker + instance)
+            done += 1
+
     def server_cpu() -> float:
         return _cpu(server_pid) if server_pid else 0.0
 
-    tasks = [asyncio.create_task(workflow_loop(k)) for k in range(inflight)]
+    def postgres_cpu() -> float:
+        """CPU seconds of the PostgreSQL backends serving `database` (0 without one)."""
+        if database is None:
+            return 0.0
+        import common
+
+        total = 0.0
+        for backend in common._postgres_backends(database):
+            with contextlib.suppress(Exception):
+                times = backend.cpu_times()
+                total += times.user + times.system
+        return total
+
+    loop = service_loop if shape.sql == "service" else workflow_loop
+    tasks = [asyncio.create_task(loop(k)) for k in range(inflight)]
     await asyncio.sleep(warmup)
-    before, start, own, server_before = done, time.monotonic(), os.times(), server_cpu()
+    before, start, own, server_before, pg_before = done, time.monotonic(), os.times(), server_cpu(), postgres_cpu()
     await asyncio.sleep(duration)
-    after, end, own_after, server_after = done, time.monotonic(), os.times(), server_cpu()
+    after, end, own_after, server_after, pg_after = done, time.monotonic(), os.times(), server_cpu(), postgres_cpu()
     failed = [repr(task.exception()) for task in tasks if task.done() and not task.cancelled() and task.exception()]
     window = {
         "workflows": after - before,
         "seconds": end - start,
         "client_cpu_s": (own_after.user + own_after.system) - (own.user + own.system),
         "server_cpu_s": server_after - server_before,
+        "postgres_cpu_s": pg_after - pg_before,
         "failed": failed[:3],
     }
     print(json.dumps(window), flush=True)
@@ -374,6 +500,28 @@ def _line(proc: subprocess.Popen[str], what: str) -> str:
     return line.strip()
 
 
+async def _service_database(admin_url: str) -> str:
+    """A new database with the service's schema (the engine's tables and its own); its URL."""
+    import asyncpg
+
+    import common
+    from sayiir_grpc.migrate import migrate
+
+    url = await common.create_database(admin_url, "floor_sql")
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+async def _drop(admin_url: str, url: str) -> None:
+    import common
+
+    await common.drop_database(admin_url, url)
+
+
 def measure(
     url: str,
     inflight: int = 32,
@@ -383,6 +531,7 @@ def measure(
     statements: Mapping[str, int] | None = None,
     transaction: Mapping[str, bool] | None = None,
     transport: str = "unary",
+    sql: str = "select",
     probe_duration: float | None = None,
     probe_interval: float = 0.01,
     client_processes: int = 1,
@@ -390,8 +539,14 @@ def measure(
     """Run the floor server, load client and Load probe as processes: CPU ms per
     workflow of server and client, then Load's server-side latency under the same load.
     `probe_duration` None is bench/fleet.py's probe window, max(3 s, duration / 2); 0 skips it."""
-    shape = Shape.make(statements, transaction, transport)
+    shape = Shape.make(statements, transaction, transport, sql)
     probe_s = max(3.0, duration / 2) if probe_duration is None else probe_duration
+    database: str | None = None
+    admin_url = url
+    if shape.sql == "service":
+        # The engine's tables, fresh: `url` is then the maintenance database.
+        url = asyncio.run(_service_database(url))
+        database = url.rpartition("/")[2]
     server = subprocess.Popen(
         [sys.executable, __file__, "serve", "--url", url, *shape.args()],
         stdout=subprocess.PIPE,
@@ -422,6 +577,7 @@ def measure(
                 str(duration),
                 "--server-pid",
                 str(server.pid),
+                *(["--database", database] if database else []),
                 # One channel per process, as a fleet worker has; one process keeps four.
                 "--channels",
                 str(CHANNELS if client_processes == 1 else 1),
@@ -439,6 +595,7 @@ def measure(
             "client_cpu_s": sum(w["client_cpu_s"] for w in windows),
             # Each client read the server over its own window; the windows coincide.
             "server_cpu_s": windows[0]["server_cpu_s"],
+            "postgres_cpu_s": windows[0]["postgres_cpu_s"],
         }
         probed: dict[str, Any] = {
             "server": {**latency_block([]), "acquire": latency_block([])},
@@ -453,6 +610,8 @@ def measure(
             client.wait(30)
         workflows = max(1, window["workflows"])
         label = "bare grpc.aio + asyncpg, same round trips"
+        if shape.sql == "service":
+            label += " and the service's statements"
         if shape.transport == "stream":
             label += ", claims and completions on a session stream"
         return {
@@ -461,6 +620,8 @@ def measure(
             **shape.summary(),
             "server_cpu_ms_per_wf": round(1000 * window["server_cpu_s"] / workflows, 2),
             "client_cpu_ms_per_wf": round(1000 * window["client_cpu_s"] / workflows, 2),
+            # The backends of the floor's own database (`--sql service` only).
+            "postgres_cpu_ms_per_wf": round(1000 * window["postgres_cpu_s"] / workflows, 2) if database else None,
             "load_calls": probed["server"]["count"],
             "load_p50_ms": probed["server"]["p50_ms"],
             "load_p99_ms": probed["server"]["p99_ms"],
@@ -479,6 +640,8 @@ def measure(
                 proc.wait(10)
         server.terminate()
         server.wait(10)
+        if database is not None:
+            asyncio.run(_drop(admin_url, url))
 
 
 def main() -> int:
@@ -487,6 +650,7 @@ def main() -> int:
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--port", type=int)
     parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--database", help="the database whose PostgreSQL backends' CPU the window counts")
     parser.add_argument("--inflight", type=int, default=32)
     parser.add_argument("--channels", type=int, default=CHANNELS, help="channels of each load client")
     parser.add_argument("--client-processes", type=int, default=1, help="load clients sharing --inflight")
@@ -501,7 +665,18 @@ def main() -> int:
     if args.mode == "serve":
         asyncio.run(serve(args.url, POOL_SIZE, shape))
     elif args.mode == "drive":
-        asyncio.run(drive(args.port, args.inflight, args.channels, args.warmup, args.duration, shape, args.server_pid))
+        asyncio.run(
+            drive(
+                args.port,
+                args.inflight,
+                args.channels,
+                args.warmup,
+                args.duration,
+                shape,
+                args.server_pid,
+                args.database,
+            )
+        )
     elif args.mode == "probe":
         asyncio.run(probe(args.port, args.interval, args.duration))
     else:
@@ -513,6 +688,7 @@ def main() -> int:
             statements=shape.statements,
             transaction=shape.transaction,
             transport=shape.transport,
+            sql=shape.sql,
             probe_duration=args.probe_duration,
             probe_interval=args.interval,
             client_processes=args.client_processes,
