@@ -153,6 +153,37 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# -- session messages -------------------------------------------------------------
+
+
+async def framed(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    """The queue's items as stream messages, until None: each message carries
+    every item queued by the time it is written (length-prefixed frames), as
+    the service's session batches requests and replies that are ready
+    together (without its linger)."""
+    while (item := await queue.get()) is not None:
+        frames = [item]
+        ended = False
+        while not queue.empty():
+            more = queue.get_nowait()
+            if more is None:
+                ended = True
+                break
+            frames.append(more)
+        yield b"".join(len(frame).to_bytes(4, "big") + frame for frame in frames)
+        if ended:
+            return
+
+
+def unframed(message: bytes) -> list[bytes]:
+    frames, at = [], 0
+    while at < len(message):
+        size = int.from_bytes(message[at : at + 4], "big")
+        frames.append(message[at + 4 : at + 4 + size])
+        at += 4 + size
+    return frames
+
+
 # -- server ---------------------------------------------------------------------
 
 
@@ -270,17 +301,18 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
         async def read() -> None:
             try:
                 async for message in requests:
-                    task = asyncio.create_task(handle(message))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
+                    for frame in unframed(message):
+                        task = asyncio.create_task(handle(frame))
+                        pending.add(task)
+                        task.add_done_callback(pending.discard)
                 await asyncio.gather(*pending)
             finally:
                 replies.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
-            while (reply := await replies.get()) is not None:
-                yield reply
+            async for message in framed(replies):
+                yield message
             await reader  # raises what failed a handler, so the client sees the stream fail
         finally:
             reader.cancel()
@@ -324,19 +356,23 @@ class Session:
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._waiting: dict[int, asyncio.Future[bytes]] = {}
         self._next_id = 0
+        self.messages = 0
+        self.requests = 0
         self._call = channel.stream_stream("/floor.Floor/Session")(self._requests())
         self._reader = asyncio.create_task(self._read())
 
     async def _requests(self) -> AsyncIterator[bytes]:
-        while (message := await self._outbox.get()) is not None:
+        async for message in framed(self._outbox):
+            self.messages += 1
             yield message
 
     async def _read(self) -> None:
         try:
-            async for reply in self._call:
-                future = self._waiting.pop(int.from_bytes(reply[:ID_BYTES], "big"))
-                if not future.done():
-                    future.set_result(reply[ID_BYTES:])
+            async for message in self._call:
+                for reply in unframed(message):
+                    future = self._waiting.pop(int.from_bytes(reply[:ID_BYTES], "big"))
+                    if not future.done():
+                        future.set_result(reply[ID_BYTES:])
         except Exception as error:
             # A failed stream fails its waiting workflows, which the window reports.
             for future in self._waiting.values():
@@ -346,6 +382,7 @@ class Session:
 
     async def request(self, kind: int, payload: bytes) -> bytes:
         self._next_id += 1
+        self.requests += 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[self._next_id] = future
         self._outbox.put_nowait(self._next_id.to_bytes(ID_BYTES, "big") + bytes((kind,)) + payload)
@@ -428,9 +465,15 @@ async def drive(
     loop = service_loop if shape.sql == "service" else workflow_loop
     tasks = [asyncio.create_task(loop(k)) for k in range(inflight)]
     await asyncio.sleep(warmup)
+
+    def sent() -> tuple[int, int]:
+        return sum(x.requests for x in sessions), sum(x.messages for x in sessions)
+
     before, start, own, server_before, pg_before = done, time.monotonic(), os.times(), server_cpu(), postgres_cpu()
+    sent_before = sent()
     await asyncio.sleep(duration)
     after, end, own_after, server_after, pg_after = done, time.monotonic(), os.times(), server_cpu(), postgres_cpu()
+    sent_after = sent()
     failed = [repr(task.exception()) for task in tasks if task.done() and not task.cancelled() and task.exception()]
     window = {
         "workflows": after - before,
@@ -438,6 +481,8 @@ async def drive(
         "client_cpu_s": (own_after.user + own_after.system) - (own.user + own.system),
         "server_cpu_s": server_after - server_before,
         "postgres_cpu_s": pg_after - pg_before,
+        "requests_sent": sent_after[0] - sent_before[0],
+        "messages_sent": sent_after[1] - sent_before[1],
         "failed": failed[:3],
     }
     print(json.dumps(window), flush=True)
@@ -596,6 +641,8 @@ def measure(
             # Each client read the server over its own window; the windows coincide.
             "server_cpu_s": windows[0]["server_cpu_s"],
             "postgres_cpu_s": windows[0]["postgres_cpu_s"],
+            "requests_sent": sum(w["requests_sent"] for w in windows),
+            "messages_sent": sum(w["messages_sent"] for w in windows),
         }
         probed: dict[str, Any] = {
             "server": {**latency_block([]), "acquire": latency_block([])},
@@ -622,6 +669,10 @@ def measure(
             "client_cpu_ms_per_wf": round(1000 * window["client_cpu_s"] / workflows, 2),
             # The backends of the floor's own database (`--sql service` only).
             "postgres_cpu_ms_per_wf": round(1000 * window["postgres_cpu_s"] / workflows, 2) if database else None,
+            # Requests per session message, client to server (`stream` only).
+            "session_requests_per_message": (
+                round(window["requests_sent"] / window["messages_sent"], 2) if window["messages_sent"] else None
+            ),
             "load_calls": probed["server"]["count"],
             "load_p50_ms": probed["server"]["p50_ms"],
             "load_p99_ms": probed["server"]["p99_ms"],

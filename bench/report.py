@@ -187,14 +187,19 @@ def fleet_goals(runs: dict[str, Any]) -> list[dict[str, Any]]:
 
     # The floor of the service's design, measured in the same run: a bare
     # grpc.aio server and asyncpg pool making the same calls, stream
-    # messages and round trips, with no logic (bench/floor.py).
-    floor = runs.get("floor_session") if _ok(runs.get("floor_session")) else None
+    # messages and round trips, with no logic (bench/floor.py): with the
+    # service's own statements (floor_sql, PostgreSQL's CPU counted) when
+    # the run has it, else with `SELECT $1` (floor_session, PostgreSQL at
+    # the engine's own cost for the same workflows).
+    floor = next((runs[k] for k in ("floor_sql", "floor_session") if _ok(runs.get(k))), None)
     floor_server = None if floor is None else floor.get("server_cpu_ms_per_wf")
     floor_client = None if floor is None else floor.get("client_cpu_ms_per_wf")
+    floor_pg = (
+        engine_pg if floor is None or floor.get("postgres_cpu_ms_per_wf") is None else floor["postgres_cpu_ms_per_wf"]
+    )
     floor_whole = None
-    if floor_server is not None and floor_client is not None and engine_pg is not None:
-        # PostgreSQL at the engine's own cost for the same workflows.
-        floor_whole = _ratio(floor_server + floor_client + engine_pg, engine_total)
+    if floor_server is not None and floor_client is not None and floor_pg is not None:
+        floor_whole = _ratio(floor_server + floor_client + floor_pg, engine_total)
 
     roles = (w1 or {}).get("cpu_ms_per_wf_by_role") or {}
     total = (w1 or {}).get("cpu_ms_per_wf")
@@ -274,17 +279,23 @@ def _fleet_table(runs: dict[str, Any]) -> list[str]:
             f"| {_n(roles.get('server'), 2)} | {_n(roles.get('workers'), 2)} | {_n(roles.get('submitter'), 2)} "
             f"| {_n(roles.get('postgres'), 2)} | {probe} |"
         )
-    for key in ("floor", "floor_session"):
+    for key in ("floor", "floor_session", "floor_sql"):
         floor = runs.get(key)
         if not _ok(floor):
             continue
         assert floor is not None
         messages = floor.get("stream_messages_per_wf") or 0
         calls = f"{floor['rpcs_per_wf']} RPCs" + (f" + {messages} stream messages" if messages else "")
+        batched = floor.get("session_requests_per_message")
+        calls += f", {_n(batched, 2)} requests per message" if batched else ""
+        pg = floor.get("postgres_cpu_ms_per_wf")
+        total = "–"
+        if pg is not None:
+            total = f"**{_n(floor['server_cpu_ms_per_wf'] + floor['client_cpu_ms_per_wf'] + pg, 2)}**"
         lines.append(
             f"| floor: {floor['label']} ({calls}, {floor.get('round_trips_per_wf', '?')} database round trips "
-            f"per workflow) | {_n(floor['wf_per_s'])} | – | {_n(floor['server_cpu_ms_per_wf'], 2)} "
-            f"| {_n(floor['client_cpu_ms_per_wf'], 2)} (all 6 calls) | – | – "
+            f"per workflow) | {_n(floor['wf_per_s'])} | {total} | {_n(floor['server_cpu_ms_per_wf'], 2)} "
+            f"| {_n(floor['client_cpu_ms_per_wf'], 2)} (all 6 calls) | – | {_n(pg, 2) if pg is not None else '–'} "
             f"| {_n(floor.get('load_p99_ms'), 1)} (a one-statement read, handler time) |"
         )
     for key in ("engine_32", "fleet_32"):

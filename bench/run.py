@@ -411,13 +411,16 @@ class Bench:
         self.runs[f"fleet_{key}"] = result
         return result
 
-    async def floor_run(self, key: str = "floor", transport: str = "unary") -> dict[str, Any]:
+    async def floor_run(self, key: str = "floor", transport: str = "unary", sql: str = "select") -> dict[str, Any]:
         """The floor of the service's round trips (SERVICE_ROUND_TRIPS), its
         load clients laid out as the fleet's worker processes: `floor` with
         unary calls, `floor_session` with claims and completions as messages
-        of a session stream."""
+        of a session stream, each statement `SELECT $1::bytea`; `floor_sql`
+        as `floor_session`, with the service's own statements on a database
+        of its own, whose PostgreSQL CPU it counts."""
         duration = self.scale.fleet
-        bar = self.progress(f"floor ({transport}): bare grpc.aio + asyncpg", self.scale.warmup + duration)
+        what = "the service's statements" if sql == "service" else "SELECT $1"
+        bar = self.progress(f"floor ({transport}, {what}): bare grpc.aio + asyncpg", self.scale.warmup + duration)
         result: dict[str, Any] = await asyncio.to_thread(
             functools.partial(
                 floor.measure,
@@ -426,6 +429,7 @@ class Bench:
                 self.scale.warmup,
                 duration,
                 transport=transport,
+                sql=sql,
                 client_processes=fleet.WORKER_PROCESSES,
                 **SERVICE_ROUND_TRIPS,
             )
@@ -710,6 +714,7 @@ async def run_all(bench: Bench) -> None:
         add(f"fleet_{key}", lambda key=key: bench.fleet_run(key))
     add("floor", lambda: bench.floor_run())
     add("floor_session", lambda: bench.floor_run("floor_session", "stream"))
+    add("floor_sql", lambda: bench.floor_run("floor_sql", "stream", "service"))
 
     only = [o.strip() for o in bench.args.only.split(",")] if bench.args.only else None
     for name, fn in steps:

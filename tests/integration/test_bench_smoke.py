@@ -47,7 +47,7 @@ def test_quick_bench_writes_the_report(tmp_path: Path) -> None:
     ]
     if not plots:
         command.append("--no-plots")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=140, cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=200, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     report = json.loads((tmp_path / "report.json").read_text())
@@ -83,7 +83,7 @@ def test_quick_bench_writes_the_report(tmp_path: Path) -> None:
 
 def test_quick_fleet_rows_meter_every_role(tmp_path: Path) -> None:
     """Issue 14's rows: separate processes, CPU per workflow by role, and the floor."""
-    only = ["fleet_service_w1", "fleet_service_w2", "floor"]
+    only = ["fleet_service_w1", "fleet_service_w2", "floor", "floor_sql"]
     if importlib.util.find_spec("dbos") is not None:
         only.append("fleet_dbos_queue")
     command = [
@@ -101,7 +101,7 @@ def test_quick_fleet_rows_meter_every_role(tmp_path: Path) -> None:
         "--out",
         str(tmp_path),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=140, cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=200, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = json.loads((tmp_path / "report.json").read_text())["runs"]
     for key in only[:2]:
@@ -115,6 +115,13 @@ def test_quick_fleet_rows_meter_every_role(tmp_path: Path) -> None:
     assert floor["server_cpu_ms_per_wf"] > 0 and floor["wf_per_s"] > 0
     assert (floor["transport"], floor["rpcs_per_wf"], floor["round_trips_per_wf"]) == ("unary", 6, 7)
     assert floor["load_calls"] > 0 and 0 < floor["load_p50_ms"] <= floor["load_p99_ms"] <= floor["load_max_ms"]
+    # The floor with the service's own statements: they wrote the engine's
+    # rows (a completion that writes nothing fails the floor's workflow) and
+    # its PostgreSQL backends were metered.
+    floor_sql = runs["floor_sql"]
+    assert (floor_sql["sql"], floor_sql["transport"], floor_sql["round_trips_per_wf"]) == ("service", "stream", 7)
+    assert floor_sql["wf_per_s"] > 0 and floor_sql["postgres_cpu_ms_per_wf"] > 0
+    assert floor_sql["session_requests_per_message"] >= 1
     if "fleet_dbos_queue" in runs:
         assert runs["fleet_dbos_queue"]["completed_in_window"] > 0, runs["fleet_dbos_queue"]
     assert "### Separate processes, CPU per workflow by role" in (tmp_path / "report.md").read_text()
