@@ -81,8 +81,8 @@ class Shape:
     @classmethod
     def make(
         cls,
-        statements: Mapping[str, int] | None = None,
-        transaction: Mapping[str, bool] | None = None,
+        statements: Mapping[str, int | None] | None = None,
+        transaction: Mapping[str, bool | None] | None = None,
         transport: str = "unary",
         sql: str = "select",
     ) -> Shape:
@@ -93,7 +93,10 @@ class Shape:
         unknown = (set(statements or {}) | set(transaction or {})) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown call kinds {sorted(unknown)}; the kinds are {KINDS}")
-        shape = cls({**STATEMENTS, **(statements or {})}, {**TRANSACTION, **(transaction or {})}, transport, sql)
+        defaults = (SERVICE_STATEMENTS, dict.fromkeys(KINDS, False)) if sql == "service" else (STATEMENTS, TRANSACTION)
+        given_statements = {k: v for k, v in (statements or {}).items() if v is not None}
+        given_transaction = {k: v for k, v in (transaction or {}).items() if v is not None}
+        shape = cls({**defaults[0], **given_statements}, {**defaults[1], **given_transaction}, transport, sql)
         if sql == "service" and (shape.statements != SERVICE_STATEMENTS or any(shape.transaction.values())):
             raise ValueError(f"--sql service runs the service's statements: {SERVICE_STATEMENTS}, no transaction")
         return shape
@@ -138,8 +141,9 @@ def add_shape_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=TRANSPORTS, default="unary")
     parser.add_argument("--sql", choices=SQL_KINDS, default="select")
     for kind in KINDS:
-        parser.add_argument(f"--{kind.lower()}-statements", type=int, default=STATEMENTS[kind])
-        parser.add_argument(f"--{kind.lower()}-tx", action=argparse.BooleanOptionalAction, default=TRANSACTION[kind])
+        # Unset: the default of the --sql kind (STATEMENTS, or the service's).
+        parser.add_argument(f"--{kind.lower()}-statements", type=int, default=None)
+        parser.add_argument(f"--{kind.lower()}-tx", action=argparse.BooleanOptionalAction, default=None)
 
 
 def _loop() -> None:

@@ -366,6 +366,7 @@ def markdown(data: dict[str, Any], pngs: list[str], image_prefix: str = "") -> s
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, {m['os']}; PostgreSQL {meta['postgres']};"
         f" Python {m['python']}, grpcio {m['grpcio']}, sayiir {m['sayiir']}; sayiir-grpc at {m['git']}."
+        f" Python speed: {m.get('python_loop_ms', '?')} ms for 10 million additions (`run.python_loop_ms`)."
         f" Fast path available: client {meta['fast_path']['client']}, store {meta['fast_path']['store']}.",
         "",
         f"### Linear, {meta['shape']['linear_steps']} steps",

@@ -756,7 +756,22 @@ def machine() -> dict[str, Any]:
         "sayiir": version("sayiir"),
         "sayiir_grpc": version("sayiir-grpc"),
         "git": commit.stdout.strip() + (" (with local changes)" if dirty.stdout.strip() else ""),
+        "python_loop_ms": python_loop_ms(),
     }
+
+
+def python_loop_ms() -> float:
+    """CPU ms of one fixed pure-Python loop (10 million additions), the best
+    of 3: how fast this machine runs Python on the day of the run. Every
+    CPU figure of a run moves with it; the engine fleet's throughput, bound
+    by its 10 ms poll, much less, so ratios against it do too."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.process_time(), 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.process_time() - started)
+    return round(1000 * best, 1)
 
 
 async def pg_version(admin: str) -> str:

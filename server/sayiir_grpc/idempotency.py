@@ -87,6 +87,11 @@ Method = Callable[[Any, Any, Context], Awaitable[Reply]]
 SESSION_REQUEST_KEY: ContextVar[str | None] = ContextVar("sayiir_session_request_key", default=None)
 
 
+# Set by `one_statement_or_none` for the transaction path that follows it
+# in the same task, read (and cleared) by `@idempotent`'s first run.
+_KEY_MAY_BE_STORED: ContextVar[bool] = ContextVar("sayiir_key_may_be_stored", default=False)
+
+
 class _StoredOutcomeFound(Exception):
     """A refused first run found the key's stored outcome; raised to roll the run back."""
 
@@ -129,6 +134,9 @@ async def one_statement_or_none(rpc: str, attempt: Awaitable[Outcome | None]) ->
         if not isinstance(exc, asyncpg.UniqueViolationError) and not is_transient(exc):
             raise
         log.info("one-statement path left to the transaction path", rpc=rpc, error=type(exc).__name__)
+        # The key is stored (a repeat) or may be (an unknown outcome): the
+        # transaction path looks it up before running anything.
+        _KEY_MAY_BE_STORED.set(True)
         return None
 
 
@@ -142,21 +150,25 @@ def idempotent(
     name: str | None = None,
     stored_as: Callable[[Reply], bytes] | None = None,
     replay: Replay[Reply] | None = None,
+    also_named: tuple[str, ...] = (),
 ) -> Callable[[Method[Reply]], Method[Reply]]:
     """Run the method as one transaction, keyed by `x-request-id` when sent.
 
     Stored keys name their call by `name` (default: the method's name); a
-    repeat must name the same call, so a stored name never changes. The
-    stored outcome is the serialized reply, or `stored_as(reply)` (a reply
-    of the same type, in outline); a repeat is answered with the stored
-    reply, or with what `replay` makes of it.
+    repeat must name the same call, so a stored name never changes, except
+    with the form of what is stored (then the old name goes in
+    `also_named`, still answered). The stored outcome is the serialized
+    reply, or `stored_as(reply)` (a reply of the same type, in outline); a
+    repeat is answered with the stored reply, or with what `replay` makes
+    of it.
     """
 
     def decorate(method: Method[Reply]) -> Method[Reply]:
         rpc = name or method.__name__
+        names = (rpc, *also_named)
 
         async def replayed(servicer: Any, stored: store.StoredOutcome, request: Any, fingerprint: bytes) -> Reply:
-            reply = _replay(reply_type, stored, rpc, fingerprint)
+            reply = _replay(reply_type, stored, names, fingerprint)
             return reply if replay is None else await replay(servicer, reply, request)
 
         @functools.wraps(method)
@@ -164,8 +176,11 @@ def idempotent(
             db: Database = self.db
             key = request_key(context)
             fingerprint = request_hash(request) if key is not None else b""
-            # False for the optimistic first run; every rerun looks the key up first.
-            look_up_first = False
+            # False for the optimistic first run; every rerun looks the key up
+            # first, and so does a call that a one-statement path left
+            # because its key may be stored already.
+            look_up_first = _KEY_MAY_BE_STORED.get()
+            _KEY_MAY_BE_STORED.set(False)
 
             async def body(conn: asyncpg.Connection) -> Reply:
                 if key is not None and look_up_first:
@@ -243,8 +258,10 @@ async def _raise_if_stored(conn: asyncpg.Connection, key: str) -> None:
         raise _StoredOutcomeFound(stored)
 
 
-def _replay(reply_type: Callable[[], Reply], stored: store.StoredOutcome, rpc: str, fingerprint: bytes) -> Reply:
-    if stored.rpc != rpc or stored.request_hash != fingerprint:
+def _replay(
+    reply_type: Callable[[], Reply], stored: store.StoredOutcome, names: tuple[str, ...], fingerprint: bytes
+) -> Reply:
+    if stored.rpc not in names or stored.request_hash != fingerprint:
         raise InvalidField(
             REQUEST_KEY_METADATA,
             f"this key was already used for another request ({stored.rpc}); send a new key for each logical call",

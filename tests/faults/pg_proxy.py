@@ -19,7 +19,8 @@ import contextlib
 import struct
 from dataclasses import dataclass, field
 
-# A keyed one-statement write: it records its idempotency key in a CTE.
+# A keyed one-statement write: it records its idempotency key in a CTE
+# (COMPLETE_CONTINUED always carries that CTE, and runs only when keyed).
 _KEYED_STATEMENT = b"sayiir_grpc_idempotency_keys"
 
 
@@ -124,6 +125,8 @@ class CommitCuttingProxy:
                     # CommandComplete, or PortalSuspended (asyncpg's fetchrow asks
                     # for one row; the writes of the statement all run either way).
                     state.autocommit_done = True
+                elif kind == b"E":  # ErrorResponse: the implicit transaction rolls back
+                    state.autocommit_done = False
                 elif kind == b"Z":  # ReadyForQuery: the transaction status
                     state.in_transaction = body[:1] != b"I"
                     committed = state.autocommit_in_flight and state.autocommit_done

@@ -25,7 +25,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from conftest import SAYIIR_TABLES
-from sayiir_client import AtTask, GrpcBackend, TaskId, WorkflowSnapshot, connect
+from sayiir_client import AtTask, Duration, GrpcBackend, RetryPolicy, TaskId, WorkflowSnapshot, connect
 from sayiir_common import convert
 from sayiir_common.errors import NotFoundError, error_info
 from sayiir_common.proto.sayiir.v1 import signal_store_pb2 as sig_pb
@@ -484,11 +484,25 @@ async def test_a_keyed_claim_is_one_statement_with_its_outline_and_a_repeat_gets
     # A repeat claims nothing more; it reads the outlined tasks again, whole.
     again = await stub.ClaimAvailableTasks(request, metadata=key)
     assert sorted(again.tasks, key=lambda t: t.instance_id) == list(in_order.tasks)
+    # The statement found the key taken, so the transaction path looked it up
+    # first: no second claim scan, nothing recorded.
+    (repeat,) = runs
+    assert repeat.statements[0] == key_store.LOOKUP and repeat.records == 0
+    assert not any(claim_replay.CLAIM_RPC in q or "INSERT INTO sayiir_workflow_claims" in q for q in repeat.statements)
     claims = await db_conn.fetch(
         "SELECT instance_id, worker_id FROM sayiir_workflow_claims WHERE instance_id = ANY($1) ORDER BY 1",
         instance_ids,
     )
     assert [(r["instance_id"], r["worker_id"]) for r in claims] == [(i, "claimer") for i in instance_ids]
+    # A key stored before outlines (the whole reply, under the method's old
+    # name) is still answered.
+    await db_conn.execute(
+        "UPDATE sayiir_grpc_idempotency_keys SET rpc = $2, outcome = $3 WHERE request_key = $1",
+        key[0][1],
+        claim_replay.CLAIM_RPC_FULL_REPLY,
+        first.SerializeToString(),
+    )
+    assert sorted(t.instance_id for t in (await stub.ClaimAvailableTasks(request, metadata=key)).tasks) == instance_ids
     # A task the worker no longer holds is no longer its answer.
     await client.release_task_claim(instance_ids[0], T1, "claimer")
     after_release = await stub.ClaimAvailableTasks(request, metadata=key)
@@ -512,3 +526,35 @@ async def test_a_keyed_claim_that_finds_nothing_stores_its_key_so_a_repeat_canno
     assert (
         await db_conn.fetchval("SELECT count(*) FROM sayiir_workflow_claims WHERE instance_id = $1", instance_id) == 0
     )
+
+
+async def test_a_repeated_claim_gives_back_a_claimed_task_that_cannot_run(
+    client: GrpcBackend, channel: grpc.aio.Channel, db_conn: asyncpg.Connection
+) -> None:
+    """A claim's releases run after its one statement; had one been lost (the
+    call cancelled, say), a repeat checks again: a task backing off is given
+    back, not answered."""
+    await only_these_workflows(db_conn)
+    instance_id = new_instance()
+    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
+    snapshot.update_position(AtTask(T1))
+    snapshot.record_retry(T1, RetryPolicy(3, initial_delay=Duration(3600)), "boom")
+    await client.save_snapshot(snapshot)
+    request = claim_pb.ClaimAvailableTasksRequest(worker_id="claimer", limit=10, ttl=duration_pb2.Duration(seconds=60))
+    stub, key = TaskClaimStoreStub(channel), new_key()
+    # The statement claims it (the backoff is in the blob); the call gives it back.
+    assert list((await stub.ClaimAvailableTasks(request, metadata=key)).tasks) == []
+    outcome = "SELECT outcome FROM sayiir_grpc_idempotency_keys WHERE request_key = $1"
+    stored = await db_conn.fetchval(outcome, key[0][1])
+    assert [t.instance_id for t in claim_pb.ClaimAvailableTasksResponse.FromString(stored).tasks] == [instance_id]
+    claims = "SELECT count(*) FROM sayiir_workflow_claims WHERE instance_id = $1"
+    assert await db_conn.fetchval(claims, instance_id) == 0
+    # As if that release had been lost.
+    await db_conn.execute(
+        "INSERT INTO sayiir_workflow_claims (instance_id, task_id, worker_id, claimed_at, expires_at)"
+        " VALUES ($1, $2, 'claimer', now(), now() + interval '1 minute')",
+        instance_id,
+        T1.as_bytes(),
+    )
+    assert list((await stub.ClaimAvailableTasks(request, metadata=key)).tasks) == []
+    assert await db_conn.fetchval(claims, instance_id) == 0

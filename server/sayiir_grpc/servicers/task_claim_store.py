@@ -256,14 +256,12 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         """A repeated keyed claim: the tasks of its stored outline that the worker still holds."""
         worker_id = checks.check_worker_id("worker_id", request.worker_id)
         tasks = await dispatch.claimed_again(self.db, self.codec, outline, worker_id)
-        response = rpc_pb.ClaimAvailableTasksResponse()
-        fit = await limits.add_fitting_tasks(response.tasks, tasks, with_snapshot=not request.omit_snapshot)
-        response.more_ready = fit < len(tasks)
-        return response
+        return await self._claimed_reply(request, worker_id, tasks)
 
     @idempotent(
         rpc_pb.ClaimAvailableTasksResponse,
         name=claim_replay.CLAIM_RPC,
+        also_named=(claim_replay.CLAIM_RPC_FULL_REPLY,),
         stored_as=claim_replay.outline_of,
         replay=_replay_claim,
     )
@@ -283,16 +281,23 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         tasks = await dispatch.claim_available_tasks(
             self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims, continued, key
         )
+        response = await self._claimed_reply(request, worker_id, tasks)
+        if self.metrics is not None and response.tasks:
+            self.metrics.claims_granted.inc(len(response.tasks))
+        return response
+
+    async def _claimed_reply(
+        self, request: rpc_pb.ClaimAvailableTasksRequest, worker_id: str, tasks: list[AvailableTask]
+    ) -> rpc_pb.ClaimAvailableTasksResponse:
+        """The reply carrying the leading `tasks` that fit; the claims of the others are given back."""
         response = rpc_pb.ClaimAvailableTasksResponse()
         fit = await limits.add_fitting_tasks(response.tasks, tasks, with_snapshot=not request.omit_snapshot)
         response.more_ready = fit < len(tasks)
         if fit < len(tasks):
             # In the call's transaction, the claims left out are never
-            # committed; after the one statement, they are released (a
+            # committed; after the one statement, they are released (and a
             # repeat answers only the tasks still held: claim_replay).
             await dispatch.release_claims(self.db, [t.instance_id for t in tasks[fit:]], worker_id)
-        if self.metrics is not None and fit:
-            self.metrics.claims_granted.inc(fit)
         return response
 
     async def _wait_until_ready(self, tags: list[str], wait: float) -> None:

@@ -188,8 +188,8 @@ cand AS (
     ORDER BY u.instance_id
 ),
 pick AS (
-    SELECT * FROM cand
-    ORDER BY task_priority - extract(epoch FROM now() - updated_at) / $5::float8
+    SELECT cand.*, task_priority - extract(epoch FROM now() - updated_at) / $5::float8 AS score FROM cand
+    ORDER BY score
     LIMIT $1
 ),
 claimed AS (
@@ -211,6 +211,7 @@ SELECT p.instance_id, p.trace_parent, p.history_version, h.data,
 FROM pick p
 JOIN claimed USING (instance_id)
 LEFT JOIN sayiir_workflow_snapshot_history h ON h.instance_id = p.instance_id AND h.version = p.history_version
+ORDER BY p.score, p.instance_id
 """
 
 CLAIM_AVAILABLE = f"WITH {_CLAIM_CTES}{_CLAIMED_ROWS}"
@@ -222,11 +223,12 @@ CLAIM_AVAILABLE = f"WITH {_CLAIM_CTES}{_CLAIMED_ROWS}"
 # claim stores its key too, so a repeat of a key that committed earlier
 # always fails here (unique violation, nothing claimed) and is answered by
 # the transaction path from the stored outline.
+_CLAIMED_PICKS = "(SELECT * FROM pick JOIN claimed USING (instance_id))"
 CLAIM_AVAILABLE_KEYED = f"""WITH {_CLAIM_CTES},
 idempotency_key AS (
     INSERT INTO sayiir_grpc_idempotency_keys (request_key, rpc, request_hash, outcome)
     SELECT $6::text, '{claim_replay.CLAIM_RPC}', $7::bytea,
-           {claim_replay.outline_column("(SELECT * FROM pick JOIN claimed USING (instance_id))")}
+           {claim_replay.outline_column(_CLAIMED_PICKS, "o.score, o.instance_id")}
 ){_CLAIMED_ROWS}"""
 
 DUE_DELAYS = f"""
@@ -458,6 +460,18 @@ async def claim_available_tasks(
     args: tuple[object, ...] = (limit, tags, worker_id, ttl_s, aging_interval_s)
     query, args = (CLAIM_AVAILABLE, args) if key is None else (CLAIM_AVAILABLE_KEYED, (*args, *key))
     rows = await db.run("claim_available_tasks", lambda c: c.fetch(query, *args), transaction=False, repeatable=False)
+    return await _runnable_claims(db, codec, rows, worker_id, continued)
+
+
+async def _runnable_claims(
+    db: Database,
+    codec: SnapshotCodec,
+    rows: list[asyncpg.Record],
+    worker_id: str,
+    continued: ContinuationCache | None = None,
+) -> list[AvailableTask]:
+    """The tasks of claimed rows that can run now, in order; the claims of
+    the others (done already, backing off, gone) are given back at once."""
     now = Timestamp.now()
     claimed: list[AvailableTask] = []
     not_runnable: list[str] = []
@@ -485,18 +499,14 @@ async def release_claims(db: Database, instance_ids: list[str], worker_id: str) 
 async def claimed_again(
     db: Database, codec: SnapshotCodec, outline: rpc_pb.ClaimAvailableTasksResponse, worker_id: str
 ) -> list[AvailableTask]:
-    """The tasks of a claim's stored outline that `worker_id` still holds,
-    each as it was claimed (`claim_replay`)."""
+    """The tasks of a claim's stored outline that `worker_id` still holds at
+    the outlined version, each as it was claimed and, as on the first
+    attempt, only those that can run now (`claim_replay`)."""
     if not outline.tasks:
         return []
-    columns = ([t.instance_id for t in outline.tasks], [t.task_id for t in outline.tasks])
+    columns = [t.instance_id for t in outline.tasks], [t.task_id for t in outline.tasks]
     versions = [t.version for t in outline.tasks]
     rows = await db.run(
         "claimed_again", lambda c: c.fetch(claim_replay.TASKS_AGAIN, *columns, versions, worker_id), transaction=False
     )
-    task_ids = dict(zip(*columns, strict=True))
-    tasks = []
-    for row in rows:
-        snapshot = await snapshot_of(codec, row)
-        tasks.append(available_task(snapshot, TaskId.from_bytes(task_ids[row["instance_id"]]), row["history_version"]))
-    return tasks
+    return await _runnable_claims(db, codec, rows, worker_id)
