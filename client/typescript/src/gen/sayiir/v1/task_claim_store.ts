@@ -262,7 +262,8 @@ export interface ClaimAvailableTasksResponse {
   /**
    * The claimed tasks, best first. The reply stops adding tasks before it
    * would exceed the message limit; a task left out is not claimed (its
-   * claim is dropped in the same transaction).
+   * claim is dropped before the reply is sent, and a repeat of the call's
+   * idempotency key answers only the tasks the worker still holds).
    */
   tasks: AvailableTask[];
   /** True when more tasks were ready than fit in this reply: call again. */
