@@ -34,14 +34,15 @@ def save_snapshot_reply(written: str, history_version: str) -> str:
     )
 
 
-def _field(tag: str, value: str) -> str:
+def _field(tag: str, value: str, *, repeated: bool = False) -> str:
     """A length-delimited field (string, bytes or message) of the bytea
-    `value`, left out when empty, as proto3 writes it. `value` is read many
-    times: pass a column, not an expression to compute."""
-    return (
-        f"(CASE WHEN octet_length({value}) > 0"
-        f" THEN '\\x{tag}'::bytea || {varint(f'octet_length({value})')} || {value} ELSE ''::bytea END)"
-    )
+    `value`: left out when empty, as proto3 writes a singular field, unless
+    it is an element of a repeated field (always written). `value` is read
+    many times: pass a column, not an expression to compute."""
+    encoded = f"'\\x{tag}'::bytea || {varint(f'octet_length({value})')} || {value}"
+    if repeated:
+        return f"({encoded})"
+    return f"(CASE WHEN octet_length({value}) > 0 THEN {encoded} ELSE ''::bytea END)"
 
 
 def claimed_task(instance_id_utf8: str, task_id: str, version: str) -> str:
@@ -58,4 +59,4 @@ def claimed_tasks_reply(task: str, order_by: str) -> str:
     """Aggregate: ClaimAvailableTasksResponse(tasks=...) of the column `task`
     (each a `claimed_task`) over the group's rows in `order_by` order; field
     1, repeated, tag 0x0a. The empty reply when there is no row."""
-    return f"COALESCE(string_agg({_field('0a', task)}, ''::bytea ORDER BY {order_by}), ''::bytea)"
+    return f"COALESCE(string_agg({_field('0a', task, repeated=True)}, ''::bytea ORDER BY {order_by}), ''::bytea)"
