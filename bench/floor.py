@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import itertools
 import json
@@ -198,8 +197,6 @@ async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[byt
     Save's request is the instance id; Claim's the worker id, its reply the
     claimed instance id (empty: none ready); Complete's the step (one byte),
     the worker id and the instance id."""
-    import itertools
-
     import floor_sql
 
     from sayiir_grpc.stores.continuation import COMPLETE_CONTINUED
@@ -251,17 +248,14 @@ async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[byt
     return [save, claim, complete], LOAD_SNAPSHOT, lambda request: (saved[0],)
 
 
-async def _no_reset(conn: Any) -> None:
-    """The service's pool reset (sayiir_grpc.db): no RESET ALL round trip on each release."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
-
-
 async def serve(url: str, pool_size: int, shape: Shape) -> None:
     import asyncpg
     import grpc
 
-    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size, reset=_no_reset)
+    from sayiir_grpc.db import rollback_if_in_transaction
+
+    # The service's pool reset: no RESET ALL round trip on each release.
+    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size, reset=rollback_if_in_transaction)
     load_durations: list[float] = []
     load_waits: list[float] = []  # of those, the wait for a pooled connection
 
@@ -453,19 +447,10 @@ async def drive(
     def server_cpu() -> float:
         return _cpu(server_pid) if server_pid else 0.0
 
-    def postgres_cpu() -> float:
-        """CPU seconds of the PostgreSQL backends serving `database` (0 without one)."""
-        if database is None:
-            return 0.0
-        import common
+    import common
 
-        total = 0.0
-        for backend in common._postgres_backends(database):
-            with contextlib.suppress(Exception):
-                times = backend.cpu_times()
-                total += times.user + times.system
-        return total
-
+    # The PostgreSQL backends serving `database`, when there is one.
+    postgres = common.CpuMeter(None, database) if database else None
     loop = service_loop if shape.sql == "service" else workflow_loop
     tasks = [asyncio.create_task(loop(k)) for k in range(inflight)]
     await asyncio.sleep(warmup)
@@ -473,10 +458,14 @@ async def drive(
     def sent() -> tuple[int, int]:
         return sum(x.requests for x in sessions), sum(x.messages for x in sessions)
 
-    before, start, own, server_before, pg_before = done, time.monotonic(), os.times(), server_cpu(), postgres_cpu()
+    before, start, own, server_before = done, time.monotonic(), os.times(), server_cpu()
+    if postgres is not None:
+        postgres.start()
     sent_before = sent()
     await asyncio.sleep(duration)
-    after, end, own_after, server_after, pg_after = done, time.monotonic(), os.times(), server_cpu(), postgres_cpu()
+    after, end, own_after, server_after = done, time.monotonic(), os.times(), server_cpu()
+    if postgres is not None:
+        postgres.stop()
     sent_after = sent()
     failed = [repr(task.exception()) for task in tasks if task.done() and not task.cancelled() and task.exception()]
     window = {
@@ -484,7 +473,7 @@ async def drive(
         "seconds": end - start,
         "client_cpu_s": (own_after.user + own_after.system) - (own.user + own.system),
         "server_cpu_s": server_after - server_before,
-        "postgres_cpu_s": pg_after - pg_before,
+        "postgres_cpu_s": 0.0 if postgres is None else postgres.pg_cpu_s,
         "requests_sent": sent_after[0] - sent_before[0],
         "messages_sent": sent_after[1] - sent_before[1],
         "failed": failed[:3],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Every instance and worker id the floor makes has these widths.
@@ -60,32 +60,32 @@ def _substitute(value: Any, ids: tuple[tuple[str, str], tuple[bytes, bytes]]) ->
     return value
 
 
-@dataclass(frozen=True)
+@dataclass
 class Workflow:
     """The bind values of one linear workflow, for INSTANCE and WORKER."""
 
     save: list[Any]
     # Per step: COMPLETE_CONTINUED's values, the key and request hash left None.
     completions: list[list[Any]]
+    # The hash of the blob each instance in flight last wrote: what its next
+    # completion expects (each blob is bound and hashed once, as the
+    # service hashes each blob it writes once).
+    written: dict[str, bytes] = field(default_factory=dict)
 
     def save_args(self, instance: str) -> list[Any]:
         args = self._bind(self.save, instance, WORKER)
+        self.written[instance] = args[BLOB_HASH]
         return [*args, f"{instance}/save", REQUEST_HASH]
 
     def completion_args(self, step: int, instance: str, worker: str) -> list[Any]:
         args = self._bind(self.completions[step], instance, worker)
-        args[EXPECTED_HASH] = hashlib.sha256(self._bind_blob(step, instance, worker)).digest()
+        args[EXPECTED_HASH] = self.written.pop(instance)
+        if step + 1 < len(self.completions):
+            self.written[instance] = args[BLOB_HASH]
         args[26], args[27] = f"{instance}/{step}", REQUEST_HASH
         return args
 
-    def _bind_blob(self, step: int, instance: str, worker: str) -> bytes:
-        """The blob stored before `step` (the save's, or the step before's)."""
-        previous = self.save if step == 0 else self.completions[step - 1]
-        blob: bytes = _substitute(previous[BLOB], ((instance, worker), (instance.encode(), worker.encode())))
-        return blob
-
-    @staticmethod
-    def _bind(template: Sequence[Any], instance: str, worker: str) -> list[Any]:
+    def _bind(self, template: Sequence[Any], instance: str, worker: str) -> list[Any]:
         args: list[Any] = _substitute(list(template), ((instance, worker), (instance.encode(), worker.encode())))
         args[BLOB_HASH] = hashlib.sha256(args[BLOB]).digest()
         return args

@@ -52,7 +52,8 @@ class PoolOptions:
     statement_cache_size: int = 100
 
 
-async def _rollback_if_in_transaction(conn: asyncpg.Connection) -> None:
+async def rollback_if_in_transaction(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: no RESET ALL round trip, only a rollback of a transaction left open."""
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
 
@@ -91,7 +92,7 @@ class Database:
             # every release: one more round trip per call for session state
             # this service never sets. A transaction left open (a call
             # cancelled mid-flight) is still rolled back.
-            reset=_rollback_if_in_transaction,
+            reset=rollback_if_in_transaction,
             min_size=options.min_connections,
             max_size=options.max_connections,
             max_inactive_connection_lifetime=options.idle_timeout,
