@@ -121,10 +121,15 @@ def new_instance() -> str:
     return f"idem-{uuid.uuid4().hex[:10]}"
 
 
-async def claimed(client: GrpcBackend, instance_id: str) -> None:
+def at_first_task(instance_id: str) -> WorkflowSnapshot:
+    """A new workflow waiting at T1."""
     snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
     snapshot.update_position(AtTask(T1))
-    await client.save_snapshot(snapshot)
+    return snapshot
+
+
+async def claimed(client: GrpcBackend, instance_id: str) -> None:
+    await client.save_snapshot(at_first_task(instance_id))
     assert await client.claim_task(instance_id, T1, "worker", 60) is not None
 
 
@@ -410,8 +415,7 @@ async def test_a_keyed_save_is_one_statement_with_its_key_and_a_repeat_replays_i
     runs: list[Run], channel: grpc.aio.Channel, db_conn: asyncpg.Connection
 ) -> None:
     instance_id, key = new_instance(), new_key()
-    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
-    snapshot.update_position(AtTask(T1))
+    snapshot = at_first_task(instance_id)
     request = snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(snapshot))
     stub = SnapshotStoreStub(channel)
     first = await stub.SaveSnapshot(request, metadata=key)
@@ -433,16 +437,14 @@ async def test_a_keyed_save_over_a_terminal_snapshot_is_answered_not_written_wit
     channel: grpc.aio.Channel, db_conn: asyncpg.Connection
 ) -> None:
     instance_id = new_instance()
-    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
-    snapshot.update_position(AtTask(T1))
+    snapshot = at_first_task(instance_id)
     stub = SnapshotStoreStub(channel)
     await stub.SaveSnapshot(snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(snapshot)))
     snapshot.mark_completed(b'"done"')
     finished = await stub.SaveSnapshot(snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(snapshot)))
     assert (finished.written, finished.history_version) == (True, 2)
     # The workflow again from its start: a finished workflow is never overwritten.
-    restarted = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
-    restarted.update_position(AtTask(T1))
+    restarted = at_first_task(instance_id)
     key = new_key()
     request = snap_pb.SaveSnapshotRequest(snapshot=convert.snapshot_to_proto(restarted))
     kept = await stub.SaveSnapshot(request, metadata=key)
@@ -465,8 +467,7 @@ async def test_a_keyed_claim_is_one_statement_with_its_outline_and_a_repeat_gets
     await only_these_workflows(db_conn)
     instance_ids = sorted(new_instance() for _ in range(2))
     for instance_id in instance_ids:
-        snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
-        snapshot.update_position(AtTask(T1))
+        snapshot = at_first_task(instance_id)
         await client.save_snapshot(snapshot)
     request = claim_pb.ClaimAvailableTasksRequest(worker_id="claimer", limit=10, ttl=duration_pb2.Duration(seconds=60))
     stub, key = TaskClaimStoreStub(channel), new_key()
@@ -518,8 +519,7 @@ async def test_a_keyed_claim_that_finds_nothing_stores_its_key_so_a_repeat_canno
     assert list((await stub.ClaimAvailableTasks(request, metadata=key)).tasks) == []
     assert await stored_keys(db_conn, key) == 1
     instance_id = new_instance()
-    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
-    snapshot.update_position(AtTask(T1))
+    snapshot = at_first_task(instance_id)
     await client.save_snapshot(snapshot)
     # The repeat answers what the first attempt did: nothing, and claims nothing.
     assert list((await stub.ClaimAvailableTasks(request, metadata=key)).tasks) == []
@@ -536,8 +536,7 @@ async def test_a_repeated_claim_gives_back_a_claimed_task_that_cannot_run(
     back, not answered."""
     await only_these_workflows(db_conn)
     instance_id = new_instance()
-    snapshot = WorkflowSnapshot.with_initial_input(instance_id, "idem-def", b'"input"')
-    snapshot.update_position(AtTask(T1))
+    snapshot = at_first_task(instance_id)
     snapshot.record_retry(T1, RetryPolicy(3, initial_delay=Duration(3600)), "boom")
     await client.save_snapshot(snapshot)
     request = claim_pb.ClaimAvailableTasksRequest(worker_id="claimer", limit=10, ttl=duration_pb2.Duration(seconds=60))
