@@ -161,7 +161,13 @@ test("due delays are advanced by dispatch", async () => {
   };
   await client.saveSnapshot(delayed);
   await seedAt(client, "still-sleeping", { kind: "AtDelay", delayId: taskId("d3"), enteredAt: past, wakeAt: new Date(Date.now() + 3_600_000), nextTaskId: taskId("x") });
-  const tasks = await client.findAvailableTasks("w1");
+  // The service's background sweep advances due delays too: while it holds
+  // the row, the scan skips it (SKIP LOCKED), so look again for a moment.
+  let tasks = await client.findAvailableTasks("w1");
+  for (let tries = 0; tasks.length === 0 && tries < 20; tries++) {
+    await sleep(100);
+    tasks = await client.findAvailableTasks("w1");
+  }
   assert.deepEqual(tasks.map((t) => [t.instanceId, t.taskId, t.input?.toString()]), [["delayed", taskId("after"), "carried"]]);
   const sleeping = (await client.loadSnapshot("still-sleeping")).state;
   assert.equal(sleeping.kind === "InProgress" && sleeping.position.kind, "AtDelay");
