@@ -5,9 +5,8 @@ Per linear workflow of 4 steps the fleet run makes 6 calls (SaveSnapshot,
 one ClaimAvailableTasks, CompleteTask x 4 with the claim continued) and the
 server runs, per call, the same number of database round trips as the real
 handlers (bench/run.py's SERVICE_ROUND_TRIPS: a save one statement, a
-claim a readiness check and a keyed transaction, a continued completion one
-statement). Here
-each handler runs that many `SELECT $1::bytea` on a pooled connection and
+claim a readiness check and one keyed statement, a continued completion one
+statement). Here each handler runs that many `SELECT $1::bytea` on a pooled connection and
 answers 200 bytes: gRPC, HTTP/2, the event loop, the pool and the protocol,
 nothing else. The server and the client are separate processes (uvloop for
 both, as the service); their CPU over the window, divided by the workflows,
@@ -21,7 +20,8 @@ runs each message in its own task and answers through one writer per stream;
 saves stay unary RPCs, as they come from the submitter).
 
 After the CPU window, under the same load, a probe process calls a `Load`
-RPC (one `SELECT $1::bytea`, no transaction) every 10 ms; the server times
+RPC (one `SELECT $1::bytea`, no transaction, on a connection of its own as
+the service's read lane) every 10 ms; the server times
 each Load handler and reports p50/p99/max: the floor of the load_snapshot
 latency goal. The probe has a window of its own (as in bench/fleet.py) so
 that its calls do not count as workflow CPU.
@@ -256,8 +256,12 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
 
     # The service's pool reset: no RESET ALL round trip on each release.
     pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size, reset=rollback_if_in_transaction)
+    # Load's connection of its own, as the service's read lane: a point read
+    # never waits for a pooled connection behind the hot path.
+    reader = await asyncpg.connect(url)
+    reader_lock = asyncio.Lock()
     load_durations: list[float] = []
-    load_waits: list[float] = []  # of those, the wait for a pooled connection
+    load_waits: list[float] = []  # of those, the wait for the reader
 
     def runner(kind: str) -> Call:
         count, in_tx = shape.statements[kind], shape.transaction[kind]
@@ -319,9 +323,9 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
 
     async def load(request: bytes, context: Any) -> bytes:
         started = time.monotonic()
-        async with pool.acquire() as conn:
+        async with reader_lock:
             load_waits.append(time.monotonic() - started)
-            await conn.fetchrow(load_query, *load_args(request))
+            await reader.fetchrow(load_query, *load_args(request))
         load_durations.append(time.monotonic() - started)
         return PAYLOAD
 

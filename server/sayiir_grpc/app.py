@@ -99,11 +99,9 @@ class RunningServer:
             await asyncio.sleep(self.settings.health_probe_interval)
 
     async def _pool_loop(self) -> None:
-        pool = self.db.pool
         while True:
-            size, idle = pool.get_size(), pool.get_idle_size()
-            self.metrics.pool_size.set(size)
-            self.metrics.pool_in_use.set(size - idle)
+            self.metrics.pool_size.set(self.db.open_connections)
+            self.metrics.pool_in_use.set(self.db.connections_in_use)
             await asyncio.sleep(1.0)
 
     async def _sweep_loop(self) -> None:

@@ -154,6 +154,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool_max_connections", "SAYIIR_POOL_MAX_CONNECTIONS", _positive_int, 20, "Pool size limit."),
     Setting("pool_min_connections", "SAYIIR_POOL_MIN_CONNECTIONS", _non_negative_int, 2, "Connections kept open."),
     Setting(
+        "pool_read_connections",
+        "SAYIIR_POOL_READ_CONNECTIONS",
+        _non_negative_int,
+        2,
+        "Of the pool size limit (at most a quarter of it), connections kept for point reads (LoadSnapshot, "
+        "ListSnapshots, GetTaskResult, GetSignal) so they never wait behind writes; 0: reads share the pool.",
+    ),
+    Setting(
         "pool_acquire_timeout",
         "SAYIIR_POOL_ACQUIRE_TIMEOUT",
         _positive_float,
@@ -299,6 +307,7 @@ class Settings:
     codec: str = "json"
     pool_max_connections: int = 20
     pool_min_connections: int = 2
+    pool_read_connections: int = 2
     pool_acquire_timeout: float = 30.0
     pool_idle_timeout: float = 600.0
     pool_max_lifetime: float = 1800.0
@@ -333,6 +342,7 @@ class Settings:
             statement_timeout_ms=self.statement_timeout_ms,
             idle_in_transaction_session_timeout_ms=self.idle_in_transaction_timeout_ms,
             statement_cache_size=self.statement_cache_size,
+            read_connections=self.pool_read_connections,
         )
 
     def embedded_data_dir(self) -> Path:

@@ -21,6 +21,7 @@ import structlog
 
 from sayiir_common.errors import OutcomeUnknownError
 from sayiir_grpc.errors import certainly_rolled_back, is_transient
+from sayiir_grpc.read_lane import ReadLane
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,13 @@ class PoolOptions:
     idle_in_transaction_session_timeout_ms: int = 60_000
     # 0 disables named prepared statements (for transaction-mode poolers).
     statement_cache_size: int = 100
+    # Of `max_connections`, how many are kept apart for point reads
+    # (`Database.read`); 0 lets reads share the pool.
+    read_connections: int = 0
+
+    def read_lane_size(self) -> int:
+        """The read lane takes at most a quarter of the budget: the hot path keeps the rest."""
+        return max(0, min(self.read_connections, self.max_connections // 4))
 
 
 async def rollback_if_in_transaction(conn: asyncpg.Connection) -> None:
@@ -61,9 +69,10 @@ async def rollback_if_in_transaction(conn: asyncpg.Connection) -> None:
 class Database:
     """An asyncpg pool plus the bookkeeping `max_lifetime` needs."""
 
-    def __init__(self, pool: asyncpg.Pool, options: PoolOptions) -> None:
+    def __init__(self, pool: asyncpg.Pool, options: PoolOptions, reads: ReadLane | None = None) -> None:
         self.pool = pool
         self.options = options
+        self.reads = reads
         self._born: dict[int, float] = {}
         self.transient_retries = 0
         # Called with the operation name each time a transient error is retried.
@@ -86,6 +95,8 @@ class Database:
             "idle_in_transaction_session_timeout": str(max(options.idle_in_transaction_session_timeout_ms, 1)),
             "application_name": "sayiir-grpc",
         }
+        lane_size = options.read_lane_size()
+        pool_max = options.max_connections - lane_size
         pool = await asyncpg.create_pool(
             url,
             # asyncpg's default reset runs RESET ALL, UNLISTEN * and friends on
@@ -93,15 +104,25 @@ class Database:
             # this service never sets. A transaction left open (a call
             # cancelled mid-flight) is still rolled back.
             reset=rollback_if_in_transaction,
-            min_size=options.min_connections,
-            max_size=options.max_connections,
+            min_size=min(options.min_connections, pool_max),
+            max_size=pool_max,
             max_inactive_connection_lifetime=options.idle_timeout,
             server_settings=settings,
             init=init,
             timeout=options.acquire_timeout,
             statement_cache_size=options.statement_cache_size,
         )
-        database = cls(pool, options)
+
+        async def connect_reader() -> asyncpg.Connection:
+            return await asyncpg.connect(
+                url,
+                server_settings=settings,
+                timeout=options.acquire_timeout,
+                statement_cache_size=options.statement_cache_size,
+            )
+
+        reads = ReadLane(connect_reader, lane_size, options.max_lifetime) if lane_size else None
+        database = cls(pool, options, reads)
         holder.append(database)
         return database
 
@@ -111,11 +132,37 @@ class Database:
         A plain close waits for every connection to come back, forever if one
         never does; a stopping service must not hang on that.
         """
+        if self.reads is not None:
+            await self.reads.close(timeout)
         try:
             await asyncio.wait_for(self.pool.close(), timeout)
         except TimeoutError:
             log.warning("pool did not drain in time; terminating its connections", timeout_s=timeout)
             self.pool.terminate()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, the pool's and the read lane's."""
+        lane = 0 if self.reads is None else self.reads.open_connections
+        return int(self.pool.get_size()) + lane
+
+    @property
+    def connections_in_use(self) -> int:
+        lane = 0 if self.reads is None else self.reads.in_use
+        return int(self.pool.get_size()) - int(self.pool.get_idle_size()) + lane
+
+    @asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the read lane, or of the pool when there is no lane."""
+        if self.reads is None:
+            async with self.connection() as conn:
+                yield conn
+            return
+        started = time.monotonic()
+        async with self.reads.connection(self.options.acquire_timeout) as conn:
+            if self.on_acquire is not None:
+                self.on_acquire(time.monotonic() - started)
+            yield conn
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -146,8 +193,12 @@ class Database:
         *,
         transaction: bool = True,
         repeatable: bool = True,
+        read: bool = False,
     ) -> T:
         """Run `body` on one connection (in one transaction by default).
+
+        `read=True` marks one short read statement: it runs on the read lane
+        (outside any transaction) so it never waits behind the hot path.
 
         A transient failure (deadlock, serialization failure, dropped
         connection) rolls the transaction back and runs the whole body again,
@@ -167,8 +218,8 @@ class Database:
         attempt = 0
         while True:
             try:
-                async with self.connection() as conn:
-                    if not transaction:
+                async with self.read_connection() if read else self.connection() as conn:
+                    if read or not transaction:
                         return await body(conn)
                     async with conn.transaction():
                         return await body(conn)
@@ -184,6 +235,10 @@ class Database:
                     self.on_retry(op)
                 log.warning("transient database error, retrying", op=op, error=type(exc).__name__, delay_s=delay)
                 await asyncio.sleep(delay)
+
+    async def read(self, op: str, body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """One short read statement, on the read lane (see `run`)."""
+        return await self.run(op, body, read=True)
 
     async def one_transaction(self, op: str, body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `body`, and every `run` it makes, in one transaction; no retry.

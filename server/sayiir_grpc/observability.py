@@ -53,7 +53,10 @@ class Metrics:
             "sayiir_grpc_calls_in_flight", "gRPC calls being served.", registry=r, multiprocess_mode="livesum"
         )
         self.pool_size = Gauge(
-            "sayiir_grpc_pool_connections", "Connections open in the pool.", registry=r, multiprocess_mode="livesum"
+            "sayiir_grpc_pool_connections",
+            "Connections open in the pool (its read connections included).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.pool_in_use = Gauge(
             "sayiir_grpc_pool_connections_in_use",

@@ -104,7 +104,7 @@ async def store_signal(db: Database, instance_id: str, kind: SignalKind, request
 
 
 async def get_signal(db: Database, instance_id: str, kind: SignalKind) -> SignalRequest | None:
-    row = await db.run("get_signal", lambda c: c.fetchrow(GET_SIGNAL, instance_id, kind.value), transaction=False)
+    row = await db.read("get_signal", lambda c: c.fetchrow(GET_SIGNAL, instance_id, kind.value))
     if row is None:
         return None
     return SignalRequest(row["reason"], row["requested_by"], Timestamp.from_datetime(row["created_at"]))

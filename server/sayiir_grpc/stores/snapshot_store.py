@@ -274,7 +274,7 @@ async def save_task_result(db: Database, codec: SnapshotCodec, instance_id: str,
 
 
 async def load_snapshot(db: Database, codec: SnapshotCodec, instance_id: str) -> LoadedSnapshot:
-    row = await db.run("load_snapshot", lambda conn: conn.fetchrow(LOAD_SNAPSHOT, instance_id), transaction=False)
+    row = await db.read("load_snapshot", lambda conn: conn.fetchrow(LOAD_SNAPSHOT, instance_id))
     if row is None or row["data"] is None:
         raise NotFoundError(f"workflow instance not found: {instance_id}")
     return LoadedSnapshot(await snapshot_of(codec, row), row["status"], int(row["history_version"]))
@@ -296,9 +296,5 @@ async def delete_snapshot(db: Database, instance_id: str) -> None:
 
 
 async def list_snapshots(db: Database, after: str | None, limit: int, statuses: list[str]) -> list[str]:
-    rows = await db.run(
-        "list_snapshots",
-        lambda conn: conn.fetch(LIST_SNAPSHOTS, after, limit, statuses),
-        transaction=False,
-    )
+    rows = await db.read("list_snapshots", lambda conn: conn.fetch(LIST_SNAPSHOTS, after, limit, statuses))
     return [r["instance_id"] for r in rows]

@@ -17,9 +17,5 @@ WHERE instance_id = $1 AND task_id = $2 AND status = 'completed' AND output IS N
 
 
 async def load_task_result(db: Database, instance_id: str, task_id: TaskId) -> bytes | None:
-    output = await db.run(
-        "load_task_result",
-        lambda c: c.fetchval(LOAD_TASK_OUTPUT, instance_id, task_id.as_bytes()),
-        transaction=False,
-    )
+    output = await db.read("load_task_result", lambda c: c.fetchval(LOAD_TASK_OUTPUT, instance_id, task_id.as_bytes()))
     return None if output is None or not output else bytes(output)
