@@ -17,7 +17,13 @@ transaction (BEGIN and COMMIT are 2 more round trips), and the transport of
 claims and completions: `unary` (one RPC each) or `stream` (messages on one
 bidi session stream per client channel, carrying a request id; the server
 runs each message in its own task and answers through one writer per stream;
-saves stay unary RPCs, as they come from the submitter).
+saves stay unary RPCs, as they come from the submitter). As the service's
+session, each message carries every request (or reply) queued when it is
+written, and a writer lingers for more (at most the service's LINGER_S)
+while others of its session are under way. With `--sql service` (the
+service's statements) each load loop saves WORKFLOWS_PER_CLAIM workflows
+and claims their tasks together, as the service's workers claim as many
+tasks as they have room for: its claims per workflow are measured.
 
 After the CPU window, under the same load, a probe process calls a `Load`
 RPC (one `SELECT $1::bytea`, no transaction, on a connection of its own as
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -47,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from common import latency_block
+from sayiir_grpc.servicers.worker_session import LINGER_S  # the client's default linger is the same
 
 KINDS = ("Save", "Claim", "Complete")
 STATEMENTS = {"Save": 2, "Claim": 1, "Complete": 3}
@@ -66,6 +74,10 @@ CHANNELS = 4
 POOL_SIZE = 12  # bench/fleet.py's SERVICE_POOL
 ID_BYTES = 8
 QUERY = "SELECT $1::bytea"
+# `--sql service`: each load loop runs this many workflows on one claim, as
+# the service's workers claim as many tasks as they have room for (about
+# one claim per two workflows in bench/fleet.py's run).
+WORKFLOWS_PER_CLAIM = 2
 
 Call = Callable[[bytes], Awaitable[bytes]]
 
@@ -159,15 +171,27 @@ def _cpu(pid: int) -> float:
 # -- session messages -------------------------------------------------------------
 
 
-async def framed(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+async def framed(
+    queue: asyncio.Queue[bytes | None], busy: Callable[[int], bool] = lambda taken: False
+) -> AsyncIterator[bytes]:
     """The queue's items as stream messages, until None: each message carries
-    every item queued by the time it is written (length-prefixed frames), as
-    the service's session batches requests and replies that are ready
-    together (without its linger)."""
+    every item queued by the time it is written (length-prefixed frames).
+    While `busy(items taken)` (others of the session are under way, whose
+    answers bring more items soon) it lingers for them first, at most
+    LINGER_S, as the service's session and client do."""
     while (item := await queue.get()) is not None:
         frames = [item]
         ended = False
-        while not queue.empty():
+        if busy(len(frames)):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LINGER_S):
+                    while busy(len(frames)):
+                        more = await queue.get()
+                        if more is None:
+                            ended = True
+                            break
+                        frames.append(more)
+        while not ended and not queue.empty():
             more = queue.get_nowait()
             if more is None:
                 ended = True
@@ -194,9 +218,10 @@ async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[byt
     """The Save, Claim and Complete handlers of `--sql service`, and Load's
     statement: the service's own, bound by bench/floor_sql.py.
 
-    Save's request is the instance id; Claim's the worker id, its reply the
-    claimed instance id (empty: none ready); Complete's the step (one byte),
-    the worker id and the instance id."""
+    Save's request is the instance id; Claim's the most tasks to claim (one
+    byte) and the worker id, its reply the claimed instance ids (none:
+    none ready); Complete's the step (one byte), the worker id and the
+    instance id."""
     import floor_sql
 
     from sayiir_grpc.stores.continuation import COMPLETE_CONTINUED
@@ -216,13 +241,13 @@ async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[byt
         return b""
 
     async def claim(request: bytes) -> bytes:
-        worker = request.decode()
+        limit, worker = request[0], request[1:].decode()
         key = f"{worker}/{next(claims)}"
         async with pool.acquire() as conn:
             await conn.fetchval(ANY_READY, None)
             rows = await conn.fetch(
                 CLAIM_AVAILABLE_KEYED,
-                1,
+                limit,
                 None,
                 worker,
                 floor_sql.CLAIM_TTL_S,
@@ -230,7 +255,8 @@ async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[byt
                 key,
                 floor_sql.REQUEST_HASH,
             )
-        return rows[0]["instance_id"].encode() if rows else b""
+        # The claimed instance ids, each as wide as floor_sql.INSTANCE.
+        return b"".join(row["instance_id"].encode() for row in rows)
 
     async def complete(request: bytes) -> bytes:
         step, worker, instance = (
@@ -295,9 +321,15 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
         """One worker's stream: a task per message, replies through this one writer."""
         replies: asyncio.Queue[bytes | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
+        under_way = 0
 
         async def handle(message: bytes) -> None:
-            reply = await runs[message[ID_BYTES]](message[ID_BYTES + 1 :])
+            nonlocal under_way
+            under_way += 1
+            try:
+                reply = await runs[message[ID_BYTES]](message[ID_BYTES + 1 :])
+            finally:
+                under_way -= 1
             replies.put_nowait(message[:ID_BYTES] + reply)
 
         async def read() -> None:
@@ -313,7 +345,7 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
 
         reader = asyncio.create_task(read())
         try:
-            async for message in framed(replies):
+            async for message in framed(replies, lambda taken: under_way > 0):
                 yield message
             await reader  # raises what failed a handler, so the client sees the stream fail
         finally:
@@ -364,9 +396,13 @@ class Session:
         self._reader = asyncio.create_task(self._read())
 
     async def _requests(self) -> AsyncIterator[bytes]:
-        async for message in framed(self._outbox):
+        async for message in framed(self._outbox, self._awaiting_written):
             self.messages += 1
             yield message
+
+    def _awaiting_written(self, taken: int) -> bool:
+        """Are requests written and unanswered (their answers bring more requests)?"""
+        return len(self._waiting) > self._outbox.qsize() + taken
 
     async def _read(self) -> None:
         try:
@@ -432,21 +468,37 @@ async def drive(
                 await call(PAYLOAD)
             done += 1
 
+    claims = 0
+
     async def service_loop(k: int) -> None:
-        """Save a workflow, claim one (whichever is ready), complete its steps."""
+        """Save WORKFLOWS_PER_CLAIM workflows, claim as many tasks (whichever
+        are ready) in as few claims as it takes, complete their steps."""
         import floor_sql
 
-        nonlocal done
+        nonlocal done, claims
         save, claim, *steps = calls(k)
         worker = floor_sql.worker_id(f"{os.getpid()}-{k}").encode()
-        for n in itertools.count():
-            await save(floor_sql.instance_id(f"{os.getpid()}-{k}", n).encode())
-            # Empty when another loop's claim was faster: look again shortly.
-            while not (instance := await claim(worker)):  # noqa: ASYNC110 (only the server can tell)
-                await asyncio.sleep(0.001)
+        width = len(floor_sql.INSTANCE)
+
+        async def run_steps(instance: bytes) -> None:
+            nonlocal done
             for step, complete in enumerate(steps):
                 await complete(bytes((step,)) + worker + instance)
             done += 1
+
+        numbers = itertools.count()
+        while True:
+            ids = [floor_sql.instance_id(f"{os.getpid()}-{k}", next(numbers)) for _ in range(WORKFLOWS_PER_CLAIM)]
+            await asyncio.gather(*(save(instance.encode()) for instance in ids))
+            claimed: list[bytes] = []
+            while len(claimed) < WORKFLOWS_PER_CLAIM:
+                claims += 1
+                reply = await claim(bytes((WORKFLOWS_PER_CLAIM - len(claimed),)) + worker)
+                claimed += [reply[at : at + width] for at in range(0, len(reply), width)]
+                if not reply:
+                    # Another loop's claim was faster: look again shortly.
+                    await asyncio.sleep(0.001)
+            await asyncio.gather(*(run_steps(instance) for instance in claimed))
 
     def server_cpu() -> float:
         return _cpu(server_pid) if server_pid else 0.0
@@ -455,25 +507,28 @@ async def drive(
 
     # The PostgreSQL backends serving `database`, when there is one.
     postgres = common.CpuMeter(None, database) if database else None
-    loop = service_loop if shape.sql == "service" else workflow_loop
-    tasks = [asyncio.create_task(loop(k)) for k in range(inflight)]
+    if shape.sql == "service":
+        tasks = [asyncio.create_task(service_loop(k)) for k in range(max(1, inflight // WORKFLOWS_PER_CLAIM))]
+    else:
+        tasks = [asyncio.create_task(workflow_loop(k)) for k in range(inflight)]
     await asyncio.sleep(warmup)
 
     def sent() -> tuple[int, int]:
         return sum(x.requests for x in sessions), sum(x.messages for x in sessions)
 
-    before, start, own, server_before = done, time.monotonic(), os.times(), server_cpu()
+    before, claims_before, start, own, server_before = done, claims, time.monotonic(), os.times(), server_cpu()
     if postgres is not None:
         postgres.start()
     sent_before = sent()
     await asyncio.sleep(duration)
-    after, end, own_after, server_after = done, time.monotonic(), os.times(), server_cpu()
+    after, claims_after, end, own_after, server_after = done, claims, time.monotonic(), os.times(), server_cpu()
     if postgres is not None:
         postgres.stop()
     sent_after = sent()
     failed = [repr(task.exception()) for task in tasks if task.done() and not task.cancelled() and task.exception()]
     window = {
         "workflows": after - before,
+        "claims": claims_after - claims_before,
         "seconds": end - start,
         "client_cpu_s": (own_after.user + own_after.system) - (own.user + own.system),
         "server_cpu_s": server_after - server_before,
@@ -633,6 +688,7 @@ def measure(
             raise RuntimeError(f"floor workflows failed: {[w['failed'] for w in windows]}")
         window = {
             "workflows": sum(w["workflows"] for w in windows),
+            "claims": sum(w["claims"] for w in windows),
             "seconds": windows[0]["seconds"],
             "client_cpu_s": sum(w["client_cpu_s"] for w in windows),
             # Each client read the server over its own window; the windows coincide.
@@ -658,10 +714,18 @@ def measure(
             label += " and the service's statements"
         if shape.transport == "stream":
             label += ", claims and completions on a session stream"
+        summary = shape.summary()
+        if shape.sql == "service":
+            # Claims per workflow as measured (WORKFLOWS_PER_CLAIM, plus the
+            # claims that came back empty or short), and the round trips with them.
+            claims_per_wf = window["claims"] / workflows
+            per_claim = shape.statements["Claim"]
+            summary["claims_per_wf"] = round(claims_per_wf, 2)
+            summary["round_trips_per_wf"] = round(summary["round_trips_per_wf"] - per_claim * (1 - claims_per_wf), 2)
         return {
             "label": label,
             "wf_per_s": round(window["workflows"] / window["seconds"], 1),
-            **shape.summary(),
+            **summary,
             "server_cpu_ms_per_wf": round(1000 * window["server_cpu_s"] / workflows, 2),
             "client_cpu_ms_per_wf": round(1000 * window["client_cpu_s"] / workflows, 2),
             # The backends of the floor's own database (`--sql service` only).

@@ -288,6 +288,8 @@ def _fleet_table(runs: dict[str, Any]) -> list[str]:
         calls = f"{floor['rpcs_per_wf']} RPCs" + (f" + {messages} stream messages" if messages else "")
         batched = floor.get("session_requests_per_message")
         calls += f", {_n(batched, 2)} requests per message" if batched else ""
+        claims = floor.get("claims_per_wf")
+        calls += f", {_n(claims, 2)} claims per workflow" if claims is not None else ""
         pg = floor.get("postgres_cpu_ms_per_wf")
         total = "–"
         if pg is not None:
