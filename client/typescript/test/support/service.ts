@@ -150,13 +150,26 @@ export async function freshService(...flags: string[]): Promise<Service> {
   }
 }
 
-/** Empty every table the service writes (between tests that count rows). */
+/** Empty every table the service writes (between tests that count rows).
+ *
+ * TRUNCATE locks the tables one by one; a statement of the service's
+ * background sweep that reads two of them in the other order can hold one
+ * while waiting for the other, and PostgreSQL then ends one of the two as a
+ * deadlock (40P01). That is the test's race with the running service, not
+ * the service's: the TRUNCATE is tried again. */
 export async function truncate(url: string): Promise<void> {
-  await query(
-    url,
-    "TRUNCATE sayiir_workflow_snapshots, sayiir_workflow_snapshot_history, sayiir_workflow_tasks, " +
-      "sayiir_workflow_signals, sayiir_workflow_claims, sayiir_workflow_events",
-  );
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await query(
+        url,
+        "TRUNCATE sayiir_workflow_snapshots, sayiir_workflow_snapshot_history, sayiir_workflow_tasks, " +
+          "sayiir_workflow_signals, sayiir_workflow_claims, sayiir_workflow_events",
+      );
+      return;
+    } catch (error) {
+      if ((error as { code?: string }).code !== "40P01" || attempt >= 5) throw error;
+    }
+  }
 }
 
 /**
