@@ -6,11 +6,12 @@ one ClaimAvailableTasks, CompleteTask x 4 with the claim continued) and the
 server runs, per call, the same number of database round trips as the real
 handlers (bench/run.py's SERVICE_ROUND_TRIPS: a save one statement, a
 claim a readiness check and one keyed statement, a continued completion one
-statement). Here each handler runs that many `SELECT $1::bytea` on a pooled connection and
-answers 200 bytes: gRPC, HTTP/2, the event loop, the pool and the protocol,
-nothing else. The server and the client are separate processes (uvloop for
-both, as the service); their CPU over the window, divided by the workflows,
-is the floor of the server and worker-client roles.
+statement). Here each handler runs that many `SELECT $1::bytea` on a pooled
+connection and answers 200 bytes: gRPC, HTTP/2, the event loop, the pool
+and the protocol, nothing else. The server and the client are separate
+processes (uvloop for both, as the service); their CPU over the window,
+divided by the workflows, is the floor of the server and worker-client
+roles.
 
 The shape is configurable: statements per call kind, whether each kind is a
 transaction (BEGIN and COMMIT are 2 more round trips), and the transport of
@@ -284,10 +285,10 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
     pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size, reset=rollback_if_in_transaction)
     # Load's connection of its own, as the service's read lane: a point read
     # never waits for a pooled connection behind the hot path.
-    reader = await asyncpg.connect(url)
-    reader_lock = asyncio.Lock()
+    load_connection = await asyncpg.connect(url)
+    load_lock = asyncio.Lock()
     load_durations: list[float] = []
-    load_waits: list[float] = []  # of those, the wait for the reader
+    load_waits: list[float] = []  # of those, the wait for Load's connection
 
     def runner(kind: str) -> Call:
         count, in_tx = shape.statements[kind], shape.transaction[kind]
@@ -355,9 +356,9 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
 
     async def load(request: bytes, context: Any) -> bytes:
         started = time.monotonic()
-        async with reader_lock:
+        async with load_lock:
             load_waits.append(time.monotonic() - started)
-            await reader.fetchrow(load_query, *load_args(request))
+            await load_connection.fetchrow(load_query, *load_args(request))
         load_durations.append(time.monotonic() - started)
         return PAYLOAD
 
@@ -738,7 +739,7 @@ def measure(
             "load_p50_ms": probed["server"]["p50_ms"],
             "load_p99_ms": probed["server"]["p99_ms"],
             "load_max_ms": probed["server"]["max_ms"],
-            # How much of Load is the wait for one of the pool's connections.
+            # How much of Load is the wait for its connection (the probe calls one at a time).
             "load_acquire_p50_ms": probed["server"]["acquire"]["p50_ms"],
             "load_acquire_p99_ms": probed["server"]["acquire"]["p99_ms"],
             "load_client_p50_ms": probed["client"]["p50_ms"],
