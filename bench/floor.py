@@ -1,5 +1,5 @@
 """The floor under the service's CPU per workflow: a bare grpc.aio server and
-asyncpg pool making the same round trips, with no store logic at all.
+pool (the service's own `ConnectionPool`) making the same round trips, with no store logic at all.
 
 Per linear workflow of 4 steps the fleet run makes 6 calls (SaveSnapshot,
 one ClaimAvailableTasks, CompleteTask x 4 with the claim continued) and the
@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from common import latency_block
+from sayiir_grpc.pool import ConnectionPool
 from sayiir_grpc.servicers.worker_session import LINGER_S  # the client's default linger is the same
 
 KINDS = ("Save", "Claim", "Complete")
@@ -73,6 +74,7 @@ SQL_KINDS = ("select", "service")
 SERVICE_STATEMENTS = {"Save": 1, "Claim": 2, "Complete": 1}
 CHANNELS = 4
 POOL_SIZE = 12  # bench/fleet.py's SERVICE_POOL
+ACQUIRE_TIMEOUT_S = 30.0
 ID_BYTES = 8
 QUERY = "SELECT $1::bytea"
 # `--sql service`: each load loop runs this many workflows on one claim, as
@@ -215,7 +217,7 @@ def unframed(message: bytes) -> list[bytes]:
 # -- server ---------------------------------------------------------------------
 
 
-async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[bytes], tuple[Any, ...]]]:
+async def _service_statements(pool: ConnectionPool) -> tuple[list[Call], str, Callable[[bytes], tuple[Any, ...]]]:
     """The Save, Claim and Complete handlers of `--sql service`, and Load's
     statement: the service's own, bound by bench/floor_sql.py.
 
@@ -236,7 +238,7 @@ async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[byt
 
     async def save(request: bytes) -> bytes:
         instance = request.decode()
-        async with pool.acquire() as conn:
+        async with pool.connection(ACQUIRE_TIMEOUT_S) as conn:
             await conn.fetchrow(SAVE_SNAPSHOT_KEYED, *workflow.save_args(instance))
         saved[0] = instance
         return b""
@@ -244,7 +246,7 @@ async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[byt
     async def claim(request: bytes) -> bytes:
         limit, worker = request[0], request[1:].decode()
         key = f"{worker}/{next(claims)}"
-        async with pool.acquire() as conn:
+        async with pool.connection(ACQUIRE_TIMEOUT_S) as conn:
             await conn.fetchval(ANY_READY, None)
             rows = await conn.fetch(
                 CLAIM_AVAILABLE_KEYED,
@@ -265,7 +267,7 @@ async def _service_statements(pool: Any) -> tuple[list[Call], str, Callable[[byt
             request[1 : 1 + worker_width].decode(),
             request[1 + worker_width :].decode(),
         )
-        async with pool.acquire() as conn:
+        async with pool.connection(ACQUIRE_TIMEOUT_S) as conn:
             args = workflow.completion_args(step, instance, worker)
             row = await conn.fetchrow(COMPLETE_CONTINUED, *args)
         if row is None:
@@ -279,10 +281,9 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
     import asyncpg
     import grpc
 
-    from sayiir_grpc.db import rollback_if_in_transaction
-
-    # The service's pool reset: no RESET ALL round trip on each release.
-    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size, reset=rollback_if_in_transaction)
+    # The service's own pool: its cost per acquire and release is the service's.
+    pool = ConnectionPool(lambda: asyncpg.connect(url), pool_size, min_size=pool_size, max_lifetime=3600)
+    await pool.open()
     # Load's connection of its own, as the service's read lane: a point read
     # never waits for a pooled connection behind the hot path.
     load_connection = await asyncpg.connect(url)
@@ -294,7 +295,7 @@ async def serve(url: str, pool_size: int, shape: Shape) -> None:
         count, in_tx = shape.statements[kind], shape.transaction[kind]
 
         async def run(request: bytes) -> bytes:
-            async with pool.acquire() as conn:
+            async with pool.connection(ACQUIRE_TIMEOUT_S) as conn:
                 if in_tx:
                     async with conn.transaction():
                         for _ in range(count):

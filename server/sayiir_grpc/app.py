@@ -84,8 +84,8 @@ class RunningServer:
     async def probe_database(self) -> bool:
         """One health probe: does the database answer within a second?"""
         try:
-            async with asyncio.timeout(1.0):
-                await self.db.pool.fetchval("SELECT 1")
+            async with asyncio.timeout(1.0), self.db.connection() as conn:
+                await conn.fetchval("SELECT 1")
         except Exception:  # any failure means "not serving"
             return False
         return True

@@ -1,4 +1,4 @@
-"""The asyncpg pool, its options, and the one helper that retries transients.
+"""The connection pools, their options, and the one helper that retries transients.
 
 Pool options mirror the original's `PoolOptions`. `statement_timeout` and
 `idle_in_transaction_session_timeout` are session settings sent at connect,
@@ -21,7 +21,7 @@ import structlog
 
 from sayiir_common.errors import OutcomeUnknownError
 from sayiir_grpc.errors import certainly_rolled_back, is_transient
-from sayiir_grpc.read_lane import ReadLane
+from sayiir_grpc.pool import ConnectionPool
 
 log = structlog.get_logger(__name__)
 
@@ -60,20 +60,13 @@ class PoolOptions:
         return max(0, min(self.read_connections, self.max_connections // 4))
 
 
-async def rollback_if_in_transaction(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release: no RESET ALL round trip, only a rollback of a transaction left open."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
-
-
 class Database:
-    """An asyncpg pool plus the bookkeeping `max_lifetime` needs."""
+    """The hot path's connection pool and the read lane (`sayiir_grpc.pool`)."""
 
-    def __init__(self, pool: asyncpg.Pool, options: PoolOptions, reads: ReadLane | None = None) -> None:
+    def __init__(self, pool: ConnectionPool, options: PoolOptions, reads: ConnectionPool | None = None) -> None:
         self.pool = pool
         self.options = options
         self.reads = reads
-        self._born: dict[int, float] = {}
         self.transient_retries = 0
         # Called with the operation name each time a transient error is retried.
         self.on_retry: Callable[[str], None] | None = None
@@ -82,12 +75,6 @@ class Database:
 
     @classmethod
     async def connect(cls, url: str, options: PoolOptions) -> Database:
-        holder: list[Database] = []
-
-        async def init(conn: asyncpg.Connection) -> None:
-            if holder:
-                holder[0]._born[id(conn)] = time.monotonic()
-
         settings = {
             # 0 means "no limit" to PostgreSQL, so a requested 0 is floored at
             # 1 ms rather than silently disabling the guard.
@@ -95,25 +82,8 @@ class Database:
             "idle_in_transaction_session_timeout": str(max(options.idle_in_transaction_session_timeout_ms, 1)),
             "application_name": "sayiir-grpc",
         }
-        lane_size = options.read_lane_size()
-        pool_max = options.max_connections - lane_size
-        pool = await asyncpg.create_pool(
-            url,
-            # asyncpg's default reset runs RESET ALL, UNLISTEN * and friends on
-            # every release: one more round trip per call for session state
-            # this service never sets. A transaction left open (a call
-            # cancelled mid-flight) is still rolled back.
-            reset=rollback_if_in_transaction,
-            min_size=min(options.min_connections, pool_max),
-            max_size=pool_max,
-            max_inactive_connection_lifetime=options.idle_timeout,
-            server_settings=settings,
-            init=init,
-            timeout=options.acquire_timeout,
-            statement_cache_size=options.statement_cache_size,
-        )
 
-        async def connect_reader() -> asyncpg.Connection:
+        async def connect_one() -> asyncpg.Connection:
             return await asyncpg.connect(
                 url,
                 server_settings=settings,
@@ -121,70 +91,59 @@ class Database:
                 statement_cache_size=options.statement_cache_size,
             )
 
-        reads = ReadLane(connect_reader, lane_size, options.max_lifetime) if lane_size else None
-        database = cls(pool, options, reads)
-        holder.append(database)
-        return database
+        lane_size = options.read_lane_size()
+        pool_max = options.max_connections - lane_size
+        pool = ConnectionPool(
+            connect_one,
+            pool_max,
+            min_size=options.min_connections,
+            max_lifetime=options.max_lifetime,
+            idle_timeout=options.idle_timeout,
+        )
+        await pool.open()
+        reads = ConnectionPool(connect_one, lane_size, max_lifetime=options.max_lifetime) if lane_size else None
+        return cls(pool, options, reads)
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Close the pool; connections still out after `timeout` are terminated.
+        """Close both pools; connections still out after `timeout` are terminated.
 
-        A plain close waits for every connection to come back, forever if one
-        never does; a stopping service must not hang on that.
+        A stopping service must not hang on a connection that never comes back.
         """
+        closing = [self.pool.close(timeout)]
         if self.reads is not None:
-            await self.reads.close(timeout)
-        try:
-            await asyncio.wait_for(self.pool.close(), timeout)
-        except TimeoutError:
-            log.warning("pool did not drain in time; terminating its connections", timeout_s=timeout)
-            self.pool.terminate()
+            closing.append(self.reads.close(timeout))
+        await asyncio.gather(*closing)
 
     @property
     def open_connections(self) -> int:
         """Connections open now, the pool's and the read lane's."""
         lane = 0 if self.reads is None else self.reads.open_connections
-        return int(self.pool.get_size()) + lane
+        return self.pool.open_connections + lane
 
     @property
     def connections_in_use(self) -> int:
         lane = 0 if self.reads is None else self.reads.in_use
-        return int(self.pool.get_size()) - int(self.pool.get_idle_size()) + lane
+        return self.pool.in_use + lane
 
     @asynccontextmanager
     async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection of the read lane, or of the pool when there is no lane."""
-        if self.reads is None:
-            async with self.connection() as conn:
-                yield conn
-            return
-        started = time.monotonic()
-        async with self.reads.connection(self.options.acquire_timeout) as conn:
-            if self.on_acquire is not None:
-                self.on_acquire(time.monotonic() - started)
+        async with self._timed(self.pool if self.reads is None else self.reads) as conn:
             yield conn
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; one past `max_lifetime` is closed on release."""
-        started = time.monotonic()
-        # The deadline as a timer on this task: asyncpg's own timeout wraps
-        # every acquire in one more task (wait_for), a cost on each call.
-        async with asyncio.timeout(self.options.acquire_timeout):
-            conn = await self.pool.acquire()
-        if self.on_acquire is not None:
-            self.on_acquire(time.monotonic() - started)
-        try:
+        """A connection of the hot path's pool."""
+        async with self._timed(self.pool) as conn:
             yield conn
-        finally:
-            born = self._born.get(id(conn._con)) if hasattr(conn, "_con") else None
-            if born is not None and time.monotonic() - born > self.options.max_lifetime:
-                self._born.pop(id(conn._con), None)
-                await conn.close()
-            # asyncpg shields the release itself: a call cancelled again while
-            # its connection is being released (and rolled back) still
-            # returns it to the pool.
-            await self.pool.release(conn)
+
+    @asynccontextmanager
+    async def _timed(self, pool: ConnectionPool) -> AsyncIterator[asyncpg.Connection]:
+        started = time.monotonic()
+        async with pool.connection(self.options.acquire_timeout) as conn:
+            if self.on_acquire is not None:
+                self.on_acquire(time.monotonic() - started)
+            yield conn
 
     async def run(
         self,

@@ -1,9 +1,10 @@
-"""The read lane (server/sayiir_grpc/read_lane.py): point reads on
+"""The read lane (`Database.read`, a `sayiir_grpc.pool.ConnectionPool` of its own): point reads on
 connections of their own, so they never wait behind the hot path's writes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -36,26 +37,23 @@ async def test_the_lane_is_cut_from_the_budget_and_at_most_a_quarter_of_it(datab
     for budget, asked, lane in ((8, 2, 2), (20, 2, 2), (12, 5, 3), (7, 2, 1), (3, 2, 0), (8, 0, 0)):
         database = await Database.connect(database_url, PoolOptions(max_connections=budget, read_connections=asked))
         try:
-            assert database.pool.get_max_size() == budget - lane
+            assert database.pool.size == budget - lane
             assert (database.reads.size if database.reads else 0) == lane
         finally:
             await database.close()
 
 
 async def test_a_read_does_not_wait_for_a_pool_held_by_writes(db: Database) -> None:
-    held = [await db.pool.acquire() for _ in range(db.pool.get_max_size())]
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(db.connection()) for _ in range(db.pool.size)]
         # Every pooled connection is out: the pool makes a caller wait ...
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await db.run("write", lambda c: c.fetchval("SELECT 1"))
         # ... a read does not.
         assert await asyncio.wait_for(db.read("read", lambda c: c.fetchval("SELECT 7")), 5) == 7
-        assert db.open_connections == db.pool.get_size() + 1
+        assert db.open_connections == len(held) + 1
         assert db.connections_in_use == len(held)
-    finally:
-        for conn in held:
-            await db.pool.release(conn)
 
 
 async def test_a_read_inside_a_call_transaction_joins_it(db: Database) -> None:
