@@ -48,6 +48,8 @@ class Metrics:
         self.latency = Histogram(
             "sayiir_grpc_call_duration_seconds", "gRPC call latency.", ["method"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self._calls_by_label: dict[tuple[str, str], Counter] = {}
+        self._latency_by_method: dict[str, Histogram] = {}
         # Gauges say how processes of `serve --workers N` add up (multiprocess mode; ignored otherwise).
         self.in_flight = Gauge(
             "sayiir_grpc_calls_in_flight", "gRPC calls being served.", registry=r, multiprocess_mode="livesum"
@@ -143,8 +145,15 @@ class Metrics:
 
     def observe_call(self, method: str, code: str, seconds: float) -> None:
         """Count and time one call (or one worker-session request) of `method`."""
-        self.calls.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+        # The labelled children are looked up once: `labels()` takes a lock and builds a key per call.
+        counted = self._calls_by_label.get((method, code))
+        if counted is None:
+            counted = self._calls_by_label[(method, code)] = self.calls.labels(method, code)
+        timed = self._latency_by_method.get(method)
+        if timed is None:
+            timed = self._latency_by_method[method] = self.latency.labels(method)
+        counted.inc()
+        timed.observe(seconds)
 
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (HOST:PORT) in a thread; returns the port."""

@@ -171,3 +171,91 @@ async def test_a_repeat_of_a_one_statement_completion_replays_its_reply(
     assert (
         await db.fetchval("SELECT history_version FROM sayiir_workflow_snapshots WHERE instance_id = 'replayed'") == 2
     )
+
+
+def continue_in_session(instance_id: str) -> pb.WorkerSessionRequest:
+    """Step 1 of `instance_id` completed for w1 and continued, keyed by its instance id."""
+    return pb.WorkerSessionRequest(
+        request_id=f"batched-{instance_id}", complete_task=complete_request(instance_id, 0, b"1", keep=True)
+    )
+
+
+async def session_batch(running: RunningServer, names: list[str]) -> dict[str, pb.WorkerSessionReply]:
+    """The names' workflows claimed by w1 (light form), then step 1 of each completed in one session message."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = pb_grpc.TaskClaimStoreStub(channel)
+        claimed = await stub.ClaimAvailableTasks(
+            pb.ClaimAvailableTasksRequest(worker_id="w1", limit=len(names), omit_snapshot=True)
+        )
+        assert sorted(t.instance_id for t in claimed.tasks) == sorted(names)
+        call = stub.WorkerSession()
+        await call.write(pb.WorkerSessionRequest(batch=[continue_in_session(name) for name in names]))
+        await call.done_writing()
+        replies = [one async for reply in call for one in (reply.batch or (reply,))]
+    return {reply.request_id.removeprefix("batched-"): reply for reply in replies}
+
+
+async def test_the_completions_of_one_message_commit_in_one_round_trip(
+    client: GrpcBackend, isolated: tuple[RunningServer, str], db: asyncpg.Connection
+) -> None:
+    running = isolated[0]
+    names = ["batch-a", "batch-b", "batch-c"]
+    for name in names:
+        await submit(client, name)
+    before = paths(running)
+    replies = await session_batch(running, names)
+    for name in names:
+        assert not replies[name].HasField("error"), replies[name]
+        assert replies[name].complete_task.completed
+        assert replies[name].complete_task.next.task_id == STEPS[1].as_bytes()
+    assert paths(running)["one_statement"] - before["one_statement"] == len(names)
+    # One pipelined round trip, one implicit transaction: the rows share their writer.
+    writers = await db.fetch(
+        "SELECT DISTINCT xmin::text FROM sayiir_workflow_snapshots WHERE instance_id = ANY($1::text[])", names
+    )
+    assert len(writers) == 1
+    versions = await db.fetch(
+        "SELECT history_version FROM sayiir_workflow_snapshots WHERE instance_id = ANY($1)", names
+    )
+    assert [v["history_version"] for v in versions] == [2, 2, 2]
+
+
+async def test_a_batch_postgresql_refuses_completes_each_of_its_requests_alone(
+    client: GrpcBackend, isolated: tuple[RunningServer, str], db: asyncpg.Connection
+) -> None:
+    from sayiir_grpc.idempotency import request_hash
+
+    running = isolated[0]
+    names = ["alone-a", "alone-b", "alone-c"]
+    for name in names:
+        await submit(client, name)
+    # alone-b's key is already stored (as an answer lost on its way would
+    # leave it), with an outcome the service would not give now: its
+    # statement's key insert fails, and with it the whole batch.
+    stored_reply = pb.CompleteTaskResponse(completed=False).SerializeToString()
+    await db.execute(
+        "INSERT INTO sayiir_grpc_idempotency_keys (request_key, rpc, request_hash, outcome)"
+        " VALUES ($1, 'CompleteTask', $2, $3)",
+        "batched-alone-b",
+        request_hash(continue_in_session("alone-b").complete_task),
+        stored_reply,
+    )
+    before = paths(running)
+    replies = await session_batch(running, names)
+    # The other two still in one statement each; the repeat by its key.
+    after = paths(running)
+    assert after["one_statement"] - before["one_statement"] == 2
+    assert after["transaction"] - before["transaction"] == 1
+    for name in ("alone-a", "alone-c"):
+        assert replies[name].complete_task.completed, replies[name]
+        assert replies[name].complete_task.next.task_id == STEPS[1].as_bytes()
+    # The repeat is answered with what its key stored, and wrote nothing.
+    assert not replies["alone-b"].HasField("error"), replies["alone-b"]
+    assert replies["alone-b"].complete_task.SerializeToString() == stored_reply
+    versions = {
+        r["instance_id"]: r["history_version"]
+        for r in await db.fetch(
+            "SELECT instance_id, history_version FROM sayiir_workflow_snapshots WHERE instance_id = ANY($1)", names
+        )
+    }
+    assert versions == {"alone-a": 2, "alone-b": 1, "alone-c": 2}

@@ -134,6 +134,10 @@ def completion_reply(completed: bool, following: AvailableTask | None) -> rpc_pb
     return response
 
 
+# The reply of a completion that released its claim (nothing follows), serialized once.
+COMPLETED_REPLY = completion_reply(True, None).SerializeToString()
+
+
 class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
     def __init__(
         self,
@@ -151,6 +155,8 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         self.sweep_in_claims = sweep_in_claims
         # The snapshots of workflows this process continued (stores.continuation).
         self.continued = continuation.ContinuationCache()
+        # Their completions, a turn of the event loop's at a time, in one round trip.
+        self.completions = continuation.CompletionBatch(db)
 
     @rpc
     @idempotent(rpc_pb.ClaimTaskResponse)
@@ -341,17 +347,25 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         key = request_key(context)
         # Checked first: a workflow the cache does not hold costs no hash and no statement here.
         if key is not None and args[0] in self.continued:
-            record = KeyRecord(
-                key, request_hash(request), lambda following: completion_reply(True, following).SerializeToString()
-            )
+            # The reply stored with the key when the claim moves is the reply itself: built once.
+            moved: list[rpc_pb.CompleteTaskResponse] = []
+
+            def outcome(following: AvailableTask | None) -> bytes:
+                if following is None:
+                    return COMPLETED_REPLY
+                moved.append(completion_reply(True, following))
+                return moved[-1].SerializeToString()
+
+            record = KeyRecord(key, request_hash(request), outcome)
             done = await one_statement_or_none(
                 "CompleteTask",
-                continuation.complete_continued(self.db, self.codec, self.continued, *args, record=record),
+                continuation.complete_continued(self.completions, self.codec, self.continued, *args, record=record),
             )
             if done is not None:
                 if self.metrics is not None:
                     self.metrics.completions.labels("one_statement").inc()
-                return self._count_completion(*done)
+                completed, following = done
+                return self._count_completion(completed, following, moved[-1] if following and moved else None)
         if self.metrics is not None:
             self.metrics.completions.labels("transaction").inc()
         return await self._complete_in_transaction(request, context)
@@ -363,13 +377,16 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         done = await store.complete_task(self.db, self.codec, *completion_args(request), cache=self.continued)
         return self._count_completion(*done)
 
-    def _count_completion(self, completed: bool, following: AvailableTask | None) -> rpc_pb.CompleteTaskResponse:
+    def _count_completion(
+        self, completed: bool, following: AvailableTask | None, built: rpc_pb.CompleteTaskResponse | None = None
+    ) -> rpc_pb.CompleteTaskResponse:
+        """The reply (`built` when it already is), with the claim metrics counted."""
         if self.metrics is not None:
             if not completed:
                 self.metrics.claims_lost.inc()
             elif following is not None:
                 self.metrics.claims_granted.inc()
-        return completion_reply(completed, following)
+        return built if built is not None else completion_reply(completed, following)
 
     async def WorkerSession(
         self, requests: AsyncIterator[rpc_pb.WorkerSessionRequest], context: Context

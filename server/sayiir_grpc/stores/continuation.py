@@ -17,13 +17,22 @@ cached, a large blob) writes nothing and the caller takes the transaction
 path (`task_claim_store.complete_task`), which decides every edge case as
 before. A cached snapshot is never trusted without that check, so a stale
 entry costs one statement, never a wrong write.
+
+The completions that reach this process in one turn of its event loop (a
+worker's batched session message, several sessions at once) go to
+PostgreSQL together (`CompletionBatch`): one COMPLETE_CONTINUED execution
+each, pipelined in one round trip and committed together, so the pool, the
+protocol and PostgreSQL's commit are paid once per batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import asyncpg
 
 from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
@@ -52,6 +61,7 @@ MAX_BLOB_BYTES_KEPT = 16 * 1024 * 1024
 # transaction path; the cache keeps small ones only.
 MAX_BLOB_BYTES = offload.OFFLOAD_BYTES
 
+
 # $1..$24 as WRITE_MUTATION; $25 the expected history version, $26 the
 # expected blob hash; $27 the idempotency key (NULL: none), $28 the request
 # hash, $29 and $30 the stored outcome when the claim moved and when not.
@@ -61,17 +71,19 @@ MAX_BLOB_BYTES = offload.OFFLOAD_BYTES
 # the worker's live claim on the task (`cl`, evaluated after `s` since its
 # filter reads `s`). Every write of WRITE_MUTATION hangs on `upd`, which
 # hangs on `cl`: a mismatch anywhere writes nothing and returns no row.
-COMPLETE_CONTINUED = f"""
+def complete_continued_statement(lock: str = "FOR UPDATE") -> str:
+    """COMPLETE_CONTINUED, its two row locks taken with `lock`."""
+    return f"""
 WITH s AS (
     SELECT 1 FROM sayiir_workflow_snapshots
     WHERE instance_id = $1 AND history_version = $25 AND data_hash = $26
-    FOR UPDATE
+    {lock}
 ),
 cl AS (
     SELECT 1 FROM sayiir_workflow_claims c
     WHERE c.instance_id = $1 AND c.worker_id = $20::text AND c.task_id = $16::bytea AND {LIVE_CLAIM}
       AND EXISTS (SELECT 1 FROM s)
-    FOR UPDATE
+    {lock}
 ),
 {write_mutation_ctes(" AND EXISTS (SELECT 1 FROM cl)")},
 idempotency_key AS (
@@ -82,6 +94,14 @@ idempotency_key AS (
 )
 {WRITE_MUTATION_RESULT}
 """
+
+
+COMPLETE_CONTINUED = complete_continued_statement()
+
+# In a batch, a row locked by someone else is skipped rather than waited
+# for: its completion wrote nothing and takes the transaction path, which
+# waits for it alone, so one held row never holds up the others of the batch.
+COMPLETE_CONTINUED_IN_BATCH = complete_continued_statement("FOR UPDATE SKIP LOCKED")
 
 
 @dataclass(slots=True)
@@ -139,6 +159,87 @@ class ContinuationCache:
         return instance_id in self._entries
 
 
+# Completions per round trip at most; a larger turn's go as several batches, each on a connection of its own.
+MAX_BATCH = 32
+
+Pending = tuple[list[object], "asyncio.Future[asyncpg.Record | None]"]
+
+
+class CompletionBatch:
+    """COMPLETE_CONTINUED executions submitted in one turn of the event loop, run
+    as one pipelined round trip (asyncpg's `fetchmany`: one Sync, so one
+    implicit transaction: all of them commit, or none).
+
+    Each submitter gets its own row (matched by instance id: one completion
+    per instance at a time, since `ContinuationCache.take` hands an entry
+    out once), or None when its execution wrote nothing (then it takes the
+    transaction path; so does one whose row another transaction holds
+    locked: COMPLETE_CONTINUED_IN_BATCH skips it). A batch that
+    PostgreSQL refused (a repeated key's unique violation, a deadlock) wrote
+    nothing, so each of its completions runs again alone and meets its own
+    outcome; any other failure (a lost connection: the commit may have
+    happened) is every submitter's, as it would have been alone. The batch
+    runs in a task of its own: a submitter that goes away does not stop the
+    others' writes."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[Pending] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    def submit(self, args: list[object]) -> asyncio.Future[asyncpg.Record | None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[asyncpg.Record | None] = loop.create_future()
+        if not self._pending:
+            # After the tasks ready now: those that complete in this turn join.
+            loop.call_soon(self._flush)
+        self._pending.append((args, future))
+        return future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        # One lock order (instance id) for every batch: two batches never wait on each other in a cycle.
+        pending.sort(key=lambda item: str(item[0][0]))
+        for start in range(0, len(pending), MAX_BATCH):
+            task = asyncio.create_task(self._run(pending[start : start + MAX_BATCH]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[Pending]) -> None:
+        try:
+            async with self._db.connection() as conn:
+                if len(batch) == 1:
+                    row = await conn.fetchrow(COMPLETE_CONTINUED, *batch[0][0])
+                    rows = [] if row is None else [row]
+                else:
+                    rows = await conn.fetchmany(COMPLETE_CONTINUED_IN_BATCH, [args for args, _ in batch])
+        except asyncpg.PostgresError as exc:
+            if len(batch) == 1:
+                _fail(batch, exc)
+            else:
+                await asyncio.gather(*(self._run([item]) for item in batch))
+            return
+        except BaseException as exc:
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        written = {row["instance_id"]: row for row in rows}
+        for args, future in batch:
+            if not future.done():
+                future.set_result(written.get(str(args[0])))
+
+
+def _fail(batch: list[Pending], exc: BaseException) -> None:
+    for _, future in batch:
+        if future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """The call's idempotency key, its request hash, and how to serialize its reply."""
@@ -184,7 +285,7 @@ def following_task(snapshot: WorkflowSnapshot, move: ClaimMove, output: bytes, v
 
 
 async def complete_continued(
-    db: Database,
+    batch: CompletionBatch,
     codec: SnapshotCodec,
     cache: ContinuationCache,
     instance_id: str,
@@ -231,9 +332,8 @@ async def complete_continued(
         None if record is None else record.request_hash,
         *outcomes,
     ]
-    # A connection only now: a completion the cache cannot serve costs none.
-    async with db.connection() as conn:
-        row = await conn.fetchrow(COMPLETE_CONTINUED, *args)
+    # To the database only now: a completion the cache cannot serve costs no round trip.
+    row = await batch.submit(args)
     if row is None:
         return None
     if not row["moved"]:

@@ -175,7 +175,8 @@ release AS (
 )"""
 
 
-WRITE_MUTATION_RESULT = f"""SELECT EXISTS (SELECT 1 FROM moved) AS moved,
+# The instance id names the row among a pipelined batch's (`continuation.CompletionBatch`).
+WRITE_MUTATION_RESULT = f"""SELECT $1::text AS instance_id, EXISTS (SELECT 1 FROM moved) AS moved,
        CASE WHEN $19::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM moved)
             THEN pg_notify('{TASK_READY_CHANNEL}', $19::text) END
 FROM upd"""
