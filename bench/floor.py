@@ -1,13 +1,16 @@
-"""The floor under the service's CPU per workflow: a bare grpc.aio server and
-pool (the service's own `ConnectionPool`) making the same round trips, with no store logic at all.
+"""The floor under the service's CPU per workflow: a bare grpc.aio server
+and pool (the service's own `ConnectionPool`) making the same round trips,
+with no store logic at all.
 
 Per linear workflow of 4 steps the fleet run makes 6 calls (SaveSnapshot,
 one ClaimAvailableTasks, CompleteTask x 4 with the claim continued) and the
 server runs, per call, the same number of database round trips as the real
 handlers (bench/run.py's SERVICE_ROUND_TRIPS: a save one statement, a
-claim a readiness check and one keyed statement, a continued completion one
-statement). Here each handler runs that many `SELECT $1::bytea` on a pooled
-connection and answers 200 bytes: gRPC, HTTP/2, the event loop, the pool
+claim one keyed statement, a continued completion one statement, which
+with `--sql service` goes through the service's own `CompletionBatch`, so
+the completions of one event-loop turn share a round trip as there). Here
+each handler runs that many `SELECT $1::bytea` on a pooled connection and
+answers 200 bytes: gRPC, HTTP/2, the event loop, the pool
 and the protocol, nothing else. The server and the client are separate
 processes (uvloop for both, as the service); their CPU over the window,
 divided by the workflows, is the floor of the server and worker-client
@@ -227,11 +230,12 @@ async def _service_statements(pool: ConnectionPool) -> tuple[list[Call], str, Ca
     instance id."""
     import floor_sql
 
-    from sayiir_grpc.stores.continuation import COMPLETE_CONTINUED
-    from sayiir_grpc.stores.dispatch import ANY_READY, CLAIM_AVAILABLE_KEYED
+    from sayiir_grpc.stores.continuation import CompletionBatch
+    from sayiir_grpc.stores.dispatch import CLAIM_AVAILABLE_KEYED
     from sayiir_grpc.stores.snapshot_store import LOAD_SNAPSHOT, SAVE_SNAPSHOT_KEYED
 
     workflow = await floor_sql.workflow()
+    completions = CompletionBatch(lambda: pool.connection(ACQUIRE_TIMEOUT_S))
     claims = itertools.count()
     saved: list[str] = [floor_sql.INSTANCE]
     worker_width = len(floor_sql.WORKER)
@@ -246,8 +250,9 @@ async def _service_statements(pool: ConnectionPool) -> tuple[list[Call], str, Ca
     async def claim(request: bytes) -> bytes:
         limit, worker = request[0], request[1:].decode()
         key = f"{worker}/{next(claims)}"
+        # As the service's long poll's first look: one statement, its key
+        # stored only when something was claimed.
         async with pool.connection(ACQUIRE_TIMEOUT_S) as conn:
-            await conn.fetchval(ANY_READY, None)
             rows = await conn.fetch(
                 CLAIM_AVAILABLE_KEYED,
                 limit,
@@ -257,6 +262,7 @@ async def _service_statements(pool: ConnectionPool) -> tuple[list[Call], str, Ca
                 floor_sql.AGING_S,
                 key,
                 floor_sql.REQUEST_HASH,
+                False,
             )
         # The claimed instance ids, each as wide as floor_sql.INSTANCE.
         return b"".join(row["instance_id"].encode() for row in rows)
@@ -267,9 +273,8 @@ async def _service_statements(pool: ConnectionPool) -> tuple[list[Call], str, Ca
             request[1 : 1 + worker_width].decode(),
             request[1 + worker_width :].decode(),
         )
-        async with pool.connection(ACQUIRE_TIMEOUT_S) as conn:
-            args = workflow.completion_args(step, instance, worker)
-            row = await conn.fetchrow(COMPLETE_CONTINUED, *args)
+        # The service's batch: the completions of one turn in one round trip.
+        row = await completions.submit(workflow.completion_args(step, instance, worker))
         if row is None:
             raise RuntimeError(f"completion {step} of {instance} wrote nothing")
         return b""

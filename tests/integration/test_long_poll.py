@@ -52,6 +52,33 @@ async def test_a_long_poll_ends_empty_after_its_wait_or_the_deadline(
         assert list(response.tasks) == [] and 1.0 < time.monotonic() - started < 2.0
 
 
+async def test_a_long_poll_that_finds_work_claims_it_in_one_statement(
+    client: GrpcBackend, isolated: tuple[RunningServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sayiir_grpc.stores import dispatch
+
+    looks: list[list[str]] = []
+    any_ready = dispatch.any_ready
+
+    async def counted(db: object, tags: list[str]) -> bool:
+        looks.append(tags)
+        return await any_ready(db, tags)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dispatch, "any_ready", counted)
+    await submit(client, "ready-now")
+    # Work is ready: the keyed long poll claims at once, no readiness check first.
+    (task,) = await client.claim_tasks("w1", 1, 30, wait=5)
+    assert task.instance_id == "ready-now"
+    assert looks == []
+    # Nothing ready: its first look stored no key, so the claim after the wait may still take the task.
+    waiting = asyncio.create_task(client.claim_tasks("w1", 1, 30, wait=10))
+    await asyncio.sleep(0.5)
+    await submit(client, "ready-later")
+    (task,) = await asyncio.wait_for(waiting, 5)
+    assert task.instance_id == "ready-later"
+    assert len(looks) >= 1
+
+
 async def test_one_ready_task_wakes_one_waiting_worker(
     client: GrpcBackend, isolated: tuple[RunningServer, str]
 ) -> None:

@@ -156,7 +156,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         # The snapshots of workflows this process continued (stores.continuation).
         self.continued = continuation.ContinuationCache()
         # Their completions, a turn of the event loop's at a time, in one round trip.
-        self.completions = continuation.CompletionBatch(db)
+        self.completions = continuation.CompletionBatch(db.connection)
 
     @rpc
     @idempotent(rpc_pb.ClaimTaskResponse)
@@ -237,20 +237,27 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         _, _, _, tags = dispatch_args(request)
         wait = wait_from(request, context)
         if wait > 0:
-            # The long poll waits outside any transaction (no connection held),
-            # then claims once, under the call's idempotency key.
-            await self._wait_until_ready(tags, wait)
+            # A long poll claims at once (a busy fleet finds work: one
+            # statement, no readiness check first); finding nothing, it
+            # waits outside any transaction (no connection held), then
+            # claims again under the same key, which the first look left
+            # free (`dispatch.CLAIM_AVAILABLE_KEYED`, $8).
+            deadline = asyncio.get_running_loop().time() + wait
+            claimed = await self._claim_available(request, context, key_if_empty=False)
+            if claimed.tasks:
+                return claimed
+            await self._wait_until_ready(tags, deadline - asyncio.get_running_loop().time())
         return await self._claim_available(request, context)
 
     async def _claim_available(
-        self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context
+        self, request: rpc_pb.ClaimAvailableTasksRequest, context: Context, key_if_empty: bool = True
     ) -> rpc_pb.ClaimAvailableTasksResponse:
         """A keyed claim is one statement with its key (`dispatch.CLAIM_AVAILABLE_KEYED`);
         a repeat of the key, or an unknown outcome, takes the transaction path."""
         key = request_key(context)
         if key is not None:
             claimed = await one_statement_or_none(
-                "ClaimAvailableTasks", self._claim(request, (key, request_hash(request)))
+                "ClaimAvailableTasks", self._claim(request, (key, request_hash(request)), key_if_empty)
             )
             if claimed is not None:
                 return claimed
@@ -277,7 +284,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         return await self._claim(request, None)
 
     async def _claim(
-        self, request: rpc_pb.ClaimAvailableTasksRequest, key: tuple[str, bytes] | None
+        self, request: rpc_pb.ClaimAvailableTasksRequest, key: tuple[str, bytes] | None, key_if_empty: bool = True
     ) -> rpc_pb.ClaimAvailableTasksResponse:
         worker_id, limit, aging, tags = dispatch_args(request)
         ttl = ttl_from(request)
@@ -285,7 +292,7 @@ class TaskClaimStoreServicer(rpc_grpc.TaskClaimStoreServicer):
         # task's completion in one statement (stores.continuation).
         continued = self.continued if request.omit_snapshot else None
         tasks = await dispatch.claim_available_tasks(
-            self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims, continued, key
+            self.db, self.codec, worker_id, limit, ttl, aging, tags, self.sweep_in_claims, continued, key, key_if_empty
         )
         response = await self._claimed_reply(request, worker_id, tasks)
         if self.metrics is not None and response.tasks:

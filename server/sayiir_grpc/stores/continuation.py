@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import asyncpg
@@ -38,7 +39,6 @@ from sayiir_common.codec import SnapshotCodec
 from sayiir_common.ids import TaskId
 from sayiir_common.model import AtTask, AvailableTask, InProgress, WorkflowSnapshot
 from sayiir_grpc import limits, offload
-from sayiir_grpc.db import Database
 from sayiir_grpc.stores.history import (
     LIVE_CLAIM,
     WRITE_MUTATION_RESULT,
@@ -182,8 +182,9 @@ class CompletionBatch:
     runs in a task of its own: a submitter that goes away does not stop the
     others' writes."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, connection: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]) -> None:
+        # Where a batch takes its connection (`Database.connection`).
+        self._connection = connection
         self._pending: list[Pending] = []
         self._running: set[asyncio.Task[None]] = set()
 
@@ -207,7 +208,7 @@ class CompletionBatch:
 
     async def _run(self, batch: list[Pending]) -> None:
         try:
-            async with self._db.connection() as conn:
+            async with self._connection() as conn:
                 if len(batch) == 1:
                     row = await conn.fetchrow(COMPLETE_CONTINUED, *batch[0][0])
                     rows = [] if row is None else [row]

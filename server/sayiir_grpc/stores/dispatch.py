@@ -223,12 +223,21 @@ CLAIM_AVAILABLE = f"WITH {_CLAIM_CTES}{_CLAIMED_ROWS}"
 # claim stores its key too, so a repeat of a key that committed earlier
 # always fails here (unique violation, nothing claimed) and is answered by
 # the transaction path from the stored outline.
+#
+# With $8 false (a long poll's first look: finding nothing, it waits and
+# claims again under the same key) a claim that took nothing stores no
+# key, unless the key is stored already: the insert then still fails, and
+# a repeat is still answered at once. A duplicate still in flight holds
+# its rows locked (skipped here) and its key uncommitted: this look finds
+# nothing and the claim after the wait meets that key.
 _CLAIMED_PICKS = "(SELECT * FROM pick JOIN claimed USING (instance_id))"
 CLAIM_AVAILABLE_KEYED = f"""WITH {_CLAIM_CTES},
 idempotency_key AS (
     INSERT INTO sayiir_grpc_idempotency_keys (request_key, rpc, request_hash, outcome)
     SELECT $6::text, '{claim_replay.CLAIM_RPC}', $7::bytea,
            {claim_replay.outline_column(_CLAIMED_PICKS, "o.score, o.instance_id")}
+    WHERE $8::bool OR EXISTS (SELECT 1 FROM claimed)
+       OR EXISTS (SELECT 1 FROM sayiir_grpc_idempotency_keys k WHERE k.request_key = $6::text)
 ){_CLAIMED_ROWS}"""
 
 DUE_DELAYS = f"""
@@ -444,6 +453,7 @@ async def claim_available_tasks(
     sweep_first: bool = True,
     continued: ContinuationCache | None = None,
     key: tuple[str, bytes] | None = None,
+    key_if_empty: bool = True,
 ) -> list[AvailableTask]:
     """Find and claim up to `limit` ready tasks for `worker_id`.
 
@@ -453,12 +463,14 @@ async def claim_available_tasks(
     (stores.continuation checks it against the stored row before use).
     With `key` (the idempotency key and request hash), the claims and the
     key's outline are written in one autocommit statement; a key stored
-    already fails it with a unique violation, nothing claimed."""
+    already fails it with a unique violation, nothing claimed.
+    `key_if_empty=False` stores no key when nothing was claimed (the claim
+    will run again under it)."""
     if sweep_first:
         await sweep(db, codec, limit)
     tags = worker_tags or None
     args: tuple[object, ...] = (limit, tags, worker_id, ttl_s, aging_interval_s)
-    query, args = (CLAIM_AVAILABLE, args) if key is None else (CLAIM_AVAILABLE_KEYED, (*args, *key))
+    query, args = (CLAIM_AVAILABLE, args) if key is None else (CLAIM_AVAILABLE_KEYED, (*args, *key, key_if_empty))
     rows = await db.run("claim_available_tasks", lambda c: c.fetch(query, *args), transaction=False, repeatable=False)
     return await _runnable_claims(db, codec, rows, worker_id, continued)
 
