@@ -4,6 +4,7 @@ for (another version stored, the claim gone) goes the transaction path."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from collections.abc import AsyncIterator
@@ -180,8 +181,12 @@ def continue_in_session(instance_id: str) -> pb.WorkerSessionRequest:
     )
 
 
-async def session_batch(running: RunningServer, names: list[str]) -> dict[str, pb.WorkerSessionReply]:
-    """The names' workflows claimed by w1 (light form), then step 1 of each completed in one session message."""
+async def session_batch(
+    client: GrpcBackend, running: RunningServer, names: list[str]
+) -> dict[str, pb.WorkerSessionReply]:
+    """The names' workflows submitted and claimed by w1 (light form), then
+    step 1 of each completed and continued in one session message."""
+    await asyncio.gather(*(submit(client, name) for name in names))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = pb_grpc.TaskClaimStoreStub(channel)
         claimed = await stub.ClaimAvailableTasks(
@@ -195,29 +200,34 @@ async def session_batch(running: RunningServer, names: list[str]) -> dict[str, p
     return {reply.request_id.removeprefix("batched-"): reply for reply in replies}
 
 
+def continued(reply: pb.WorkerSessionReply) -> bool:
+    """Whether `reply` says step 1 was completed and step 2 claimed for the worker."""
+    answer = reply.complete_task
+    return not reply.HasField("error") and answer.completed and answer.next.task_id == STEPS[1].as_bytes()
+
+
+async def history_versions(db: asyncpg.Connection, names: list[str]) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT instance_id, history_version FROM sayiir_workflow_snapshots WHERE instance_id = ANY($1)", names
+    )
+    return {r["instance_id"]: r["history_version"] for r in rows}
+
+
 async def test_the_completions_of_one_message_commit_in_one_round_trip(
     client: GrpcBackend, isolated: tuple[RunningServer, str], db: asyncpg.Connection
 ) -> None:
     running = isolated[0]
     names = ["batch-a", "batch-b", "batch-c"]
-    for name in names:
-        await submit(client, name)
     before = paths(running)
-    replies = await session_batch(running, names)
-    for name in names:
-        assert not replies[name].HasField("error"), replies[name]
-        assert replies[name].complete_task.completed
-        assert replies[name].complete_task.next.task_id == STEPS[1].as_bytes()
+    replies = await session_batch(client, running, names)
+    assert all(continued(replies[name]) for name in names), replies
     assert paths(running)["one_statement"] - before["one_statement"] == len(names)
     # One pipelined round trip, one implicit transaction: the rows share their writer.
     writers = await db.fetch(
         "SELECT DISTINCT xmin::text FROM sayiir_workflow_snapshots WHERE instance_id = ANY($1::text[])", names
     )
     assert len(writers) == 1
-    versions = await db.fetch(
-        "SELECT history_version FROM sayiir_workflow_snapshots WHERE instance_id = ANY($1)", names
-    )
-    assert [v["history_version"] for v in versions] == [2, 2, 2]
+    assert await history_versions(db, names) == dict.fromkeys(names, 2)
 
 
 async def test_a_batch_postgresql_refuses_completes_each_of_its_requests_alone(
@@ -227,8 +237,6 @@ async def test_a_batch_postgresql_refuses_completes_each_of_its_requests_alone(
 
     running = isolated[0]
     names = ["alone-a", "alone-b", "alone-c"]
-    for name in names:
-        await submit(client, name)
     # alone-b's key is already stored (as an answer lost on its way would
     # leave it), with an outcome the service would not give now: its
     # statement's key insert fails, and with it the whole batch.
@@ -241,21 +249,13 @@ async def test_a_batch_postgresql_refuses_completes_each_of_its_requests_alone(
         stored_reply,
     )
     before = paths(running)
-    replies = await session_batch(running, names)
+    replies = await session_batch(client, running, names)
     # The other two still in one statement each; the repeat by its key.
     after = paths(running)
     assert after["one_statement"] - before["one_statement"] == 2
     assert after["transaction"] - before["transaction"] == 1
-    for name in ("alone-a", "alone-c"):
-        assert replies[name].complete_task.completed, replies[name]
-        assert replies[name].complete_task.next.task_id == STEPS[1].as_bytes()
+    assert continued(replies["alone-a"]) and continued(replies["alone-c"]), replies
     # The repeat is answered with what its key stored, and wrote nothing.
     assert not replies["alone-b"].HasField("error"), replies["alone-b"]
     assert replies["alone-b"].complete_task.SerializeToString() == stored_reply
-    versions = {
-        r["instance_id"]: r["history_version"]
-        for r in await db.fetch(
-            "SELECT instance_id, history_version FROM sayiir_workflow_snapshots WHERE instance_id = ANY($1)", names
-        )
-    }
-    assert versions == {"alone-a": 2, "alone-b": 1, "alone-c": 2}
+    assert await history_versions(db, names) == {"alone-a": 2, "alone-b": 1, "alone-c": 2}
