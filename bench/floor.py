@@ -73,8 +73,8 @@ TRANSPORTS = ("unary", "stream")
 # service's own statements on the engine's tables (bench/floor_sql.py).
 SQL_KINDS = ("select", "service")
 # The service's statements per call kind (`--sql service`): a keyed save,
-# the long poll's readiness check and a keyed claim, a continued completion.
-SERVICE_STATEMENTS = {"Save": 1, "Claim": 2, "Complete": 1}
+# a keyed claim (the long poll's first look), a continued completion.
+SERVICE_STATEMENTS = {"Save": 1, "Claim": 1, "Complete": 1}
 CHANNELS = 4
 POOL_SIZE = 12  # bench/fleet.py's SERVICE_POOL
 ACQUIRE_TIMEOUT_S = 30.0
