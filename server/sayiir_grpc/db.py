@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
@@ -125,17 +125,13 @@ class Database:
         lane = 0 if self.reads is None else self.reads.in_use
         return self.pool.in_use + lane
 
-    @asynccontextmanager
-    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
+    def read_connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A connection of the read lane, or of the pool when there is no lane."""
-        async with self._timed(self.pool if self.reads is None else self.reads) as conn:
-            yield conn
+        return self._timed(self.pool if self.reads is None else self.reads)
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A connection of the hot path's pool."""
-        async with self._timed(self.pool) as conn:
-            yield conn
+        return self._timed(self.pool)
 
     @asynccontextmanager
     async def _timed(self, pool: ConnectionPool) -> AsyncIterator[asyncpg.Connection]:
