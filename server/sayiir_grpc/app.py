@@ -288,6 +288,7 @@ async def serve(
     reports to its supervisor, which announces the service once)."""
     memory.release_large_buffers()
     running = await start(settings, database_url, reuse_port=reuse_port)
+    memory.settle_heap()
     host = settings.listen.rpartition(":")[0]
     if on_ready is not None:
         on_ready(running.port)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import grpc
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import GC_COLLECTOR, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from sayiir_common.errors import InvalidArgumentError
 from sayiir_common.model import STATUS_NAMES, TERMINAL_STATUSES
@@ -42,6 +42,9 @@ class Metrics:
         self._http: tuple[Any, threading.Thread] | None = None
         self.registry = CollectorRegistry()
         r = self.registry
+        # python_gc_*: the collector's runs and finds, by generation (one
+        # process's: `serve --workers N` exports them from no process).
+        r.register(GC_COLLECTOR)
         self.calls = Counter(
             "sayiir_grpc_calls", "gRPC calls by method and status code.", ["method", "code"], registry=r
         )
