@@ -578,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
     only = [o.strip() for o in args.only.split(",") if o.strip()] or None
-    rows = asyncio.run(run_all(args.admin_url, args.warmup, args.duration, only))
+    import common
+
+    rows = common.run_loop(run_all(args.admin_url, args.warmup, args.duration, only))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     else:

@@ -230,7 +230,7 @@ async def _service_statements(pool: ConnectionPool) -> tuple[list[Call], str, Ca
     instance id."""
     import floor_sql
 
-    from sayiir_grpc.stores.continuation import CompletionBatch
+    from sayiir_grpc.stores.continuation import COMPLETE_CONTINUED, CompletionBatch
     from sayiir_grpc.stores.dispatch import CLAIM_AVAILABLE_KEYED
     from sayiir_grpc.stores.snapshot_store import LOAD_SNAPSHOT, SAVE_SNAPSHOT_KEYED
 
@@ -274,7 +274,13 @@ async def _service_statements(pool: ConnectionPool) -> tuple[list[Call], str, Ca
             request[1 + worker_width :].decode(),
         )
         # The service's batch: the completions of one turn in one round trip.
-        row = await completions.submit(workflow.completion_args(step, instance, worker))
+        args = workflow.completion_args(step, instance, worker)
+        row = await completions.submit(args)
+        if row is None:
+            # Its row was locked (a claim looking at it): the batch skipped
+            # it, and the service would complete it alone; so does the floor.
+            async with pool.connection(ACQUIRE_TIMEOUT_S) as conn:
+                row = await conn.fetchrow(COMPLETE_CONTINUED, *args)
         if row is None:
             raise RuntimeError(f"completion {step} of {instance} wrote nothing")
         return b""
