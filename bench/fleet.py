@@ -117,16 +117,24 @@ async def _service_worker(target: str, worker_id: str, report_port: int, concurr
                 )
 
         running: set[asyncio.Task[None]] = set()
+        # Set when a workflow ends: room for another (cheaper than an
+        # asyncio.wait over every running job each time).
+        freed = asyncio.Event()
+
+        def finished(job: asyncio.Task[None]) -> None:
+            running.discard(job)
+            freed.set()
+
         while True:
             room = concurrency - len(running)
             if room <= 0:
-                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                running = {t for t in running if not t.done()}
+                freed.clear()
+                await freed.wait()
                 continue
             for task in await client.claim_tasks(worker_id, room, CLAIM_TTL_S, wait=LONG_POLL_S):
                 job = asyncio.create_task(run(task))
                 running.add(job)
-                job.add_done_callback(running.discard)
+                job.add_done_callback(finished)
 
 
 async def _classic_worker(target: str, worker_id: str, report_port: int, concurrency: int) -> None:
