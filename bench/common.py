@@ -16,10 +16,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import psutil
@@ -29,21 +29,6 @@ DEFAULT_ADMIN_URL = os.environ.get("SAYIIR_TEST_PG_URL", "postgresql://postgres@
 
 
 # -- statistics ----------------------------------------------------------------
-
-
-T = TypeVar("T")
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run the harness on uvloop, as the service and its worker processes
-    run (sayiir_grpc.cli.run_event_loop): the submitter's CPU is counted per
-    workflow, and a client of the service is meant to run on uvloop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 def percentile(values: list[float], q: float) -> float | None:

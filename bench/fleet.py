@@ -586,9 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
     only = [o.strip() for o in args.only.split(",") if o.strip()] or None
-    import common
+    from sayiir_grpc.cli import run_event_loop
 
-    rows = common.run_loop(run_all(args.admin_url, args.warmup, args.duration, only))
+    rows = run_event_loop(run_all(args.admin_url, args.warmup, args.duration, only))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     else:

@@ -16,8 +16,8 @@ import json
 import random
 import time
 
-import common
 from sayiir_client import connect
+from sayiir_grpc.cli import run_event_loop
 
 
 async def probe(target: str, delay: float, duration: float, interval: float) -> dict[str, object]:
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--interval", type=float, default=0.01)
     args = parser.parse_args()
-    print(json.dumps(common.run_loop(probe(args.target, args.delay, args.duration, args.interval))), flush=True)
+    print(json.dumps(run_event_loop(probe(args.target, args.delay, args.duration, args.interval))), flush=True)
 
 
 if __name__ == "__main__":

@@ -851,7 +851,9 @@ def main(argv: list[str] | None = None) -> int:
     from sayiir_grpc.log_setup import configure
 
     configure("WARNING")  # the in-process store anchor would log at info
-    data = common.run_loop(main_async(args))
+    from sayiir_grpc.cli import run_event_loop
+
+    data = run_event_loop(main_async(args))
     data["summary"] = report.summarise(data)
     (out / "report.json").write_text(json.dumps(report.without_samples(data), indent=2) + "\n")
     pngs = [] if args.no_plots else report.plots(data, out)

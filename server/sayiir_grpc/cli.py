@@ -109,15 +109,14 @@ async def _migrate(url: str) -> None:
         await conn.close()
 
 
-def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when it is installed (fewer syscalls per call), else asyncio's loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-        return
+        return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        return runner.run(main)
 
 
 def _with_database(settings: config.Settings, run: Callable[[str], T]) -> T:
