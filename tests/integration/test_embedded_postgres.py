@@ -7,18 +7,22 @@ its own tmp dir on a free port, so they can run next to a system PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sayiir_grpc.embedded import (
     EmbeddedPostgres,
@@ -234,6 +238,56 @@ def test_refuses_a_data_dir_served_by_a_live_instance(make_pg: Factory) -> None:
     with pytest.raises(EmbeddedPostgresError, match="already served"):
         make_pg().start()
     assert first.pid is not None and _alive(first.pid)
+
+
+@contextlib.contextmanager
+def _grpc_busy_in_this_process() -> Iterator[None]:
+    """A grpc.aio server and eight callers calling it without pause, on an
+    event loop in a thread of this process, until the block ends."""
+    ready = threading.Event()
+    stopping = threading.Event()
+
+    async def serve_and_call() -> None:
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            async def call() -> None:
+                while not stopping.is_set():
+                    await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+            callers = [asyncio.create_task(call()) for _ in range(8)]
+            await asyncio.sleep(0.2)
+            ready.set()
+            await asyncio.gather(*callers)
+        await server.stop(None)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve_and_call(),), daemon=True)
+    thread.start()
+    assert ready.wait(30), "the gRPC load did not start"
+    try:
+        yield
+    finally:
+        stopping.set()
+        thread.join(30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as another user only when started as root")
+def test_starts_as_another_user_while_grpc_is_busy_in_this_process(make_pg: Factory, tmp_path: Path) -> None:
+    # As root, initdb and postgres run as "nobody". gRPC's fork handlers made
+    # about half of the children forked for that crash before their exec
+    # while this process's gRPC threads were busy (as in `serve`, or a test
+    # run); three fresh clusters are six such children.
+    with _grpc_busy_in_this_process():
+        for n in range(3):
+            pg = make_pg(tmp_path / f"busy-{n}")
+            url = pg.start()
+            assert asyncio.run(_fetch(url, "SELECT current_user")) == [("postgres",)]
+            assert pg.pid is not None and Path(f"/proc/{pg.pid}").stat().st_uid != 0
+            pg.stop()
 
 
 def test_errors_are_clear(make_pg: Factory, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import {
   type OperatorClient,
   type SayiirClient,
 } from "../src/index.js";
-import { seedAtTask, seedCompleted } from "./support/fixtures.js";
+import { seedAtTask, seedCompleted, seedHeldAtTask } from "./support/fixtures.js";
 import { freshService, truncate, type Service } from "./support/service.js";
 
 let service: Service;
@@ -56,7 +56,7 @@ test("list and page through workflows by filter", async () => {
 });
 
 test("describe a workflow, its history and one version", async () => {
-  await seedAtTask(client, "op-x");
+  await seedHeldAtTask(client, "op-x");
   await client.saveTaskResult("op-x", taskId("task-1"), "12345");
   await client.storeSignal("op-x", "Pause", { reason: "later", requestedBy: "ops" });
   await client.sendEvent("op-x", "go", "1");

@@ -13,7 +13,7 @@ import {
   taskId,
   type SayiirClient,
 } from "../src/index.js";
-import { seedAtSignal, seedAtTask, seedCompleted, uniqueId } from "./support/fixtures.js";
+import { seedAtSignal, seedCompleted, seedHeldAtTask, uniqueId } from "./support/fixtures.js";
 import { sharedService } from "./support/service.js";
 
 let service: Awaited<ReturnType<typeof sharedService>>;
@@ -29,7 +29,7 @@ after(async () => {
 
 test("store and get a cancel signal", async () => {
   const id = uniqueId("store-get");
-  await seedAtTask(client, id);
+  await seedHeldAtTask(client, id);
   const before = Date.now();
   await client.storeSignal(id, "Cancel", { reason: "customer asked", requestedBy: "support" });
   const pending = await client.getSignal(id, "Cancel");
@@ -56,7 +56,7 @@ test("cancel and pause of a finished workflow are refused with their variants", 
 
 test("clear a signal; the same kind stored again replaces it", async () => {
   const id = uniqueId("clear");
-  await seedAtTask(client, id);
+  await seedHeldAtTask(client, id);
   await client.storeSignal(id, "Pause", { reason: "first" });
   await client.storeSignal(id, "Pause", { reason: "second", requestedBy: "ops" });
   assert.equal((await client.getSignal(id, "Pause"))?.reason, "second");
@@ -67,7 +67,7 @@ test("clear a signal; the same kind stored again replaces it", async () => {
 
 test("checkAndCancel applies a pending cancel once, keeping the task results", async () => {
   const id = uniqueId("cancel");
-  await seedAtTask(client, id);
+  await seedHeldAtTask(client, id);
   await client.saveTaskResult(id, taskId("task-1"), "partial");
   assert.equal(await client.checkAndCancel(id), false, "nothing pending");
   await client.storeSignal(id, "Cancel", { reason: "stop", requestedBy: "ops" });
@@ -85,7 +85,7 @@ test("checkAndCancel applies a pending cancel once, keeping the task results", a
 
 test("checkAndPause, then unpause resumes where it stopped", async () => {
   const id = uniqueId("pause");
-  await seedAtTask(client, id, "resume-here");
+  await seedHeldAtTask(client, id, "resume-here");
   assert.equal(await client.checkAndPause(id), false);
   await client.storeSignal(id, "Pause", { reason: "maintenance" });
   assert.equal(await client.checkAndPause(id), true);
@@ -97,7 +97,7 @@ test("checkAndPause, then unpause resumes where it stopped", async () => {
 
 test("unpause of a running workflow names its state", async () => {
   const id = uniqueId("unpause-running");
-  await seedAtTask(client, id);
+  await seedHeldAtTask(client, id);
   await assert.rejects(client.unpause(id), (error: unknown) => {
     assert.ok(error instanceof FailedPreconditionError);
     assert.match(error.message, /InProgress/);
@@ -126,7 +126,7 @@ test("a terminal signal completes the workflow with the payload", async () => {
 
 test("events are buffered in order when nobody waits, for missing and finished instances too", async () => {
   const id = uniqueId("buffer");
-  await seedAtTask(client, id);
+  await seedHeldAtTask(client, id);
   assert.equal(await client.sendEvent(id, "go", "early"), false);
   assert.equal((await client.consumeEvent(id, "go"))?.toString(), "early");
 
@@ -152,13 +152,13 @@ test("concurrent consumers take each event exactly once", async () => {
 
 test("checkControlSignals: cancel first, then pause, else nothing", async () => {
   const id = uniqueId("control");
-  await seedAtTask(client, id);
+  await seedHeldAtTask(client, id);
   assert.equal(await client.checkControlSignals(id), null);
   await client.storeSignal(id, "Pause");
   await client.storeSignal(id, "Cancel");
   assert.equal(await client.checkControlSignals(id, taskId("task-1")), "Cancelled");
   const other = uniqueId("control-pause");
-  await seedAtTask(client, other);
+  await seedHeldAtTask(client, other);
   await client.storeSignal(other, "Pause");
   assert.equal(await client.checkControlSignals(other), "Paused");
   assert.equal((await client.loadSnapshot(other)).state.kind, "Paused");

@@ -23,6 +23,16 @@ export function seedAtTask(client: SayiirClient, instanceId: string, task = "tas
   return seedAt(client, instanceId, atTask(taskId(task)), extra);
 }
 
+/** A workflow at `task` that a worker holds, as when a worker checks for
+ * signals between steps. The service's background sweep (every 0.5 s by
+ * default) applies the pending cancel or pause of a workflow that no worker
+ * holds on its own, which would race a test's own checks of those signals. */
+export async function seedHeldAtTask(client: SayiirClient, instanceId: string, task = "task-1"): Promise<void> {
+  await seedAtTask(client, instanceId, task);
+  const claim = await client.claimTask(instanceId, taskId(task), "holding-worker", { ttlMs: 300_000 });
+  if (claim === null) throw new Error(`${instanceId}: the seeded task could not be claimed`);
+}
+
 export async function seedAtSignal(client: SayiirClient, instanceId: string, signalName: string, next: string | null) {
   const signalId = taskId(`signal-${signalName}`);
   await seedAt(client, instanceId, {
