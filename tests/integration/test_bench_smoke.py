@@ -159,3 +159,31 @@ def test_floor_models_a_session_stream() -> None:
     # Save 2 (no transaction), Claim 1, four times Complete 2 + BEGIN and COMMIT.
     assert (floor["statements_per_wf"], floor["round_trips_per_wf"]) == (11, 19)
     assert floor["load_calls"] > 0 and floor["load_p99_ms"] > 0
+
+
+def test_processes_bench_runs_both_settings(tmp_path: Path) -> None:
+    out = tmp_path / "processes.json"
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "processes.py"),
+        "--rounds",
+        "1",
+        "--warmup",
+        "0.2",
+        "--duration",
+        "1",
+        "--admin-url",
+        admin_url(),
+        "--json",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "--workers 2" in result.stdout
+    report = json.loads(out.read_text())
+    assert [row["workers"] for row in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert row["calls_per_s"] > 0
+        assert row["cpu_ms_per_call"].keys() == {"server", "clients", "postgres"}
+        assert row["cpu_ms_per_call"]["server"] > 0
+    assert report["summary"]["ratio_2_to_1"] > 0
