@@ -181,7 +181,8 @@ async def _prepare(admin_url: str) -> str:
     return url
 
 
-def run(admin_url: str, rounds: int, warmup: float, duration: float) -> dict[str, Any]:
+def run(admin_url: str, rounds: int, warmup: float, duration: float, quiet: bool = False) -> dict[str, Any]:
+    """Alternate `--workers 1` and `--workers 2` rounds on one fresh database (dropped at the end)."""
     import common
     from sayiir_grpc.cli import run_event_loop
 
@@ -192,7 +193,8 @@ def run(admin_url: str, rounds: int, warmup: float, duration: float) -> dict[str
             for workers in (1, 2):
                 row = _round(url, common.db_name(url), workers, warmup, duration)
                 row["round"] = n + 1
-                print(_line(row), flush=True)
+                if not quiet:
+                    print(_line(row), flush=True)
                 rows.append(row)
     finally:
         run_event_loop(common.drop_database(admin_url, url))

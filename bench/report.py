@@ -254,7 +254,46 @@ def fleet_goals(runs: dict[str, Any]) -> list[dict[str, Any]]:
     )
     scale = _ratio(_wf(w2), _wf(w1))
     goal("service --workers 2 / --workers 1 throughput", scale, "> 1 when the service is the bottleneck", None)
+    processes = runs.get("processes")
+    if _ok(processes):
+        bound = processes["summary"]["ratio_2_to_1"]  # type: ignore[index]
+        goal(
+            "service --workers 2 / --workers 1 calls/s, a load the service bounds (`bench/processes.py`)",
+            bound,
+            "> 1",
+            None if bound is None else bound > 1,
+        )
     return goals
+
+
+def _processes_table(runs: dict[str, Any]) -> list[str]:
+    """The rounds of `bench/processes.py`: LoadSnapshot calls the service bounds."""
+    run = runs.get("processes")
+    if not run:
+        return []
+    title = "### More service processes, on a load the service bounds (`bench/processes.py`)"
+    if not _ok(run):
+        return ["", title, "", f"Failed: {run.get('failed')}"]
+    w = run["workload"]
+    out = [
+        "",
+        title,
+        "",
+        f"{w['client_processes']} client processes, {w['concurrency_per_client']} calls in flight each, call"
+        f" LoadSnapshot on {w['workflows']} workflows of {w['completed_tasks']} completed tasks"
+        f" ({w['output_bytes']}-byte outputs) through raw stubs; rounds of `--workers 1` and `--workers 2`"
+        " alternate on one database.",
+        "",
+        "| Round | --workers | calls/s | CPU ms per call: server | clients | PostgreSQL | cores busy |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in run["rows"]:
+        cpu = row["cpu_ms_per_call"]
+        out.append(
+            f"| {row['round']} | {row['workers']} | {_n(row['calls_per_s'])} | {_n(cpu['server'], 3)}"
+            f" | {_n(cpu['clients'], 3)} | {_n(cpu['postgres'], 3)} | {_n(row['cores_busy'], 2)} |"
+        )
+    return out
 
 
 def _fleet_table(runs: dict[str, Any]) -> list[str]:
@@ -396,6 +435,7 @@ def markdown(data: dict[str, Any], pngs: list[str], image_prefix: str = "") -> s
         for t in fleet_goals(runs):
             met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
             out.append(f"| {t['target']} | {_n(t['value'], 2)} | {t['goal']} | {met} | {_n(t.get('floor'), 2)} |")
+    out += _processes_table(runs)
     sweep = _sweep_rows(runs)
     if sweep:
         points = sorted({n for s in sweep.values() for n in s})

@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 import engine  # noqa: E402
 import fleet  # noqa: E402
 import floor  # noqa: E402
+import processes  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
 
@@ -412,6 +413,19 @@ class Bench:
         self.runs[f"fleet_{key}"] = result
         return result
 
+    async def processes_run(self) -> dict[str, Any]:
+        """`--workers 1` against `--workers 2` on a load the service bounds (bench/processes.py)."""
+        rounds = 1 if self.scale.quick else 2
+        round_s = self.scale.fleet / 2
+        bar = self.progress("more service processes: LoadSnapshot calls", rounds * 2 * (round_s + 5))
+        result: dict[str, Any] = await asyncio.to_thread(
+            processes.run, self.admin, rounds, min(2.0, self.scale.warmup), round_s, True
+        )
+        bar.close(f"--workers 2 / --workers 1: {result['summary']['ratio_2_to_1']}")
+        result["system"] = "service --workers 1 and 2, LoadSnapshot calls"
+        self.runs["processes"] = result
+        return result
+
     async def floor_run(self, key: str = "floor", transport: str = "unary", sql: str = "select") -> dict[str, Any]:
         """The floor of the service's round trips (SERVICE_ROUND_TRIPS), its
         load clients laid out as the fleet's worker processes: `floor` with
@@ -716,6 +730,7 @@ async def run_all(bench: Bench) -> None:
     add("floor", lambda: bench.floor_run())
     add("floor_session", lambda: bench.floor_run("floor_session", "stream"))
     add("floor_sql", lambda: bench.floor_run("floor_sql", "stream", "service"))
+    add("processes", lambda: bench.processes_run())
 
     only = [o.strip() for o in bench.args.only.split(",")] if bench.args.only else None
     for name, fn in steps:
